@@ -1,0 +1,104 @@
+"""`python -m fashiongen.data inspect SOURCE [--json]` and `python -m fashiongen.data convert SOURCE OUT.h5 --size 64`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from ..config import ConfigError
+from .convert import convert_source, write_result
+from .inspect import inspect_source, sample_grid
+from .records import DataError, RecordError
+from .sources import READERS, open_source
+
+
+def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="a dataset path: FashionGen .h5 (or its folder), folder+JSONL/CSV, DeepFashion, Fashion-MNIST")
+    parser.add_argument("--format", default="auto", choices=["auto", *READERS])
+    parser.add_argument("--split", default="all", choices=["all", "train", "validation"])
+    parser.add_argument("--val-fraction", type=float, default=0.05)
+    parser.add_argument("--caption-field", default="", help="caption column/key (default: the source's own)")
+    parser.add_argument("--caption-template", default="", help="template for captions from attributes")
+    parser.add_argument("--strict", action="store_true", help="fail on the first defective record instead of skipping it")
+    parser.add_argument("--poses", nargs="*", default=[], help="FashionGen h5: keep only these poses")
+    parser.add_argument("--one-pose-per-product", action="store_true", help="FashionGen h5: keep one pose per product")
+
+
+def _open(args: argparse.Namespace):
+    return open_source(
+        args.source, format=args.format, split=args.split, val_fraction=args.val_fraction,
+        skip_bad_records=not args.strict, caption_field=args.caption_field,
+        poses=args.poses, one_pose_per_product=args.one_pose_per_product,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fashiongen.data", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    inspect = commands.add_parser("inspect", help="counts, attribute histograms, caption lengths and a sample grid")
+    _add_source_arguments(inspect)
+    inspect.add_argument("--out", type=Path, default=None, help="folder for report.json and grid.png (default outputs/inspect/NAME)")
+    inspect.add_argument("--samples", type=int, default=16)
+    inspect.add_argument("--seed", type=int, default=0)
+    inspect.add_argument("--json", action="store_true", help="print the report as JSON (the last line of stdout)")
+    convert = commands.add_parser("convert", help="write a FashionGen-schema HDF5 at a fixed resolution")
+    _add_source_arguments(convert)
+    convert.add_argument("out", type=Path)
+    convert.add_argument("--size", type=int, default=64)
+    convert.add_argument("--resize-mode", default="center-crop", choices=["center-crop", "pad"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        source = _open(args)
+        if args.command == "inspect":
+            return _inspect(args, source)
+        return _convert(args, source)
+    except (DataError, RecordError, ConfigError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _inspect(args: argparse.Namespace, source) -> int:
+    from ..utils import atomic_write_text
+
+    report = inspect_source(source, caption_template=args.caption_template)
+    out = args.out or Path("outputs") / "inspect" / Path(args.source).resolve().stem
+    grid = out / "grid.png"
+    report["grid"] = str(grid)
+    report["grid_ids"] = sample_grid(source, grid, args.samples, seed=args.seed, caption_template=args.caption_template)
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+    else:
+        _print_report(report)
+    return 0
+
+
+def _print_report(report: dict) -> None:
+    print(f"{report['path']}: format {report['format']}, split {report['split']}, "
+          f"{report['num_records']} records, {report['num_skipped']} skipped")
+    for reason, count in report["skipped_by_reason"].items():
+        print(f"  skipped {count}: {reason}")
+    words = report["caption_words"]
+    if words:
+        print(f"caption words: min {words['min']} median {words['median']} mean {words['mean']} "
+              f"p95 {words['p95']} max {words['max']}; with attributes: mean {report['model_caption_words']['mean']}")
+    for name, info in report["attributes"].items():
+        top = ", ".join(f"{value} {count}" for value, count in list(info["top"].items())[:6])
+        print(f"  {name} ({info['distinct']} values, {info['present']} present): {top}")
+    print(f"grid of samples: {report['grid']}")
+
+
+def _convert(args: argparse.Namespace, source) -> int:
+    result = convert_source(source, args.out, resolution=args.size, resize_mode=args.resize_mode,
+                            caption_template=args.caption_template, skip_bad_records=not args.strict)
+    write_result(result, args.out.with_suffix(".json"))
+    print(json.dumps(result.__dict__))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

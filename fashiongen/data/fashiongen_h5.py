@@ -1,0 +1,277 @@
+"""The FashionGen challenge's HDF5 release (and files `convert` writes in the same schema).
+
+Rows are read lazily: the file is opened once per process (so each DataLoader worker has its
+own handle) and only the requested row is read. Text fields are (N, 1) fixed-length bytes in
+latin-1/cp1252, NUL-padded; they are decoded robustly and stripped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import h5py
+import numpy as np
+
+from .records import DataError, Record, RecordError, RecordMeta, SkipLog, as_rgb_uint8, clean_caption
+
+IMAGE_KEY = "input_image"
+DEFAULT_CAPTION_KEY = "input_description"
+CAPTION_KEYS = ("input_description", "input_concat_description")
+# Schema text fields and the canonical attribute each one becomes.
+TEXT_FIELDS = {
+    "input_name": "name",
+    "input_brand": "brand",
+    "input_category": "category",
+    "input_subcategory": "subcategory",
+    "input_gender": "gender",
+    "input_season": "season",
+    "input_department": "department",
+    "input_composition": "composition",
+    "input_pose": "pose",
+}
+NUMERIC_FIELDS = {"input_productID": "product_id", "input_msrpUSD": "msrp"}
+RECORD_ID_KEY = "input_record_id"  # written by `convert` so ids survive a conversion
+SPLIT_KEY_KEY = "input_split_key"  # written by `convert`: the key the source was split by
+SPLIT_FILE_PATTERN = re.compile(r"_(train|validation)\.h5$")
+COLUMN_CACHE_BYTES = 64 * 2**20
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def decode_text(raw: Any, encoding: str, where: str) -> str:
+    """Decode one fixed-length bytes cell: 'auto' tries utf-8, then cp1252, then latin-1."""
+    if isinstance(raw, np.ndarray):
+        raw = raw.reshape(-1)[0] if raw.size else b""
+    if isinstance(raw, str):
+        text = raw
+    elif isinstance(raw, (bytes, np.bytes_)):
+        raw = bytes(raw).rstrip(b"\x00")
+        codecs = ("utf-8", "cp1252", "latin-1") if encoding == "auto" else (encoding,)
+        for codec in codecs:
+            try:
+                text = raw.decode(codec)
+                break
+            except UnicodeDecodeError:
+                continue
+        else:
+            raise RecordError(where, f"text is not decodable as {encoding}")
+    else:
+        raise RecordError(where, f"text field holds {type(raw).__name__}, expected bytes")
+    if len(_CONTROL.findall(text)) > max(2, len(text) // 20):
+        raise RecordError(where, "text is undecodable (binary control characters)")
+    return " ".join(_CONTROL.sub(" ", text).split())
+
+
+class FashionGenH5Reader:
+    """Reader for `fashiongen_256_256_{train,validation}.h5` and files in the same schema."""
+
+    format = "fashiongen-h5"
+    caption_template = "{gender:title+possessive} {colour:lower} {category:lower}, {brand}, {season}"
+
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        if path.is_dir():
+            return any(path.glob("*.h5"))
+        return path.suffix in (".h5", ".hdf5")
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        split: str | None = None,
+        skip_bad_records: bool = True,
+        caption_field: str = "",
+        poses: list[str] | tuple[str, ...] = (),
+        one_pose_per_product: bool = False,
+        text_encoding: str = "auto",
+    ) -> None:
+        self.path = self._resolve(Path(path), split)
+        self.split_name = self._split_of(self.path)
+        self.skipped = SkipLog()
+        self.skip_bad_records = skip_bad_records
+        self.text_encoding = text_encoding
+        self.caption_key = caption_field or DEFAULT_CAPTION_KEY
+        self._handle: h5py.File | None = None
+        self._columns: dict[str, np.ndarray] = {}  # raw metadata columns cached by this process
+        self._pid = -1
+        with h5py.File(self.path, "r") as handle:
+            self._check_schema(handle)
+            self.num_rows = handle[IMAGE_KEY].shape[0]
+            self.text_keys = {k: v for k, v in TEXT_FIELDS.items() if k in handle}
+            self.text_keys.update(self._extra_text_keys(handle))
+            self.numeric_keys = {k: v for k, v in NUMERIC_FIELDS.items() if k in handle}
+            self.has_record_ids = RECORD_ID_KEY in handle
+            # a converted file keeps its source's template, so captions read the same after conversion
+            self.caption_template = str(handle.attrs.get("caption_template", type(self).caption_template))
+            self.rows = self._select_rows(handle, list(poses), one_pose_per_product)
+
+    # -- opening ---------------------------------------------------------------------------
+    @classmethod
+    def splits_at(cls, path: Path) -> tuple[str, ...]:
+        """Splits a path defines itself: a `*_train.h5` file, or a folder of such files."""
+        files = sorted(path.glob("*.h5")) if path.is_dir() else [path]
+        return tuple(sorted({s for s in map(cls._split_of, files) if s}))
+
+    @staticmethod
+    def _split_of(path: Path) -> str | None:
+        match = SPLIT_FILE_PATTERN.search(path.name)
+        return match.group(1) if match else None
+
+    def _resolve(self, path: Path, split: str | None) -> Path:
+        if not path.exists():
+            raise DataError(f"{path}: no such file or directory")
+        if path.is_file():
+            own = self._split_of(path)
+            if split is not None and own is not None and split != own:
+                raise DataError(f"{path} holds the '{own}' split, not '{split}'; point at the "
+                                f"'{split}' file or at the folder holding both")
+            return path
+        files = sorted(path.glob("*.h5"))
+        if split is None:
+            if len(files) != 1:
+                raise DataError(f"{path}: {len(files)} .h5 files; name one of {[f.name for f in files]} or a split")
+            return files[0]
+        chosen = [f for f in files if self._split_of(f) == split]
+        if not chosen:
+            raise DataError(f"{path}: no *_{split}.h5 file (found {[f.name for f in files]})")
+        return chosen[0]
+
+    def _check_schema(self, handle: h5py.File) -> None:
+        keys = sorted(handle.keys())
+        if IMAGE_KEY not in handle:
+            raise DataError(f"{self.path}: no '{IMAGE_KEY}' dataset (keys: {', '.join(keys)})")
+        images = handle[IMAGE_KEY]
+        if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8:
+            raise DataError(f"{self.path}: '{IMAGE_KEY}' is {images.shape} {images.dtype}, expected (N, H, W, 3) uint8")
+        if self.caption_key not in handle:
+            raise DataError(f"{self.path}: no caption field '{self.caption_key}' (keys: {', '.join(keys)})")
+        for key in keys:
+            item = handle[key]
+            if isinstance(item, h5py.Dataset) and item.ndim >= 1 and item.shape[0] != images.shape[0]:
+                raise DataError(f"{self.path}: '{key}' has {item.shape[0]} rows but '{IMAGE_KEY}' has {images.shape[0]}")
+
+    def _extra_text_keys(self, handle: h5py.File) -> dict[str, str]:
+        """Other `input_*` text datasets (e.g. input_colour written by convert) become attributes."""
+        known = set(TEXT_FIELDS) | set(CAPTION_KEYS) | {RECORD_ID_KEY, SPLIT_KEY_KEY, self.caption_key}
+        return {
+            key: key.removeprefix("input_")
+            for key, item in handle.items()
+            if key.startswith("input_") and key not in known and isinstance(item, h5py.Dataset)
+            and item.dtype.kind in ("S", "O") and item.ndim in (1, 2)
+        }
+
+    def _select_rows(self, handle: h5py.File, poses: list[str], one_pose_per_product: bool) -> np.ndarray:
+        rows = np.arange(self.num_rows)
+        if not poses and not one_pose_per_product:
+            return rows
+        if "input_pose" not in handle:
+            raise DataError(f"{self.path}: pose selection needs 'input_pose', which this file lacks")
+        pose_of = np.array([decode_text(v, self.text_encoding, f"{self.path}:input_pose") for v in handle["input_pose"][:]])
+        if poses:
+            unknown = sorted(set(poses) - set(pose_of))
+            if unknown:
+                raise DataError(f"{self.path}: poses {unknown} not in the file (it has {sorted(set(pose_of))})")
+            rows = rows[np.isin(pose_of, poses)]
+        if one_pose_per_product:
+            if "input_productID" not in handle:
+                raise DataError(f"{self.path}: one_pose_per_product needs 'input_productID', which this file lacks")
+            products = handle["input_productID"][:].reshape(-1)[rows]
+            _, first = np.unique(products, return_index=True)
+            rows = rows[np.sort(first)]
+        return rows
+
+    @property
+    def handle(self) -> h5py.File:
+        """This process's own read handle (a forked DataLoader worker opens its own)."""
+        if self._handle is None or self._pid != os.getpid():
+            self._handle = h5py.File(self.path, "r")
+            self._pid = os.getpid()
+            self._columns = {}
+        return self._handle
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_handle"], state["_pid"], state["_columns"] = None, -1, {}
+        return state
+
+    def close(self) -> None:
+        if self._handle is not None and self._pid == os.getpid():
+            self._handle.close()
+        self._handle = None
+
+    # -- reading ---------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _where(self, row: int, key: str) -> str:
+        return f"{self.path}:row {row}:{key}"
+
+    def meta(self, index: int) -> RecordMeta:
+        row = int(self.rows[index])
+        return self._meta_from(row, lambda key: self._cell(key, row))
+
+    def _cell(self, key: str, row: int) -> Any:
+        """One metadata cell; columns up to COLUMN_CACHE_BYTES are read whole once per process.
+
+        Reading a cell through h5py costs ~50 us (and a whole compressed chunk), while a training
+        example needs a dozen cells, so small columns are kept in memory as raw bytes.
+        """
+        column = self._columns.get(key)
+        if column is None:
+            dataset = self.handle[key]
+            if dataset.size * dataset.dtype.itemsize > COLUMN_CACHE_BYTES:
+                return dataset[row]
+            column = self._columns[key] = dataset[:]
+        return column[row]
+
+    def iter_meta(self, chunk_rows: int = 4096) -> Iterator[RecordMeta | RecordError]:
+        """Every kept row's metadata in order, read a column chunk at a time (fast for whole-file stats)."""
+        handle = self.handle
+        keys = [self.caption_key, *self.text_keys, *self.numeric_keys] + ([RECORD_ID_KEY] if self.has_record_ids else [])
+        for start in range(0, self.num_rows, chunk_rows):
+            stop = min(start + chunk_rows, self.num_rows)
+            kept = self.rows[(self.rows >= start) & (self.rows < stop)]
+            if not len(kept):
+                continue
+            columns = {key: handle[key][start:stop] for key in keys}
+            for row in kept:
+                try:
+                    yield self._meta_from(int(row), lambda key: columns[key][row - start])
+                except RecordError as error:
+                    yield error
+
+    def _meta_from(self, row: int, cell: Callable[[str], Any]) -> RecordMeta:
+        def text(key: str) -> str:
+            return decode_text(cell(key), self.text_encoding, self._where(row, key))
+
+        caption = clean_caption(text(self.caption_key), self._where(row, self.caption_key))
+        attributes: dict[str, Any] = {}
+        for key, name in self.text_keys.items():
+            value = text(key)
+            if value:
+                attributes[name] = value
+        for key, name in self.numeric_keys.items():
+            value = np.asarray(cell(key)).reshape(-1)[0].item()
+            if not (name == "product_id" and value < 0):
+                attributes[name] = value
+        record_id = text(RECORD_ID_KEY) if self.has_record_ids else str(row)
+        return RecordMeta(id=record_id, caption=caption, attributes=attributes)
+
+    def __getitem__(self, index: int) -> Record:
+        meta = self.meta(index)
+        row = int(self.rows[index])
+        image = as_rgb_uint8(self.handle[IMAGE_KEY][row], self._where(row, IMAGE_KEY))
+        return Record(id=meta.id, image=image, caption=meta.caption, attributes=meta.attributes)
+
+    def split_keys(self) -> list[str]:
+        """Per-row keys for a hash split: the recorded key, else the product id, else the row."""
+        handle = self.handle
+        if SPLIT_KEY_KEY in handle:
+            column = handle[SPLIT_KEY_KEY][:].reshape(-1)
+            return [decode_text(column[r], "utf-8", self._where(int(r), SPLIT_KEY_KEY)) for r in self.rows]
+        if "input_productID" in handle:
+            products = handle["input_productID"][:].reshape(-1)
+            return [str(products[r]) if products[r] >= 0 else str(r) for r in self.rows]
+        return [str(r) for r in self.rows]

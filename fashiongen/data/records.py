@@ -1,0 +1,146 @@
+"""The one record type every data source yields, and the errors and skip log readers share."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Protocol, Union
+
+import numpy as np
+
+logger = logging.getLogger("fashiongen.data")
+
+AttributeValue = Union[str, int, float]
+
+# Canonical attribute names shared by all readers (a reader may add source-specific extras).
+CANONICAL_ATTRIBUTES = (
+    "name", "brand", "category", "subcategory", "gender", "colour", "season",
+    "department", "composition", "pose", "product_id", "msrp", "usage", "year",
+)
+
+
+@dataclass
+class Record:
+    """One image with its caption: `image` is uint8 [H, W, 3]; `id` is unique within its source."""
+
+    id: str
+    image: np.ndarray
+    caption: str
+    attributes: dict[str, AttributeValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RecordMeta:
+    """A record without its pixels: cheap to read for every row (inspect, splits, caption caches)."""
+
+    id: str
+    caption: str
+    attributes: dict[str, AttributeValue]
+
+
+class DataError(ValueError):
+    """A source cannot be read at all (missing path, missing key, malformed metadata file)."""
+
+
+class RecordError(ValueError):
+    """One record is defective (truncated image, empty or undecodable caption).
+
+    `where` names the file and row/key so the message can be acted on.
+    """
+
+    def __init__(self, where: str, reason: str):
+        super().__init__(f"{where}: {reason}")
+        self.where = where
+        self.reason = reason
+
+
+@dataclass
+class SkipLog:
+    """Counts records skipped because of per-record defects, with their locations."""
+
+    entries: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, error: RecordError) -> None:
+        self.entries.append((error.where, error.reason))
+        logger.warning("skipping record %s: %s", error.where, error.reason)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def by_reason(self) -> dict[str, int]:
+        return dict(Counter(reason for _, reason in self.entries))
+
+    def summary(self, limit: int = 5) -> str:
+        if not self.entries:
+            return "no records skipped"
+        shown = "; ".join(f"{where}: {reason}" for where, reason in self.entries[:limit])
+        more = f" (+{len(self.entries) - limit} more)" if len(self.entries) > limit else ""
+        return f"skipped {len(self.entries)} defective record(s): {shown}{more}"
+
+
+class Source(Protocol):
+    """What every reader provides. Indices are 0..len-1 over the rows the reader kept."""
+
+    format: str
+    path: Path
+    skipped: SkipLog  # rows dropped while opening (bad metadata rows), when skipping is on
+
+    def __len__(self) -> int: ...
+
+    def meta(self, index: int) -> RecordMeta:
+        """Caption and attributes of one row without decoding its image; raises RecordError."""
+        ...
+
+    def __getitem__(self, index: int) -> Record:
+        """The full record; raises RecordError for a per-record defect."""
+        ...
+
+
+def clean_caption(text: str, where: str) -> str:
+    """Strip padding and whitespace; an empty caption is a per-record defect."""
+    text = " ".join(text.replace("\x00", " ").split())
+    if not text:
+        raise RecordError(where, "empty caption")
+    return text
+
+
+def iter_records(source: Source, skip_bad_records: bool = True, log: SkipLog | None = None) -> Iterator[Record]:
+    """Yield every record, skipping (and logging) defective ones unless `skip_bad_records` is off."""
+    log = log if log is not None else SkipLog()
+    for index in range(len(source)):
+        try:
+            yield source[index]
+        except RecordError as error:
+            if not skip_bad_records:
+                raise
+            log.add(error)
+
+
+def iter_meta(source: Source) -> Iterator[RecordMeta | RecordError]:
+    """Every row's metadata in order (or the RecordError that row raised), using a reader's fast path."""
+    fast = getattr(source, "iter_meta", None)
+    if fast is not None:
+        yield from fast()
+        return
+    for index in range(len(source)):
+        try:
+            yield source.meta(index)
+        except RecordError as error:
+            yield error
+
+
+def as_rgb_uint8(image: np.ndarray, where: str) -> np.ndarray:
+    """Return `image` as uint8 [H, W, 3]; grey and RGBA inputs are converted."""
+    if image.dtype != np.uint8:
+        raise RecordError(where, f"image dtype is {image.dtype}, expected uint8")
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise RecordError(where, f"image shape {image.shape} is not HxW, HxWx1, HxWx3 or HxWx4")
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    elif image.shape[2] == 4:
+        image = image[:, :, :3]
+    return np.ascontiguousarray(image)

@@ -1,0 +1,69 @@
+"""Shared test fixtures: the bundled data (../shared/data, present in CI) and small real files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+PRODUCTS = SHARED_DATA / "fashion-products"
+
+
+@pytest.fixture(scope="session")
+def products_path() -> Path:
+    if not (PRODUCTS / "captions.jsonl").is_file():
+        pytest.skip(f"bundled photos not found at {PRODUCTS}")
+    return PRODUCTS
+
+
+def write_jpeg(path: Path, size: tuple[int, int] = (48, 64), colour: tuple[int, int, int] = (200, 30, 30)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path, quality=90)
+
+
+@pytest.fixture()
+def folder_dataset(tmp_path: Path) -> Path:
+    """A folder+JSONL set of 6 real JPEGs with attribute columns like the bundled photos."""
+    rows = []
+    colours = ["Red", "Navy Blue", "White", "Black", "Green", "Grey"]
+    for i, colour in enumerate(colours):
+        write_jpeg(tmp_path / "images" / f"{100 + i}.jpg", colour=(40 * i, 20, 255 - 40 * i))
+        rows.append({"id": 100 + i, "file": f"images/{100 + i}.jpg", "caption": f"Brand {colour} Shirt {i}",
+                     "gender": "Men" if i % 2 else "Women", "articleType": "Shirts", "baseColour": colour,
+                     "season": "Fall", "year": 2011, "usage": "Casual" if i else "NA"})
+    (tmp_path / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return tmp_path
+
+
+def write_fashiongen_h5(path: Path, num_rows: int = 6, size: int = 32, poses_per_product: int = 2) -> Path:
+    """A FashionGen-schema h5 like the challenge release: (N, 1) fixed-length cp1252 bytes, NUL padded."""
+    rng = np.random.default_rng(0)
+    descriptions = [f"Long sleeve wool sweater in beige. Caf\xe9 cr\xe8me tone, row {i}." for i in range(num_rows)]
+    poses = [f"id_gridfs_{1 + i % poses_per_product}" for i in range(num_rows)]
+    text = {
+        "input_description": descriptions,
+        "input_concat_description": [f"Sweater {d}" for d in descriptions],
+        "input_name": [f"Sweater {i}" for i in range(num_rows)],
+        "input_brand": ["Acn\xe9 Studios"] * num_rows,
+        "input_category": ["SWEATERS"] * num_rows,
+        "input_subcategory": ["CREWNECKS"] * num_rows,
+        "input_gender": ["MEN" if i % 2 else "WOMEN" for i in range(num_rows)],
+        "input_season": ["FW2016"] * num_rows,
+        "input_department": ["CLOTHING"] * num_rows,
+        "input_composition": ["100% wool"] * num_rows,
+        "input_pose": poses,
+    }
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("input_image", data=rng.integers(0, 256, (num_rows, size, size, 3), dtype=np.uint8))
+        for key, values in text.items():
+            handle.create_dataset(key, data=np.array([v.encode("cp1252") for v in values], dtype="S120").reshape(-1, 1))
+        handle.create_dataset("input_productID", data=np.array([1000 + i // poses_per_product for i in range(num_rows)], dtype=np.int32).reshape(-1, 1))
+        handle.create_dataset("input_msrpUSD", data=np.full((num_rows, 1), 450.0, dtype=np.float32))
+        handle.create_dataset("index", data=np.arange(num_rows).reshape(-1, 1))
+        handle.create_dataset("index_2", data=np.arange(num_rows).reshape(-1, 1))
+    return path
