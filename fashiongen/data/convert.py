@@ -63,7 +63,7 @@ def convert_source(
     start = time.perf_counter()
     template = caption_template or source.caption_template
     keys = split_keys(source)
-    skipped = SkipLog()
+    skipped = SkipLog(skip=skip_bad_records)
     columns: dict[str, list[Any]] = {"ids": [], "split_keys": [], "captions": [], "concat": [], "attributes": []}
     with atomic_path(out) as temporary:
         with h5py.File(temporary, "w") as handle:
@@ -76,9 +76,7 @@ def convert_source(
                 try:
                     record: Record = source[index]
                 except RecordError as error:
-                    if not skip_bad_records:
-                        raise
-                    skipped.add(error)
+                    skipped.defect(error)
                     continue
                 buffer.append(resize_square(record.image, resolution, resize_mode, pad_value))
                 columns["ids"].append(record.id)

@@ -32,7 +32,7 @@ class FashionDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         self.template = config.caption_template or source.caption_template
-        self.skipped = SkipLog()
+        self.skipped = SkipLog(skip=config.skip_bad_records)
         self._bad: set[int] = set()
 
     @classmethod
@@ -62,10 +62,8 @@ class FashionDataset(Dataset):
             try:
                 return self._example(candidate)
             except RecordError as error:
-                if not self.config.skip_bad_records:
-                    raise
+                self.skipped.defect(error)
                 self._bad.add(candidate)
-                self.skipped.add(error)
         raise DataError(f"{self.source.path}: every record is defective ({self.skipped.summary()})")
 
     def _example(self, index: int) -> dict[str, Any]:

@@ -111,8 +111,7 @@ class DeepFashion2Reader:
                             f"'{caption_field}' cannot be used (leave it empty)")
         if not self.path.exists():
             raise DataError(f"{self.path}: no such file or directory")
-        self.skipped = SkipLog()
-        self.skip_bad_records = skip_bad_records
+        self.skipped = SkipLog(skip=skip_bad_records)
         folders = self._split_folders()
         self.native_splits = tuple(name for name in folders if name)
         if split is not None and split not in self.native_splits:
@@ -135,26 +134,20 @@ class DeepFashion2Reader:
                             f"or split folders {' and '.join(f'{n}/' for n in SPLIT_NAMES)} holding them)")
         return found
 
-    def _defect(self, error: RecordError) -> None:
-        """Skip-and-log or raise an open-time defect, as `skip_bad_records` says."""
-        if not self.skip_bad_records:
-            raise error
-        self.skipped.add(error)
-
     def _index(self, folder: Path, id_prefix: str) -> None:
         images = {entry.stem: entry for entry in (folder / IMAGE_DIR).iterdir()}
         for anno_path in sorted((folder / ANNO_DIR).glob("*.json")):
             try:
                 anno = self._load_anno(anno_path, images)
             except RecordError as error:
-                self._defect(error)
+                self.skipped.defect(error)
                 continue
             item_keys = sorted((key for key in anno if ITEM_KEY.match(key)), key=lambda k: int(k[4:]))
             for key in item_keys:
                 try:
                     self.items.append(self._item(anno_path, anno, key, images[anno_path.stem], id_prefix))
                 except RecordError as error:
-                    self._defect(error)
+                    self.skipped.defect(error)
 
     @staticmethod
     def _load_anno(anno_path: Path, images: dict[str, Path]) -> dict:

@@ -91,8 +91,7 @@ class DeepFashionMMReader:
                             f"caption_field '{caption_field}' cannot be used (leave it empty)")
         if not self.path.exists():
             raise DataError(f"{self.path}: no such file or directory")
-        self.skipped = SkipLog()
-        self.skip_bad_records = skip_bad_records
+        self.skipped = SkipLog(skip=skip_bad_records)
         self.image_dir = self._image_dir()
         labels = self._read_labels()
         self.image_names: list[str] = []  # file name under image_dir of every kept record
@@ -105,12 +104,6 @@ class DeepFashionMMReader:
             if (self.path / name).is_dir():
                 return self.path / name
         raise DataError(f"{self.path}: no image folder ({' or '.join(f'{n}/' for n in IMAGE_DIRS)})")
-
-    def _defect(self, error: RecordError) -> None:
-        """Skip-and-log or raise an open-time defect, as `skip_bad_records` says."""
-        if not self.skip_bad_records:
-            raise error
-        self.skipped.add(error)
 
     def _read_labels(self) -> dict[str, dict[str, AttributeValue]]:
         """Image name -> decoded labels from every label file present; bad lines are defects."""
@@ -127,7 +120,7 @@ class DeepFashionMMReader:
                     try:
                         decoded = self._decode_line(fields, columns, f"{label_path}:{number}")
                     except RecordError as error:
-                        self._defect(error)
+                        self.skipped.defect(error)
                         continue
                     labels.setdefault(fields[0], {}).update(decoded)
         return labels
@@ -173,7 +166,7 @@ class DeepFashionMMReader:
                 if record_id in ids:
                     raise RecordError(where, f"another image already has the id '{record_id}'")
             except RecordError as error:
-                self._defect(error)
+                self.skipped.defect(error)
                 continue
             ids.add(record_id)
             attributes = attributes_from_name(name) | labels.get(name, {})

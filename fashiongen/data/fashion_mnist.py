@@ -64,7 +64,7 @@ class FashionMnistReader:
             raise DataError(f"Fashion-MNIST captions come from the class name; caption_field '{caption_field}' "
                             "cannot be used (leave it empty)")
         self.path = self._resolve(Path(path))
-        self.skipped = SkipLog()
+        self.skipped = SkipLog(skip=skip_bad_records)
         self.splits = (split,) if split else tuple(SPLIT_KEYS)
         self._images: dict[str, np.ndarray] = {}  # split -> [N, 28, 28] uint8, loaded on first use
         self._labels: dict[str, np.ndarray] = {}
@@ -114,9 +114,7 @@ class FashionMnistReader:
         for row in bad:
             error = RecordError(f"{self.path}:{label_key}[{row}]",
                                 f"label {labels[row]} is not a Fashion-MNIST class (0-{len(CLASS_NAMES) - 1})")
-            if not skip_bad_records:
-                raise error
-            self.skipped.add(error)
+            self.skipped.defect(error)
         return np.setdiff1d(np.arange(len(labels)), bad)
 
     def _split_images(self, split: str) -> np.ndarray:

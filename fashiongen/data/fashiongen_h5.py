@@ -90,7 +90,6 @@ class FashionGenH5Reader:
         self.path = self._resolve(Path(path), split)
         self.split_name = self._split_of(self.path)
         self.skipped = SkipLog()
-        self.skip_bad_records = skip_bad_records
         self.text_encoding = text_encoding
         self.caption_key = caption_field or DEFAULT_CAPTION_KEY
         self._handle: h5py.File | None = None

@@ -58,8 +58,7 @@ class FolderReader:
         self.metadata_path = path if path.is_file() else self._find_metadata(path)
         self.path = self.metadata_path.parent
         self.caption_field = caption_field
-        self.skip_bad_records = skip_bad_records
-        self.skipped = SkipLog()
+        self.skipped = SkipLog(skip=skip_bad_records)
         self.rows: list[tuple[str, Path, str, dict[str, Any]]] = []  # (id, image path, caption, attributes)
         self._load_metadata()
 
@@ -72,13 +71,6 @@ class FolderReader:
         if len(found) == 1:
             return folder / found[0]
         raise DataError(f"{folder}: no metadata file (looked for {', '.join(METADATA_NAMES)}; found {found or 'none'})")
-
-    def _defect(self, where: str, reason: str) -> None:
-        """A bad metadata row: skipped and counted, or an error when skipping is off."""
-        error = RecordError(where, reason)
-        if not self.skip_bad_records:
-            raise error
-        self.skipped.add(error)
 
     def _raw_rows(self) -> tuple[set[str], list[tuple[int, dict[str, Any] | None, str]]]:
         """The columns, and (line number, row or None, problem) for every data line of the metadata file."""
@@ -131,23 +123,23 @@ class FolderReader:
         for number, row, problem in raw_rows:
             where = f"{self.metadata_path}:{number}"
             if row is None:
-                self._defect(where, problem)
+                self.skipped.defect(RecordError(where, problem))
                 continue
             if not row.get(file_column):
-                self._defect(where, f"no '{file_column}' value")
+                self.skipped.defect(RecordError(where, f"no '{file_column}' value"))
                 continue
             try:
                 caption = clean_caption(str(row.get(caption_column) or ""), f"{where}:{caption_column}")
             except RecordError as error:
-                self._defect(error.where, error.reason)
+                self.skipped.defect(error)
                 continue
             image_path = self.path / str(row[file_column])
             record_id = str(row.get("id", "") or Path(str(row[file_column])).stem)
             if record_id in seen:
-                self._defect(where, f"duplicate id '{record_id}'")
+                self.skipped.defect(RecordError(where, f"duplicate id '{record_id}'"))
                 continue
             if not image_path.is_file():
-                self._defect(where, f"image file {image_path} not found")
+                self.skipped.defect(RecordError(where, f"image file {image_path} not found"))
                 continue
             seen.add(record_id)
             attributes = {

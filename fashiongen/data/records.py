@@ -60,7 +60,14 @@ class RecordError(ValueError):
 class SkipLog:
     """Counts records skipped because of per-record defects, with their locations."""
 
+    skip: bool = True  # False: a defect raises instead of being counted
     entries: list[tuple[str, str]] = field(default_factory=list)
+
+    def defect(self, error: RecordError) -> None:
+        """Count and log `error` when skipping, else raise it: the one place that policy lives."""
+        if not self.skip:
+            raise error
+        self.add(error)
 
     def add(self, error: RecordError) -> None:
         self.entries.append((error.where, error.reason))
@@ -108,14 +115,12 @@ def clean_caption(text: str, where: str) -> str:
 
 def iter_records(source: Source, skip_bad_records: bool = True, log: SkipLog | None = None) -> Iterator[Record]:
     """Yield every record, skipping (and logging) defective ones unless `skip_bad_records` is off."""
-    log = log if log is not None else SkipLog()
+    log = log if log is not None else SkipLog(skip=skip_bad_records)
     for index in range(len(source)):
         try:
             yield source[index]
         except RecordError as error:
-            if not skip_bad_records:
-                raise
-            log.add(error)
+            log.defect(error)
 
 
 def iter_meta(source: Source) -> Iterator[RecordMeta | RecordError]:
