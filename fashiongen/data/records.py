@@ -93,6 +93,12 @@ class Source(Protocol):
     format: str
     path: Path
     skipped: SkipLog  # rows dropped while opening (bad metadata rows), when skipping is on
+    caption_template: str  # how this source's attributes read as a caption (see captions.py)
+
+    @classmethod
+    def splits_at(cls, path: Path) -> tuple[str, ...]:
+        """The splits `path` defines itself (the registry hash-splits sources that define none)."""
+        ...
 
     def __len__(self) -> int: ...
 
