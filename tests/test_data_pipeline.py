@@ -178,5 +178,8 @@ def test_cli_inspect_bundled_photos(products_path: Path, tmp_path: Path) -> None
     done = _run_cli("inspect", str(products_path), "--json", "--out", str(tmp_path), cwd=REPO)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert report["format"] == "folder" and report["num_records"] == 9583
+    assert report["format"] == "folder" and report["num_records"] == 9583 and report["split"] == "all"
     assert report["attributes"]["gender"]["top"]["Men"] == 5964
+    done = _run_cli("inspect", str(products_path), "--split", "validation", "--json", "--out", str(tmp_path), cwd=REPO)
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["split"] == "validation" and 400 < report["num_records"] < 560

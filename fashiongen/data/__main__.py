@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 def _inspect(args: argparse.Namespace, source) -> int:
     from ..utils import atomic_write_text
 
-    report = inspect_source(source, caption_template=args.caption_template)
+    report = inspect_source(source, split=args.split, caption_template=args.caption_template)
     out = args.out or Path("outputs") / "inspect" / Path(args.source).resolve().stem
     grid = out / "grid.png"
     report["grid"] = str(grid)

@@ -29,7 +29,7 @@ def _length_stats(values: list[int]) -> dict[str, float]:
     }
 
 
-def inspect_source(source: Source, caption_mode: str = "both", caption_template: str = "",
+def inspect_source(source: Source, split: str = "all", caption_mode: str = "both", caption_template: str = "",
                    progress: bool = True) -> dict[str, Any]:
     """Statistics over every row's metadata (no pixels are decoded)."""
     template = caption_template or source.caption_template
@@ -57,7 +57,7 @@ def inspect_source(source: Source, caption_mode: str = "both", caption_template:
     return {
         "format": source.format,
         "path": str(source.path),
-        "split": getattr(source, "split_name", None) or "all",
+        "split": split,
         "num_records": count,
         "num_skipped": skipped_all,
         "skipped_by_reason": {**source.skipped.by_reason(), **skipped.by_reason()},
