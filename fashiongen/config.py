@@ -16,6 +16,8 @@ from typing import Any, Sequence
 
 import yaml
 
+from .utils import atomic_write_text
+
 
 def _check_choice(key: str, value: Any, choices: Sequence[Any]) -> None:
     if value not in choices:
@@ -202,8 +204,6 @@ def dump_config(config: Config) -> str:
 
 def save_config(config: Config, path: str | Path) -> None:
     """Write the resolved config as YAML atomically."""
-    from .utils import atomic_write_text
-
     atomic_write_text(Path(path), dump_config(config))
 
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..config import ConfigError
+from ..utils import atomic_write_text
 from .convert import convert_source, write_result
 from .inspect import inspect_source, sample_grid
 from .records import DataError, RecordError
@@ -62,8 +63,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _inspect(args: argparse.Namespace, source) -> int:
-    from ..utils import atomic_write_text
-
     report = inspect_source(source, split=args.split, caption_template=args.caption_template)
     out = args.out or Path("outputs") / "inspect" / Path(args.source).resolve().stem
     grid = out / "grid.png"

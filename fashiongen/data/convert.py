@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import __version__
-from ..utils import atomic_path
+from ..utils import atomic_path, atomic_write_text
 from .captions import build_caption
 from .fashiongen_h5 import IMAGE_KEY, NUMERIC_FIELDS, RECORD_ID_KEY, SPLIT_KEY_KEY, TEXT_FIELDS
 from .records import Record, RecordError, SkipLog, Source
@@ -155,6 +155,4 @@ def _as_int(value: Any) -> int:
 
 
 def write_result(result: ConvertResult, path: Path) -> None:
-    from ..utils import atomic_write_text
-
     atomic_write_text(path, json.dumps(result.__dict__, indent=2) + "\n")

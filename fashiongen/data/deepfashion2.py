@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .images import crop_box, decode_image
-from .records import AttributeValue, DataError, Record, RecordError, RecordMeta, SkipLog, clean_caption
+from .records import AttributeValue, DataError, Record, RecordError, RecordMeta, SkipLog, clean_caption, require_path
 
 SPLIT_NAMES = ("train", "validation")
 IMAGE_DIR, ANNO_DIR = "image", "annos"
@@ -109,8 +109,7 @@ class DeepFashion2Reader:
         if caption_field:
             raise DataError(f"DeepFashion2 captions are written from item labels; caption_field "
                             f"'{caption_field}' cannot be used (leave it empty)")
-        if not self.path.exists():
-            raise DataError(f"{self.path}: no such file or directory")
+        require_path(self.path)
         self.skipped = SkipLog(skip=skip_bad_records)
         folders = self._split_folders()
         self.native_splits = tuple(name for name in folders if name)

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from .images import decode_image
-from .records import AttributeValue, DataError, Record, RecordError, RecordMeta, SkipLog, clean_caption
+from .records import AttributeValue, DataError, Record, RecordError, RecordMeta, SkipLog, clean_caption, require_path
 
 IMAGE_DIRS = ("images", "image")
 CAPTIONS_FILE = "captions.json"
@@ -89,8 +89,7 @@ class DeepFashionMMReader:
         if caption_field:
             raise DataError(f"DeepFashion-MultiModal has one caption per image ({CAPTIONS_FILE}); "
                             f"caption_field '{caption_field}' cannot be used (leave it empty)")
-        if not self.path.exists():
-            raise DataError(f"{self.path}: no such file or directory")
+        require_path(self.path)
         self.skipped = SkipLog(skip=skip_bad_records)
         self.image_dir = self._image_dir()
         labels = self._read_labels()

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .records import DataError, Record, RecordError, RecordMeta, SkipLog, as_rgb_uint8, clean_caption
+from .records import DataError, Record, RecordError, RecordMeta, SkipLog, as_rgb_uint8, clean_caption, require_path
 
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 # How each class reads inside a sentence ("a photo of ...").
@@ -76,8 +76,7 @@ class FashionMnistReader:
     # -- opening ---------------------------------------------------------------------------
     @staticmethod
     def _resolve(path: Path) -> Path:
-        if not path.exists():
-            raise DataError(f"{path}: no such file or directory")
+        require_path(path)
         if path.is_file():
             return path
         candidates = sorted(path.glob("*.npz"))

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 import h5py
 import numpy as np
 
-from .records import DataError, Record, RecordError, RecordMeta, SkipLog, as_rgb_uint8, clean_caption
+from .records import DataError, Record, RecordError, RecordMeta, SkipLog, as_rgb_uint8, clean_caption, require_path
 
 IMAGE_KEY = "input_image"
 DEFAULT_CAPTION_KEY = "input_description"
@@ -119,8 +119,7 @@ class FashionGenH5Reader:
         return match.group(1) if match else None
 
     def _resolve(self, path: Path, split: str | None) -> Path:
-        if not path.exists():
-            raise DataError(f"{path}: no such file or directory")
+        require_path(path)
         if path.is_file():
             own = self._split_of(path)
             if split is not None and own is not None and split != own:

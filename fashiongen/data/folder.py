@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .images import decode_image
-from .records import DataError, Record, RecordError, RecordMeta, SkipLog, clean_caption
+from .records import DataError, Record, RecordError, RecordMeta, SkipLog, clean_caption, require_path
 
 METADATA_NAMES = ("captions.jsonl", "metadata.jsonl", "captions.csv", "metadata.csv")
 FILE_COLUMNS = ("file", "file_name", "image", "path", "filename")
@@ -51,8 +51,7 @@ class FolderReader:
     def __init__(self, path: str | Path, *, split: str | None = None, skip_bad_records: bool = True,
                  caption_field: str = "") -> None:
         path = Path(path)
-        if not path.exists():
-            raise DataError(f"{path}: no such file or directory")
+        require_path(path)
         if split is not None:
             raise DataError(f"{path}: a folder source has no split '{split}' of its own")
         self.metadata_path = path if path.is_file() else self._find_metadata(path)

@@ -111,6 +111,14 @@ class Source(Protocol):
         ...
 
 
+def require_path(path: str | Path) -> Path:
+    """`path` as a Path; a missing one is a DataError naming it (every reader starts here)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or directory")
+    return path
+
+
 def clean_caption(text: str, where: str) -> str:
     """Strip padding and whitespace; an empty caption is a per-record defect."""
     text = " ".join(text.replace("\x00", " ").split())

@@ -12,7 +12,7 @@ from .deepfashion_mm import DeepFashionMMReader
 from .fashion_mnist import FashionMnistReader
 from .fashiongen_h5 import FashionGenH5Reader
 from .folder import FolderReader
-from .records import DataError, Record, RecordMeta, Source
+from .records import DataError, Record, RecordMeta, Source, require_path
 from .splits import SPLITS, split_of
 
 READERS: dict[str, Any] = {
@@ -28,8 +28,7 @@ DETECT_ORDER = ("fashion-mnist", "deepfashion2", "deepfashion-mm", "folder", "fa
 
 
 def detect_format(path: Path) -> str:
-    if not path.exists():
-        raise DataError(f"{path}: no such file or directory")
+    require_path(path)
     for name in DETECT_ORDER:
         if READERS[name].detect(path):
             return name
