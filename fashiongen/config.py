@@ -81,6 +81,93 @@ class TextConfig:
 
 
 @dataclass
+class ModelConfig:
+    """The generator: an architecture from the registry and the diffusion process it is trained for."""
+
+    name: str = "unet-small"  # a key of fashiongen.models.MODELS
+    prediction_type: str = "v_prediction"  # epsilon | v_prediction
+    beta_schedule: str = "squaredcos_cap_v2"  # squaredcos_cap_v2 (cosine) | linear | scaled_linear
+    num_train_timesteps: int = 1000
+    zero_terminal_snr: bool = False  # rescale betas so the last step is pure noise (needs v_prediction)
+    attributes: list[str] = field(default_factory=list)  # attribute names to condition on, e.g. [category, gender, colour, season]
+    pooled_text: bool = True  # add a projection of the pooled caption embedding to the time embedding
+    low_res_resolution: int = 0  # super-resolution stage: size of the low-res input image (0: a base model)
+    low_res_noise_max: float = 0.1  # super-resolution: noise std (in [-1, 1] pixels) added to the low-res input, up to
+
+    def __post_init__(self) -> None:
+        _check_choice("model.prediction_type", self.prediction_type, ("epsilon", "v_prediction"))
+        _check_choice("model.beta_schedule", self.beta_schedule, ("squaredcos_cap_v2", "linear", "scaled_linear"))
+        _check_range("model.num_train_timesteps", self.num_train_timesteps, 2, 100_000)
+        _check_range("model.low_res_resolution", self.low_res_resolution, 0, 4096)
+        _check_range("model.low_res_noise_max", self.low_res_noise_max, 0.0, 2.0)
+        if self.zero_terminal_snr and self.prediction_type != "v_prediction":
+            raise ConfigError("model.zero_terminal_snr: a zero-SNR last step needs model.prediction_type=v_prediction "
+                              "(epsilon cannot recover the image from pure noise)")
+
+
+@dataclass
+class TrainConfig:
+    """How a generator is trained: optimisation, precision, speed options, logging and checkpoints."""
+
+    max_steps: int = 20_000  # optimizer steps
+    batch_size: int = 32  # per process, per micro-step
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 2e-4  # peak, after warmup
+    lr_schedule: str = "cosine"  # cosine | constant (both after a linear warmup)
+    warmup_steps: int = 500
+    min_lr_ratio: float = 0.1  # cosine ends at learning_rate * min_lr_ratio
+    weight_decay: float = 0.01
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0  # 0 disables clipping
+    snr_gamma: float = 5.0  # min-SNR-gamma loss weighting; 0 gives plain MSE
+    caption_dropout_prob: float = 0.1  # empty caption (and no attributes): trains the unconditional branch for guidance
+    attribute_dropout_prob: float = 0.1  # each attribute independently replaced by 'none'
+    mixed_precision: str = "no"  # no | fp16 | bf16
+    ema_decay: float = 0.9999  # the most the EMA decay grows to
+    ema_power: float = 0.75  # decay warmup: 1 - (1 + step) ** -ema_power, capped at ema_decay
+    channels_last: bool = True
+    fused_adam: bool = True  # fused AdamW kernel where the device has one (CUDA)
+    compile: bool = False  # torch.compile the UNet
+    gradient_checkpointing: bool = False
+    num_workers: int = 2  # DataLoader worker processes per training process
+    log_every: int = 10  # steps between metrics.jsonl lines
+    checkpoint_every: int = 1000  # steps between checkpoints (one is always written at the end)
+    keep_checkpoints: int = 3  # the newest K checkpoints are kept
+    validate_every: int = 1000  # steps between validation loss + sample grid (0: only at the end)
+    validation_prompts: list[str] = field(default_factory=lambda: [
+        "red floral summer dress", "black leather ankle boots", "men's navy check shirt", "white sneakers",
+        "blue denim jeans", "grey wool sweater", "women's black handbag", "yellow sports t-shirt",
+    ])
+    validation_seeds: list[int] = field(default_factory=lambda: [0, 1])  # one image per (prompt, seed)
+    validation_sampler: str = "ddim"  # ddim | dpm++ | euler | ddpm
+    validation_inference_steps: int = 20
+    validation_guidance: float = 3.0
+    validation_batches: int = 4  # held-out batches for the validation loss (fixed noise and timesteps)
+    tensorboard: bool = False  # also log to TensorBoard (needs `pip install tensorboard`)
+    output_dir: str = "runs"  # runs are numbered directories in here: runs/NNN-NAME/
+
+    def __post_init__(self) -> None:
+        for key in ("max_steps", "batch_size", "gradient_accumulation_steps", "log_every", "checkpoint_every",
+                    "keep_checkpoints", "validation_inference_steps"):
+            _check_range(f"train.{key}", getattr(self, key), 1, 1 << 40)
+        for key in ("warmup_steps", "num_workers", "validate_every", "validation_batches"):
+            _check_range(f"train.{key}", getattr(self, key), 0, 1 << 40)
+        _check_range("train.learning_rate", self.learning_rate, 0.0, 1e12)
+        _check_range("train.min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
+        _check_range("train.caption_dropout_prob", self.caption_dropout_prob, 0.0, 1.0)
+        _check_range("train.attribute_dropout_prob", self.attribute_dropout_prob, 0.0, 1.0)
+        _check_range("train.ema_decay", self.ema_decay, 0.0, 1.0)
+        _check_range("train.snr_gamma", self.snr_gamma, 0.0, 1e6)
+        _check_range("train.max_grad_norm", self.max_grad_norm, 0.0, 1e12)
+        _check_range("train.validation_guidance", self.validation_guidance, 0.0, 100.0)
+        _check_choice("train.lr_schedule", self.lr_schedule, ("cosine", "constant"))
+        _check_choice("train.mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
+        _check_choice("train.validation_sampler", self.validation_sampler, ("ddim", "dpm++", "euler", "ddpm"))
+
+
+@dataclass
 class Config:
     """Everything one run needs; saved next to every run and inside every checkpoint."""
 
@@ -88,6 +175,8 @@ class Config:
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     text: TextConfig = field(default_factory=TextConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def _field_types(cls: type) -> dict[str, Any]:

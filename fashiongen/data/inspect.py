@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import statistics
-import textwrap
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
+from ..grid import captioned_grid, save_image
 from .captions import build_caption
 from .records import Record, RecordError, SkipLog, Source, iter_meta
-from .transforms import resize_square
 
 TOP_VALUES = 15  # values listed per attribute; the rest are counted as 'other'
 
@@ -83,19 +81,6 @@ def sample_grid(source: Source, path: Path, num_samples: int = 16, tile: int = 1
             records.append(source[int(index)])
         except RecordError:
             continue
-    columns = min(4, max(1, len(records)))
-    rows = max(1, -(-len(records) // columns))
-    text_height = 58
-    font = ImageFont.load_default()
-    canvas = Image.new("RGB", (columns * tile, rows * (tile + text_height)), "white")
-    draw = ImageDraw.Draw(canvas)
-    for position, record in enumerate(records):
-        x, y = (position % columns) * tile, (position // columns) * (tile + text_height)
-        canvas.paste(Image.fromarray(resize_square(record.image, tile, "pad")), (x, y))
-        caption = build_caption(record.caption, record.attributes, caption_mode, template)
-        lines = textwrap.wrap(f"[{record.id}] {caption}", width=tile // 6)[:4]
-        for line_number, line in enumerate(lines):
-            draw.text((x + 3, y + tile + 2 + 13 * line_number), line, fill="black", font=font)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
+    captions = [f"[{r.id}] {build_caption(r.caption, r.attributes, caption_mode, template)}" for r in records]
+    save_image(captioned_grid([r.image for r in records], captions, columns=4, tile=tile), path)
     return [r.id for r in records]

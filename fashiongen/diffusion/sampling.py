@@ -1,0 +1,83 @@
+"""Sampling with classifier-free guidance, written out: one batched call for the conditional and
+unconditional branches, then uncond + scale * (cond - uncond).
+
+    images = sample(model, make_sampler("ddim", settings), cond, uncond, noise, num_inference_steps=20, guidance_scale=3.0)
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from diffusers import SchedulerMixin
+from torch import Tensor
+
+from ..text import TextEncoding
+
+
+def pad_tokens(text: TextEncoding, length: int) -> TextEncoding:
+    """Zero-pad token states and mask to `length` tokens."""
+    extra = length - text.token_states.shape[1]
+    if extra <= 0:
+        return text
+    return TextEncoding(F.pad(text.token_states, (0, 0, 0, extra)), F.pad(text.mask, (0, extra)), text.pooled)
+
+
+def concat_text(first: TextEncoding, second: TextEncoding) -> TextEncoding:
+    """Stack two encodings along the batch, padding to the longer: [B1 + B2, L, D]."""
+    length = max(first.token_states.shape[1], second.token_states.shape[1])
+    a, b = pad_tokens(first, length), pad_tokens(second, length)
+    return TextEncoding(torch.cat([a.token_states, b.token_states]), torch.cat([a.mask, b.mask]), torch.cat([a.pooled, b.pooled]))
+
+
+def classifier_free_guidance(conditional: Tensor, unconditional: Tensor, guidance_scale: float) -> Tensor:
+    """uncond + s (cond - uncond); s = 1 is the plain conditional model, s = 0 the unconditional one."""
+    return unconditional + guidance_scale * (conditional - unconditional)
+
+
+@torch.no_grad()
+def sample(
+    model: Callable[..., Tensor],
+    scheduler: SchedulerMixin,
+    text: TextEncoding,  # [B, L, D] the captions
+    unconditional: TextEncoding,  # [B, L', D] empty captions (or negative prompts)
+    noise: Tensor,  # [B, 3, H, W] initial noise, drawn by the caller (per-image seeds)
+    num_inference_steps: int = 20,
+    guidance_scale: float = 3.0,
+    attribute_ids: Tensor | None = None,  # [B, K] for the conditional branch; the unconditional branch gets 'none'
+    low_res: Tensor | None = None,  # [B, 3, H, W] upsampled low-res image for a super-resolution stage
+    generator: list[torch.Generator] | None = None,  # per-image generators for stochastic samplers (ddpm)
+    start_step: int = 0,  # skip the first sampling steps (img2img: `noise` is then the partly noised image)
+    progress: Callable[[int, int], None] | None = None,
+) -> Tensor:
+    """Denoise `noise` into images in [-1, 1]: [B, 3, H, W] float32."""
+    device, batch = noise.device, noise.shape[0]
+    scheduler.set_timesteps(num_inference_steps, device=device)
+    timesteps = scheduler.timesteps[start_step:]
+    guided = guidance_scale != 1.0
+    both = concat_text(text, unconditional) if guided else text
+    none_ids = torch.zeros_like(attribute_ids) if attribute_ids is not None else None
+    ids = torch.cat([attribute_ids, none_ids]) if guided and attribute_ids is not None else attribute_ids
+    low = torch.cat([low_res, low_res]) if guided and low_res is not None else low_res
+    x = noise * scheduler.init_noise_sigma if start_step == 0 else noise
+    dtype = next(model.parameters()).dtype if isinstance(model, torch.nn.Module) else x.dtype
+    for index, t in enumerate(timesteps):
+        x_in = scheduler.scale_model_input(x, t)
+        x_in = torch.cat([x_in, x_in]) if guided else x_in  # [2B, 3, H, W]
+        t_batch = torch.full((x_in.shape[0],), int(t), device=device, dtype=torch.long)
+        output = model(x_in.to(dtype), t_batch, both.token_states.to(dtype), both.mask, both.pooled.to(dtype), ids,
+                       None if low is None else low.to(dtype)).float()
+        if guided:
+            conditional, unconditional_output = output.chunk(2)
+            output = classifier_free_guidance(conditional, unconditional_output, guidance_scale)
+        x = scheduler.step(output, t, x, generator=generator).prev_sample
+        if progress is not None:
+            progress(index + 1, len(timesteps))
+    return x.clamp(-1.0, 1.0)[:batch]
+
+
+def initial_noise(seeds: list[int], shape: tuple[int, int, int], device: torch.device | str = "cpu") -> Tensor:
+    """One CPU generator per image so an image depends on its seed only, not on batch size or position."""
+    noise = [torch.randn(shape, generator=torch.Generator().manual_seed(seed)) for seed in seeds]
+    return torch.stack(noise).to(device)  # [B, C, H, W]

@@ -1,0 +1,40 @@
+"""Picture grids with wrapped captions: dataset previews, validation samples, sample sheets."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .data.transforms import resize_square
+from .utils import atomic_path
+
+
+def captioned_grid(images: Sequence[np.ndarray], captions: Sequence[str], columns: int = 4, tile: int = 160,
+                   caption_lines: int = 4) -> Image.Image:
+    """Tile uint8 [H, W, 3] images row-major, each padded to `tile` px with up to `caption_lines` lines under it."""
+    if len(images) != len(captions):
+        raise ValueError(f"{len(images)} images but {len(captions)} captions")
+    columns = min(columns, max(1, len(images)))
+    rows = max(1, -(-len(images) // columns))
+    line_height = 13
+    text_height = caption_lines * line_height + 6 if caption_lines else 0
+    font = ImageFont.load_default()
+    canvas = Image.new("RGB", (columns * tile, rows * (tile + text_height)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for position, (image, caption) in enumerate(zip(images, captions)):
+        x, y = (position % columns) * tile, (position // columns) * (tile + text_height)
+        canvas.paste(Image.fromarray(resize_square(image, tile, "pad")), (x, y))
+        for number, line in enumerate(textwrap.wrap(caption, width=max(8, tile // 6))[:caption_lines]):
+            draw.text((x + 3, y + tile + 2 + line_height * number), line, fill="black", font=font)
+    return canvas
+
+
+def save_image(image: Image.Image, path: str | Path) -> None:
+    """Write a PNG atomically (a reader never sees half a file)."""
+    path = Path(path)
+    with atomic_path(path) as temporary:
+        image.save(temporary, format="PNG")

@@ -1,0 +1,110 @@
+"""Exported models: EMA weights in safetensors plus a JSON description that rebuilds them.
+
+    export_model(ema_model, config, text_identity, "runs/001-small64/export")
+    model, info = load_exported("runs/001-small64/export")
+
+model.json holds the architecture (no YAML needed), the diffusion settings, the caption encoder's
+identity (a model trained with one encoder is useless with another), the attribute vocabulary,
+training facts, the full config, and the sha256 of the weights, checked at load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..config import Config, config_to_dict
+from ..diffusion import diffusion_settings
+from ..models import FashionUNet
+
+EXPORT_FORMAT = "fashiongen-diffusion"
+EXPORT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+INFO_FILE = "model.json"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class ModelFileError(ValueError):
+    """A path is not an exported FashionGen model, or its weights do not match their recorded checksum."""
+
+
+def sha256_of(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def export_model(model: FashionUNet, config: Config, text_identity: str, out_dir: str | Path, *,
+                 dtype: str = "float32", training: dict[str, Any] | None = None) -> Path:
+    """Write model.safetensors + model.json into `out_dir`, replacing it only once both are complete."""
+    out_dir = Path(out_dir)
+    temporary = out_dir.with_name(f".tmp-{out_dir.name}")
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir(parents=True)
+    state = {name: tensor.detach().to("cpu", DTYPES[dtype]).contiguous() for name, tensor in model.state_dict().items()}
+    save_file(state, temporary / WEIGHTS_FILE, metadata={"format": EXPORT_FORMAT})
+    info = {
+        "format": EXPORT_FORMAT,
+        "version": EXPORT_VERSION,
+        "model": model.description(),
+        "diffusion": diffusion_settings(config.model),
+        "text": {"encoder": config.text.encoder, "identity": text_identity, "max_length": config.text.max_length,
+                 "normalize_pooled": config.text.normalize_pooled, "dim": model.description()["text_dim"]},
+        "data": {"source": config.data.source, "split": config.data.split, "resolution": config.data.resolution,
+                 "caption_mode": config.data.caption_mode, "caption_template": config.data.caption_template},
+        "training": training or {},
+        "config": config_to_dict(config),
+        "weights": {"file": WEIGHTS_FILE, "dtype": dtype, "sha256": sha256_of(temporary / WEIGHTS_FILE)},
+    }
+    (temporary / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    (temporary / WEIGHTS_FILE).chmod((temporary / INFO_FILE).stat().st_mode)  # safetensors writes 0600
+    previous = out_dir.with_name(f".old-{out_dir.name}")
+    if out_dir.exists():
+        shutil.rmtree(previous, ignore_errors=True)
+        out_dir.rename(previous)
+    temporary.rename(out_dir)
+    shutil.rmtree(previous, ignore_errors=True)
+    return out_dir
+
+
+def read_info(path: str | Path) -> dict[str, Any]:
+    """model.json of an export directory, with a clear error when `path` is not one."""
+    path = Path(path)
+    info_path = path / INFO_FILE
+    if not info_path.is_file():
+        raise ModelFileError(f"{path} is not an exported FashionGen model (no {INFO_FILE})")
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ModelFileError(f"{info_path}: not valid JSON ({error})") from None
+    if info.get("format") != EXPORT_FORMAT:
+        raise ModelFileError(f"{info_path}: format is {info.get('format')!r}, expected {EXPORT_FORMAT!r}")
+    if info.get("version", 0) > EXPORT_VERSION:
+        raise ModelFileError(f"{info_path}: version {info['version']} is newer than this FashionGen reads ({EXPORT_VERSION})")
+    return info
+
+
+def load_exported(path: str | Path, device: str | torch.device = "cpu", dtype: str | None = None,
+                  verify: bool = True) -> tuple[FashionUNet, dict[str, Any]]:
+    """Rebuild the model from model.json and load its weights (checksum verified) on `device` in `dtype`."""
+    path = Path(path)
+    info = read_info(path)
+    weights = path / info["weights"]["file"]
+    if not weights.is_file():
+        raise ModelFileError(f"{path}: weights file {weights.name} is missing")
+    if verify and sha256_of(weights) != info["weights"]["sha256"]:
+        raise ModelFileError(f"{weights}: checksum does not match model.json (file corrupted or replaced); "
+                             "re-export or re-download the model")
+    model = FashionUNet.from_description(info["model"])
+    try:
+        state = load_file(weights)
+        model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    except (RuntimeError, OSError) as error:
+        raise ModelFileError(f"{weights}: weights do not fit the architecture in model.json ({error})") from None
+    target = DTYPES[dtype or "float32"]
+    return model.to(device=device, dtype=target).eval().requires_grad_(False), info

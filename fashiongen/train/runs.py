@@ -1,0 +1,65 @@
+"""Run directories (runs/NNN-NAME/) and their metrics log."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from ..utils import atomic_write_text
+
+_RUN = re.compile(r"^(\d{3,})-(.+)$")
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "run"
+
+
+def create_run_dir(output_dir: str | Path, name: str) -> Path:
+    """Make the next numbered directory, e.g. runs/007-small64; safe against a parallel run taking a number."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    while True:
+        numbers = [int(m.group(1)) for p in output_dir.iterdir() if (m := _RUN.match(p.name))]
+        path = output_dir / f"{max(numbers, default=0) + 1:03d}-{slug(name)}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+
+
+def run_dirs(output_dir: str | Path, name: str | None = None) -> list[Path]:
+    """Numbered run directories, oldest first, optionally only those of one config name."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in output_dir.iterdir() if p.is_dir() and (m := _RUN.match(p.name))
+             and (name is None or m.group(2) == slug(name))]
+    return [p for _, p in sorted(found)]
+
+
+class MetricsLog:
+    """Append-only JSON lines, flushed per line so a crash loses at most the line being written."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def truncate_after(self, step: int) -> None:
+        """Drop lines logged after `step` (a resumed run repeats those steps)."""
+        if not self.path.is_file():
+            return
+        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
