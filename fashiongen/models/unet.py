@@ -40,10 +40,13 @@ class UNetSpec:
         return [resolution // 2**level <= self.max_attention_resolution for level in range(self.num_levels)]
 
     def check_resolution(self, resolution: int) -> None:
-        """Raise ValueError unless `resolution` halves cleanly down every level."""
+        """Raise ValueError unless `resolution` halves cleanly down every level to the attention limit."""
         factor = 2 ** (self.num_levels - 1)
         if resolution % factor or resolution < factor:
             raise ValueError(f"resolution {resolution} is not divisible by {factor} (this UNet has {self.num_levels} levels)")
+        if resolution // factor > self.max_attention_resolution:  # the mid block always attends
+            raise ValueError(f"at {resolution} px the lowest level is {resolution // factor} px, above the "
+                             f"{self.max_attention_resolution} px attention limit (use a model with more levels)")
 
     def unet_config(self, resolution: int, cross_attention_dim: int) -> dict[str, Any]:
         """Keyword arguments for UNet2DConditionModel at this resolution."""
