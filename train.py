@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingStopped as stopped:
         print(str(stopped), file=sys.stderr)
         return stopped.exit_code
-    print(f"finished: {run_dir} (exported model: {run_dir / 'export'})")
+    if run.accelerator.is_main_process:
+        print(f"finished: {run_dir} (exported model: {run_dir / 'export'})")
     return 0
 
 

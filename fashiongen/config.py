@@ -127,7 +127,7 @@ class TrainConfig:
     mixed_precision: str = "no"  # no | fp16 | bf16
     ema_decay: float = 0.9999  # the most the EMA decay grows to
     ema_power: float = 0.75  # decay warmup: 1 - (1 + step) ** -ema_power, capped at ema_decay
-    channels_last: bool = True
+    channels_last: bool = True  # on CUDA only: on CPU channels_last is slower
     fused_adam: bool = True  # fused AdamW kernel where the device has one (CUDA)
     compile: bool = False  # torch.compile the UNet
     gradient_checkpointing: bool = False

@@ -67,3 +67,43 @@ def write_fashiongen_h5(path: Path, num_rows: int = 6, size: int = 32, poses_per
         handle.create_dataset("index", data=np.arange(num_rows).reshape(-1, 1))
         handle.create_dataset("index_2", data=np.arange(num_rows).reshape(-1, 1))
     return path
+
+
+GARMENTS = [("Red", "Dresses", "Women", (200, 30, 40)), ("Navy Blue", "Shirts", "Men", (30, 40, 120)),
+            ("White", "Sneakers", "Men", (235, 235, 235)), ("Black", "Boots", "Women", (20, 20, 20)),
+            ("Green", "Tshirts", "Men", (40, 160, 60)), ("Yellow", "Skirts", "Women", (230, 200, 40)),
+            ("Grey", "Sweaters", "Men", (128, 128, 128)), ("Pink", "Tops", "Women", (240, 150, 180))]
+
+
+def write_garment_set(root: Path, count: int, size: int = 32) -> Path:
+    """`count` product photos of coloured garment shapes on white, with captions and attributes (folder+JSONL)."""
+    rows = []
+    for i in range(count):
+        colour, category, gender, rgb = GARMENTS[i % len(GARMENTS)]
+        image = np.full((size, size, 3), 255, dtype=np.uint8)
+        inset = 3 + (i // len(GARMENTS)) % 4
+        if category in ("Dresses", "Skirts"):  # a trapezoid
+            for y in range(inset, size - inset):
+                half = (size // 6) + (y - inset) * (size // 3) // (size - 2 * inset)
+                image[y, size // 2 - half : size // 2 + half] = rgb
+        else:  # a body with sleeves
+            image[inset : size - inset, size // 4 : 3 * size // 4] = rgb
+            image[inset : size // 2, inset : size - inset] = rgb
+        path = root / "images" / f"{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(path)
+        rows.append({"id": i, "file": f"images/{i}.png", "caption": f"{colour} {category.lower()} {i}", "gender": gender,
+                     "articleType": category, "baseColour": colour, "season": "Summer" if i % 2 else "Winter"})
+    (root / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="session")
+def garments16(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_garment_set(tmp_path_factory.mktemp("garments16"), 16)
+
+
+@pytest.fixture(scope="session")
+def text_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One caption-embedding cache for the whole session (every test encodes the same few captions)."""
+    return tmp_path_factory.mktemp("text-cache")

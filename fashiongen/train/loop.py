@@ -14,6 +14,7 @@ import importlib.util
 import json
 import logging
 import math
+import os
 import resource
 import signal
 import time
@@ -23,6 +24,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, PartialState
+from accelerate.state import AcceleratorState
 from accelerate.utils import ProjectConfiguration, broadcast_object_list, set_seed
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
@@ -143,8 +145,17 @@ def check_config(config: Config) -> None:
         logger.warning("train.validation_prompts is empty: validation writes no sample grids")
 
 
+def _distributed_cpu() -> bool:
+    """Several processes but no CUDA (e.g. `accelerate launch --multi_gpu` on a CPU machine): use gloo on CPU."""
+    return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def _make_accelerator(config: Config, run_dir: Path) -> Accelerator:
+    # accelerate keeps one process-wide state; drop its mixed-precision part (not the process group)
+    # so a second run in the same process (a notebook, a benchmark) may choose another precision.
+    AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(
+        cpu=_distributed_cpu(),
         mixed_precision=config.train.mixed_precision,
         gradient_accumulation_steps=config.train.gradient_accumulation_steps,
         log_with="tensorboard" if config.train.tensorboard else None,
@@ -171,22 +182,23 @@ def _loader(dataset: Any, batch_size: int, config: Any, sampler: Any = None) -> 
 def prepare(config: Config, resume: Path | None = None, show_progress: bool = True) -> TrainingRun:
     """Check the config, open data, build model/optimizer/EMA, restore a checkpoint, make the run directory."""
     check_config(config)
-    state = PartialState()
-    if resume is not None:
-        run_dir = run_dir_of(resume)
-    else:
-        chosen = [str(create_run_dir(config.train.output_dir, config.name)) if state.is_main_process else None]
-        broadcast_object_list(chosen)
-        run_dir = Path(chosen[0])
-    accelerator = _make_accelerator(config, run_dir)
-    set_seed(config.seed)
     t = config.train
-
+    state = PartialState(cpu=_distributed_cpu())
     train_set = FashionDataset.from_config(config.data, seed=config.seed)
     val_set = None
     if config.data.split == "train" and config.data.val_fraction > 0:
         val_set = FashionDataset.from_config(config.data, seed=config.seed, split="validation")
         val_set = val_set if len(val_set) else None
+    global_batch = t.batch_size * state.num_processes * t.gradient_accumulation_steps
+    sampler = EpochSampler(len(train_set), config.seed, global_batch)  # fails here if the batch is too big
+    if resume is not None:
+        run_dir = run_dir_of(resume)
+    else:
+        chosen = [str(create_run_dir(t.output_dir, config.name)) if state.is_main_process else None]
+        broadcast_object_list(chosen)
+        run_dir = Path(chosen[0])
+    accelerator = _make_accelerator(config, run_dir)
+    set_seed(config.seed)
     saved = read_state(resume) if resume is not None else {}
     vocab = saved.get("attribute_vocab") or attribute_vocabulary(train_set.source, config.model.attributes)
 
@@ -201,7 +213,8 @@ def prepare(config: Config, resume: Path | None = None, show_progress: bool = Tr
     model = build_model(config.model, config.data.resolution, encoder.dim, vocab)
     if t.gradient_checkpointing:
         model.unet.enable_gradient_checkpointing()
-    if t.channels_last:
+    channels_last = t.channels_last and accelerator.device.type == "cuda"  # on CPU it costs ~10% (benchmarks/README.md)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     ema = EMA(model, t.ema_decay, t.ema_power)
     ema.module.to(accelerator.device)
@@ -213,8 +226,6 @@ def prepare(config: Config, resume: Path | None = None, show_progress: bool = Tr
                   low_res_resolution=config.model.low_res_resolution, low_res_noise_max=config.model.low_res_noise_max)
     train_examples = DiffusionExamples(train_set, caption_dropout_prob=t.caption_dropout_prob,
                                        attribute_dropout_prob=t.attribute_dropout_prob, **common)
-    global_batch = t.batch_size * accelerator.num_processes * t.gradient_accumulation_steps
-    sampler = EpochSampler(len(train_examples), config.seed, global_batch)
     train_loader = _loader(train_examples, t.batch_size, t, sampler)
     val_loader = None
     if val_set is not None and t.validation_batches:
@@ -291,7 +302,8 @@ def train_step(run: TrainingRun, batch: dict[str, Any]) -> tuple[Tensor, Tensor 
     t, accelerator = run.config.train, run.accelerator
     grad_norm = None
     with accelerator.accumulate(run.model):
-        loss = compute_loss(run.model, batch, run.alphas_cumprod, run.config.model.prediction_type, t.snr_gamma, t.channels_last)
+        loss = compute_loss(run.model, batch, run.alphas_cumprod, run.config.model.prediction_type, t.snr_gamma,
+                            t.channels_last and accelerator.device.type == "cuda")
         accelerator.backward(loss.mean())
         if accelerator.sync_gradients:
             grad_norm = accelerator.clip_grad_norm_(run.model.parameters(), t.max_grad_norm or float("inf"))
@@ -324,7 +336,8 @@ def save(run: TrainingRun) -> Path:
     """Checkpoint the current step (collective)."""
     state = {"attribute_vocab": run.vocab, "num_processes": run.accelerator.num_processes,
              "images_per_step": run.images_per_step, "epoch": run.step // run.steps_per_epoch,
-             "images_seen": run.step * run.images_per_step, "time": time.time(), "text_identity": run.encoder.identity}
+             "images_seen": run.step * run.images_per_step, "time": time.time(), "text_identity": run.encoder.identity,
+             "text_dim": run.encoder.dim}
     return save_checkpoint(run.accelerator, run.run_dir, run.step, run.ema, run.config, state, run.config.train.keep_checkpoints)
 
 
