@@ -234,6 +234,7 @@ def test_divergence_stops_with_the_step_and_keeps_the_checkpoint(tmp_path: Path,
     ("data.resolution=36", "data.resolution: resolution 36 is not divisible by 2"),
     ("train.batch_size=64", "train.batch_size x processes x gradient_accumulation_steps = 64 is larger than the dataset"),
     ("model.low_res_resolution=16", "model.low_res_resolution: unet-tiny is not a super-resolution model"),
+    ("model.attributes=[fabric]", "model.attributes: 'fabric' has no values"),
 ])
 def test_bad_settings_fail_before_training(tmp_path: Path, garments16: Path, text_cache_dir: Path, override: str, key: str) -> None:
     config = tiny_config(garments16, tmp_path, text_cache_dir, **dict([override.split("=", 1)]))
@@ -295,3 +296,10 @@ def test_export_cli_writes_half_precision(tmp_path: Path, garments16: Path, text
     assert (tmp_path / "fp16" / "model.safetensors").stat().st_size < 0.6 * (run_dir / "export" / "model.safetensors").stat().st_size
     for name, value in model.state_dict().items():
         assert torch.allclose(value, full.state_dict()[name], atol=1e-2, rtol=1e-2)
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("tensorboard") is not None, reason="tensorboard is installed")
+def test_tensorboard_without_the_package_is_a_config_error(tmp_path: Path, garments16: Path, text_cache_dir: Path) -> None:
+    config = tiny_config(garments16, tmp_path, text_cache_dir, **{"train.tensorboard": True})
+    with pytest.raises(ConfigError, match=r"train.tensorboard: TensorBoard is not installed; `pip install tensorboard`"):
+        prepare(config, show_progress=False)

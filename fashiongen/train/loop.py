@@ -191,6 +191,8 @@ def prepare(config: Config, resume: Path | None = None, show_progress: bool = Tr
         val_set = val_set if len(val_set) else None
     global_batch = t.batch_size * state.num_processes * t.gradient_accumulation_steps
     sampler = EpochSampler(len(train_set), config.seed, global_batch)  # fails here if the batch is too big
+    saved = read_state(resume) if resume is not None else {}
+    vocab = saved.get("attribute_vocab") or attribute_vocabulary(train_set.source, config.model.attributes)
     if resume is not None:
         run_dir = run_dir_of(resume)
     else:
@@ -199,8 +201,6 @@ def prepare(config: Config, resume: Path | None = None, show_progress: bool = Tr
         run_dir = Path(chosen[0])
     accelerator = _make_accelerator(config, run_dir)
     set_seed(config.seed)
-    saved = read_state(resume) if resume is not None else {}
-    vocab = saved.get("attribute_vocab") or attribute_vocabulary(train_set.source, config.model.attributes)
 
     text_config = config.text
     if not text_config.cache_dir:  # training always reads embeddings from a cache; keep it inside the run
