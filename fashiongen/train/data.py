@@ -27,6 +27,7 @@ from ..text import CaptionEncoder, EmbeddingCache
 
 logger = logging.getLogger("fashiongen.train")
 
+TOKEN_MULTIPLE = 8  # caption token states are padded to a multiple of this
 MISSING_VALUES = {"", "na", "n/a", "nan", "none", "null", "unknown"}
 
 
@@ -135,8 +136,9 @@ class DiffusionExamples(Dataset):
 
 
 def collate_examples(examples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack tensors; pad caption token states to the batch's longest: text_states [B, L, D], text_mask [B, L]."""
+    """Stack tensors; pad caption token states to the batch's longest, rounded up to TOKEN_MULTIPLE: [B, L, D], mask [B, L]."""
     longest = max(e["text_states"].shape[0] for e in examples)
+    longest = -(-longest // TOKEN_MULTIPLE) * TOKEN_MULTIPLE  # few distinct shapes (torch.compile, tensor cores)
     dim = examples[0]["text_states"].shape[1]
     states = torch.zeros(len(examples), longest, dim)
     mask = torch.zeros(len(examples), longest, dtype=torch.bool)

@@ -220,7 +220,7 @@ def prepare(config: Config, resume: Path | None = None, show_progress: bool = Tr
     ema.module.to(accelerator.device)
     optimizer = _optimizer(model, t, accelerator.device)
     if t.compile:
-        model.unet.compile()
+        model.unet.compile(dynamic=False)  # caption lengths vary: one graph per padded length (collate pads to 8)
 
     common = dict(text_cache=encoder.cache, vocab=vocab, seed=config.seed, num_train_timesteps=config.model.num_train_timesteps,
                   low_res_resolution=config.model.low_res_resolution, low_res_noise_max=config.model.low_res_noise_max)
