@@ -149,6 +149,7 @@ def test_overfitting_one_batch_lowers_the_loss(tmp_path: Path, text_cache_dir: P
     assert len(losses) == 50
     assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:5]) / 5, losses
     assert (run_dir / "samples" / "step_000050.png").is_file()
+    assert (run_dir / "curves.png").stat().st_size > 10_000
     assert (run_dir / "config.yaml").is_file()
     record = MetricsLog(run_dir / "metrics.jsonl").read()[0]
     assert {"step", "loss", "lr", "grad_norm", "images_per_s", "memory_mb"} <= record.keys()

@@ -33,6 +33,7 @@ from tqdm import tqdm
 from ..config import Config, ConfigError, config_to_dict, load_config, save_config
 from ..data import FashionDataset
 from ..diffusion import add_noise, alphas_cumprod_of, diffusion_loss, diffusion_settings, snr, training_target
+from ..plots import training_curves
 from ..models import build_model, check_model_config, count_parameters
 from ..text import CaptionEncoder
 from .checkpoint import checkpoint_dirs, load_checkpoint, read_state, resolve_resume, run_dir_of, save_checkpoint
@@ -461,9 +462,12 @@ def train(run: TrainingRun, show_progress: bool = True) -> Path:
 
 
 def _log_validation(run: TrainingRun, results: dict[str, float]) -> None:
-    if results and run.accelerator.is_main_process:
-        run.metrics.write({"step": run.step, **results, "time": time.time()})
-        logger.info("step %d: %s", run.step, json.dumps(results))
+    """Log validation results and redraw run_dir/curves.png."""
+    if run.accelerator.is_main_process:
+        if results:
+            run.metrics.write({"step": run.step, **results, "time": time.time()})
+            logger.info("step %d: %s", run.step, json.dumps(results))
+        training_curves(run.metrics.read(), run.run_dir / "curves.png", title=f"{run.run_dir.name} ({run.config.model.name})")
     if results:
         run.accelerator.log(results, step=run.step)
 
