@@ -12,7 +12,7 @@ import sys
 
 from fashiongen.config import ConfigError, split_cli_args
 from fashiongen.data import DataError
-from fashiongen.train import TrainingDiverged, TrainingStopped, prepare, resolve_training_config, train
+from fashiongen.train import TrainingDiverged, TrainingOutOfMemory, TrainingStopped, prepare, resolve_training_config, train
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except TrainingDiverged as error:
+    except (TrainingDiverged, TrainingOutOfMemory) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except TrainingStopped as stopped:

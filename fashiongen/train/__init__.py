@@ -5,6 +5,7 @@ from .ema import EMA, ema_decay
 from .export import ModelFileError, export_model, load_exported, read_info
 from .loop import (
     TrainingDiverged,
+    TrainingOutOfMemory,
     TrainingRun,
     TrainingStopped,
     compute_loss,
@@ -20,7 +21,7 @@ from .loop import (
 from .runs import MetricsLog, create_run_dir, run_dirs
 
 __all__ = [
-    "EMA", "MetricsLog", "ModelFileError", "TrainingDiverged", "TrainingRun", "TrainingStopped", "checkpoint_dirs",
+    "EMA", "MetricsLog", "ModelFileError", "TrainingDiverged", "TrainingOutOfMemory", "TrainingRun", "TrainingStopped", "checkpoint_dirs",
     "compute_loss", "create_run_dir", "ema_decay", "export", "export_model", "load_exported", "lr_at", "prepare",
     "read_info", "resolve_resume", "resolve_training_config", "run_dirs", "save", "train", "train_step", "validate",
 ]

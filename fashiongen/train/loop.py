@@ -53,6 +53,10 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
+class TrainingOutOfMemory(RuntimeError):
+    """The GPU ran out of memory; the message names the settings that reduce memory."""
+
+
 class TrainingStopped(Exception):
     """SIGTERM or SIGINT arrived; a checkpoint was saved. `exit_code` follows the shell convention 128 + signal."""
 
@@ -160,7 +164,7 @@ def _make_accelerator(config: Config, run_dir: Path) -> Accelerator:
         mixed_precision=config.train.mixed_precision,
         gradient_accumulation_steps=config.train.gradient_accumulation_steps,
         log_with="tensorboard" if config.train.tensorboard else None,
-        project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "tensorboard")),
+        project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir)),  # trackers add "tensorboard/"
     )
 
 
@@ -434,16 +438,18 @@ def train(run: TrainingRun, show_progress: bool = True) -> Path:
                         if is_main:
                             run.metrics.write(record)
                             progress.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.1f}")
-                        accelerator.log({k: v for k, v in record.items() if isinstance(v, float)}, step=run.step)
+                        accelerator.log({k: v for k, v in record.items() if isinstance(v, float) and k != "time"}, step=run.step)
                         loss_sum.zero_(), loss_count.zero_()
                         interval_start, interval_steps = time.perf_counter(), 0
                     if flags[1] > 0:
                         checkpoint = save(run)
                         raise TrainingStopped(int(flags[1]), checkpoint)
+                    paused = time.perf_counter()
                     if t.validate_every and run.step % t.validate_every == 0 and run.step < t.max_steps:
                         _log_validation(run, validate(run))
                     if run.step % t.checkpoint_every == 0 and run.step < t.max_steps:
                         save(run)
+                    interval_start += time.perf_counter() - paused  # images/s counts training time only
                     if run.step >= t.max_steps:
                         break
             if not checkpoint_dirs(run.run_dir) or checkpoint_dirs(run.run_dir)[-1].name != f"step_{run.step:06d}":
@@ -451,7 +457,7 @@ def train(run: TrainingRun, show_progress: bool = True) -> Path:
             _log_validation(run, validate(run))
             export(run)
     except torch.OutOfMemoryError as error:
-        raise RuntimeError(
+        raise TrainingOutOfMemory(
             f"out of GPU memory at step {run.step} with train.batch_size={t.batch_size}: lower train.batch_size and raise "
             "train.gradient_accumulation_steps to keep the effective batch, set train.gradient_checkpointing=true, "
             "or use train.mixed_precision=bf16") from error
@@ -472,5 +478,5 @@ def _log_validation(run: TrainingRun, results: dict[str, float]) -> None:
         run.accelerator.log(results, step=run.step)
 
 
-__all__ = ["TrainingDiverged", "TrainingRun", "TrainingStopped", "compute_loss", "export", "lr_at", "prepare",
+__all__ = ["TrainingDiverged", "TrainingOutOfMemory", "TrainingRun", "TrainingStopped", "compute_loss", "export", "lr_at", "prepare",
            "resolve_training_config", "save", "train", "train_step", "validate"]
