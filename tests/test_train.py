@@ -110,7 +110,7 @@ def test_examples_draw_their_randomness_from_seed_epoch_and_index(garments16: Pa
     assert 0 < len(dropped) < 16  # p = 0.5
     assert all(int(item["attribute_ids"].sum()) == 0 for item in dropped)  # no caption, no attributes either
     batch = collate_examples(items[:4])
-    longest = max(item["text_states"].shape[0] for item in items[:4])
+    longest = -(-max(item["text_states"].shape[0] for item in items[:4]) // 8) * 8  # padded to a multiple of 8
     assert batch["text_states"].shape == (4, longest, 384) and batch["text_mask"].sum(1).tolist() == [
         item["text_states"].shape[0] for item in items[:4]]
     assert batch["noise"].shape == (4, 3, 32, 32) and batch["attribute_ids"].shape == (4, 1)
