@@ -37,6 +37,14 @@ def _wait_for_step(metrics: Path, step: int, process: subprocess.Popen, timeout:
     raise AssertionError(f"step {step} not reached in {timeout} s")
 
 
+def _start_and_wait(args: list[str], output_dir: Path, step: int) -> tuple[subprocess.Popen, Path]:
+    """Start train.py and return once its metrics log reaches `step` (the process still running)."""
+    process = subprocess.Popen(_command(*args), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    run_dir = output_dir / "001-default"
+    _wait_for_step(run_dir / "metrics.jsonl", step, process)
+    return process, run_dir
+
+
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory: pytest.TempPathFactory, garments16: Path, text_cache_dir: Path) -> Path:
     """20 steps uninterrupted, checkpoints every 5."""
@@ -49,9 +57,7 @@ def reference_run(tmp_path_factory: pytest.TempPathFactory, garments16: Path, te
 def test_sigterm_saves_and_resume_matches_the_uninterrupted_run(reference_run: Path, tmp_path: Path, garments16: Path,
                                                                text_cache_dir: Path) -> None:
     args = tiny_overrides(garments16, tmp_path, text_cache_dir, **{"train.max_steps": 20, "train.checkpoint_every": 5})
-    process = subprocess.Popen(_command(*args), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    run_dir = tmp_path / "001-default"
-    _wait_for_step(run_dir / "metrics.jsonl", 7, process)
+    process, run_dir = _start_and_wait(args, tmp_path, step=7)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM, stderr
@@ -70,9 +76,7 @@ def test_sigterm_saves_and_resume_matches_the_uninterrupted_run(reference_run: P
 def test_sigkill_loses_only_the_steps_since_the_last_checkpoint(reference_run: Path, tmp_path: Path, garments16: Path,
                                                                text_cache_dir: Path) -> None:
     args = tiny_overrides(garments16, tmp_path, text_cache_dir, **{"train.max_steps": 20, "train.checkpoint_every": 5})
-    process = subprocess.Popen(_command(*args), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    run_dir = tmp_path / "001-default"
-    _wait_for_step(run_dir / "metrics.jsonl", 12, process)
+    process, run_dir = _start_and_wait(args, tmp_path, step=12)
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=60)
     resumed = _run(_command("--resume", str(run_dir)))  # the run directory alone is enough: its config is inside

@@ -14,7 +14,6 @@ import logging
 from typing import Any, Iterator, Sequence
 
 import torch
-from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
@@ -171,7 +170,3 @@ def precompute_captions(encoder: CaptionEncoder, datasets: Sequence[FashionDatas
     for start in tqdm(range(0, len(missing), chunk), desc="encoding captions", unit="chunk", disable=not show_progress or not missing):
         encoder.encode(missing[start : start + chunk])
     return len(missing)
-
-
-def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}

@@ -27,10 +27,10 @@ def sample_grid(model: FashionUNet, encoder: CaptionEncoder, config: Config, pat
         low_res = torch.stack([e["low_res"] for e in low_res_examples]).to(device)
     else:
         prompts, low_res = list(t.validation_prompts), None
+    text = encoder.encode(prompts).to(device)
+    unconditional = encoder.encode_unconditional(len(prompts)).to(device)
     images, captions = [], []
     for seed in t.validation_seeds:
-        text = encoder.encode(prompts).to(device)
-        unconditional = encoder.encode_unconditional(len(prompts)).to(device)
         size = model.resolution
         noise = initial_noise([seed * 10_000 + i for i in range(len(prompts))], (3, size, size), device)
         ids = torch.zeros(len(prompts), len(model.attribute_vocab), dtype=torch.long, device=device) if model.attribute_vocab else None
