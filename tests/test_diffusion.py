@@ -1,7 +1,9 @@
 import math
 
+import model_helpers
 import pytest
 import torch
+from model_helpers import TEXT_DIM, TINY
 
 from fashiongen.config import ConfigError, ModelConfig
 from fashiongen.diffusion import (
@@ -25,9 +27,7 @@ from fashiongen.diffusion.superres import low_res_condition, upsample
 from fashiongen.models import FashionUNet, UNetSpec
 from fashiongen.text import TextEncoding
 
-TEXT_DIM = 16
 SIZE = 16
-TINY = UNetSpec((8, 16), layers_per_block=1, head_channels=8, native_resolution=32, norm_num_groups=4)
 COSINE_V = diffusion_settings(ModelConfig())
 COSINE_EPS = diffusion_settings(ModelConfig(prediction_type="epsilon"))
 LINEAR_EPS = diffusion_settings(ModelConfig(prediction_type="epsilon", beta_schedule="linear"))
@@ -36,16 +36,11 @@ SETTINGS = {"cosine-v": COSINE_V, "cosine-eps": COSINE_EPS, "zero-snr-v": ZERO_S
 
 
 def tiny_model(seed: int = 0, **kwargs) -> FashionUNet:
-    torch.manual_seed(seed)
-    return FashionUNet(TINY, SIZE, TEXT_DIM, **kwargs).eval()
+    return model_helpers.tiny_model(TINY, SIZE, seed, **kwargs)
 
 
 def make_text(batch: int = 2, length: int = 4, real: int = 3, seed: int = 1) -> TextEncoding:
-    generator = torch.Generator().manual_seed(seed)
-    mask = torch.zeros(batch, length, dtype=torch.bool)
-    mask[:, :real] = True
-    states = torch.randn(batch, length, TEXT_DIM, generator=generator) * mask[..., None]
-    return TextEncoding(states, mask, torch.randn(batch, TEXT_DIM, generator=generator))
+    return model_helpers.make_text(batch, length, real, seed)
 
 
 def clean_images(batch: int = 3, size: int = 8, seed: int = 0) -> torch.Tensor:

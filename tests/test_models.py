@@ -3,27 +3,23 @@ import json
 import pytest
 import torch
 from diffusers.models.attention_processor import Attention
+from model_helpers import TEXT_DIM, TINY, make_text, tiny_model
 
 from fashiongen.config import ConfigError, ModelConfig
-from fashiongen.models import MODELS, FashionUNet, UNetSpec, build_model, check_model_config, count_parameters, get_spec
+from fashiongen.models import (
+    MODELS,
+    FashionUNet,
+    UNetSpec,
+    build_model,
+    check_model_config,
+    count_parameters,
+    get_spec,
+)
 from fashiongen.text import TextEncoding
 
-TEXT_DIM = 16
-TINY = UNetSpec((8, 16), layers_per_block=1, head_channels=8, native_resolution=32, norm_num_groups=4)
 TINY_SR = UNetSpec((8, 16), layers_per_block=1, head_channels=8, native_resolution=32, norm_num_groups=4, super_resolution=True)
 
 
-def tiny_model(spec: UNetSpec = TINY, seed: int = 0, **kwargs) -> FashionUNet:
-    torch.manual_seed(seed)
-    return FashionUNet(spec, 32, TEXT_DIM, **kwargs).eval()
-
-
-def make_text(batch: int = 2, length: int = 5, real: int = 3, seed: int = 1) -> TextEncoding:
-    generator = torch.Generator().manual_seed(seed)
-    mask = torch.zeros(batch, length, dtype=torch.bool)
-    mask[:, :real] = True
-    states = torch.randn(batch, length, TEXT_DIM, generator=generator) * mask[..., None]
-    return TextEncoding(states, mask, torch.randn(batch, TEXT_DIM, generator=generator))
 
 
 def make_inputs(batch: int = 2, size: int = 32, seed: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
