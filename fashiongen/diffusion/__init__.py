@@ -1,7 +1,8 @@
 """Diffusion as pure functions: schedules and samplers (diffusers), the loss, guided sampling."""
 
 from .loss import diffusion_loss, min_snr_weight
-from .sampling import classifier_free_guidance, concat_text, initial_noise, pad_tokens, sample
+from .interpolation import lerp_text, slerp
+from .sampling import Inpainting, classifier_free_guidance, concat_text, initial_noise, noise_from, pad_tokens, sample
 from .schedule import (
     SAMPLERS,
     add_noise,
@@ -14,7 +15,8 @@ from .schedule import (
 )
 
 __all__ = [
+    "Inpainting",
     "SAMPLERS", "add_noise", "alphas_cumprod_of", "classifier_free_guidance", "concat_text", "diffusion_loss",
-    "diffusion_settings", "initial_noise", "make_noise_scheduler", "make_sampler", "min_snr_weight", "pad_tokens",
+    "diffusion_settings", "initial_noise", "lerp_text", "noise_from", "slerp", "make_noise_scheduler", "make_sampler", "min_snr_weight", "pad_tokens",
     "sample", "snr", "training_target",
 ]

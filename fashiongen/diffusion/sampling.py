@@ -6,6 +6,7 @@ unconditional branches, then uncond + scale * (cond - uncond).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -36,6 +37,15 @@ def classifier_free_guidance(conditional: Tensor, unconditional: Tensor, guidanc
     return unconditional + guidance_scale * (conditional - unconditional)
 
 
+@dataclass
+class Inpainting:
+    """Keep `known` where `mask` is 0 and paint where it is 1 (RePaint-style replacement at every step)."""
+
+    known: Tensor  # [B, 3, H, W] in [-1, 1]
+    mask: Tensor  # [B, 1, H, W] 1 = repaint, 0 = keep
+    noise: Tensor  # [B, 3, H, W] noise that brings `known` to each step's noise level
+
+
 @torch.no_grad()
 def sample(
     model: Callable[..., Tensor],
@@ -48,7 +58,9 @@ def sample(
     attribute_ids: Tensor | None = None,  # [B, K] for the conditional branch; the unconditional branch gets 'none'
     low_res: Tensor | None = None,  # [B, 3, H, W] upsampled low-res image for a super-resolution stage
     generator: list[torch.Generator] | None = None,  # per-image generators for stochastic samplers (ddpm)
-    start_step: int = 0,  # skip the first sampling steps (img2img: `noise` is then the partly noised image)
+    start_step: int = 0,  # skip the first sampling steps (img2img / SDEdit)
+    init_image: Tensor | None = None,  # [B, 3, H, W] with start_step: start from it noised to that step with `noise`
+    inpainting: Inpainting | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Tensor:
     """Denoise `noise` into images in [-1, 1]: [B, 3, H, W] float32."""
@@ -60,9 +72,17 @@ def sample(
     none_ids = torch.zeros_like(attribute_ids) if attribute_ids is not None else None
     ids = torch.cat([attribute_ids, none_ids]) if guided and attribute_ids is not None else attribute_ids
     low = torch.cat([low_res, low_res]) if guided and low_res is not None else low_res
-    x = noise * scheduler.init_noise_sigma if start_step == 0 else noise
+    if init_image is not None and len(timesteps):
+        x = scheduler.add_noise(init_image, noise, timesteps[:1])  # SDEdit: the input at the first step's noise level
+    elif init_image is not None:
+        x = init_image  # strength 0: nothing to denoise
+    else:
+        x = noise * scheduler.init_noise_sigma if start_step == 0 else noise
     dtype = next(model.parameters()).dtype if isinstance(model, torch.nn.Module) else x.dtype
     for index, t in enumerate(timesteps):
+        if inpainting is not None:  # the kept region, noised to this step's level, replaces the sample there
+            known = scheduler.add_noise(inpainting.known, inpainting.noise, t.reshape(1))
+            x = inpainting.mask * x + (1 - inpainting.mask) * known
         x_in = scheduler.scale_model_input(x, t)
         x_in = torch.cat([x_in, x_in]) if guided else x_in  # [2B, 3, H, W]
         t_batch = torch.full((x_in.shape[0],), int(t), device=device, dtype=torch.long)
@@ -74,10 +94,16 @@ def sample(
         x = scheduler.step(output, t, x, generator=generator).prev_sample
         if progress is not None:
             progress(index + 1, len(timesteps))
+    if inpainting is not None:
+        x = inpainting.mask * x + (1 - inpainting.mask) * inpainting.known
     return x.clamp(-1.0, 1.0)[:batch]
 
 
 def initial_noise(seeds: list[int], shape: tuple[int, int, int], device: torch.device | str = "cpu") -> Tensor:
     """One CPU generator per image so an image depends on its seed only, not on batch size or position."""
-    noise = [torch.randn(shape, generator=torch.Generator().manual_seed(seed)) for seed in seeds]
-    return torch.stack(noise).to(device)  # [B, C, H, W]
+    return noise_from([torch.Generator().manual_seed(seed) for seed in seeds], shape, device)
+
+
+def noise_from(generators: list[torch.Generator], shape: tuple[int, int, int], device: torch.device | str = "cpu") -> Tensor:
+    """The next draw of each image's own generator: [B, C, H, W] (drawn on the generators' device, then moved)."""
+    return torch.stack([torch.randn(shape, generator=g, device=g.device) for g in generators]).to(device)

@@ -9,23 +9,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from safetensors.torch import load_file
-
-from ..config import ConfigError, load_config
-from ..models import build_model
-from .checkpoint import read_state, resolve_resume
-from .export import DTYPES, export_model
+from ..config import ConfigError
+from .checkpoint import resolve_resume
+from .export import DTYPES, load_checkpoint_model, replace_directory, temporary_directory, write_model_files
 
 
 def export_checkpoint(checkpoint: Path, out: Path, dtype: str = "float32") -> Path:
-    """Rebuild the model from a checkpoint's config and state, load its EMA weights and export them."""
-    config = load_config([checkpoint / "config.yaml"])
-    state = read_state(checkpoint)
-    model = build_model(config.model, config.data.resolution, state["text_dim"], state.get("attribute_vocab") or {})
-    model.load_state_dict(load_file(checkpoint / "ema.safetensors"), strict=True)
-    training = {"steps": state["step"], "images_seen": state.get("images_seen"), "run": checkpoint.parent.parent.name,
-                "num_processes": state.get("num_processes"), "images_per_step": state.get("images_per_step")}
-    return export_model(model, config, state["text_identity"], out, dtype=dtype, training=training)
+    """Export a checkpoint's EMA weights with the same model.json a finished run writes."""
+    model, info = load_checkpoint_model(checkpoint)
+    temporary = temporary_directory(out)
+    write_model_files(model, {k: v for k, v in info.items() if k != "weights"}, temporary, dtype)
+    return replace_directory(temporary, out)
 
 
 def main(argv: list[str] | None = None) -> int:

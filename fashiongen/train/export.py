@@ -19,9 +19,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..config import Config, config_to_dict
+from ..config import Config, config_to_dict, load_config
 from ..diffusion import diffusion_settings
-from ..models import FashionUNet
+from ..models import FashionUNet, build_model
+from .checkpoint import read_state
 
 EXPORT_FORMAT = "fashiongen-diffusion"
 EXPORT_VERSION = 1
@@ -39,16 +40,9 @@ def sha256_of(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def export_model(model: FashionUNet, config: Config, text_identity: str, out_dir: str | Path, *,
-                 dtype: str = "float32", training: dict[str, Any] | None = None) -> Path:
-    """Write model.safetensors + model.json into `out_dir`, replacing it only once both are complete."""
-    out_dir = Path(out_dir)
-    temporary = out_dir.with_name(f".tmp-{out_dir.name}")
-    shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir(parents=True)
-    state = {name: tensor.detach().to("cpu", DTYPES[dtype]).contiguous() for name, tensor in model.state_dict().items()}
-    save_file(state, temporary / WEIGHTS_FILE, metadata={"format": EXPORT_FORMAT})
-    info = {
+def export_info(model: FashionUNet, config: Config, text_identity: str, training: dict[str, Any] | None = None) -> dict[str, Any]:
+    """model.json without its "weights" entry: everything that rebuilds and describes the model."""
+    return {
         "format": EXPORT_FORMAT,
         "version": EXPORT_VERSION,
         "model": model.description(),
@@ -59,10 +53,29 @@ def export_model(model: FashionUNet, config: Config, text_identity: str, out_dir
                  "caption_mode": config.data.caption_mode, "caption_template": config.data.caption_template},
         "training": training or {},
         "config": config_to_dict(config),
-        "weights": {"file": WEIGHTS_FILE, "dtype": dtype, "sha256": sha256_of(temporary / WEIGHTS_FILE)},
     }
-    (temporary / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    (temporary / WEIGHTS_FILE).chmod((temporary / INFO_FILE).stat().st_mode)  # safetensors writes 0600
+
+
+def write_model_files(model: FashionUNet, info: dict[str, Any], directory: Path, dtype: str = "float32") -> dict[str, Any]:
+    """model.safetensors + model.json into an existing (temporary) directory; returns the info written."""
+    state = {name: tensor.detach().to("cpu", DTYPES[dtype]).contiguous() for name, tensor in model.state_dict().items()}
+    save_file(state, directory / WEIGHTS_FILE, metadata={"format": EXPORT_FORMAT})
+    info = {**info, "weights": {"file": WEIGHTS_FILE, "dtype": dtype, "sha256": sha256_of(directory / WEIGHTS_FILE)}}
+    (directory / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    (directory / WEIGHTS_FILE).chmod((directory / INFO_FILE).stat().st_mode)  # safetensors writes 0600
+    return info
+
+
+def temporary_directory(out_dir: Path) -> Path:
+    """A fresh hidden sibling of `out_dir` to fill before `replace_directory` swaps it in."""
+    temporary = out_dir.with_name(f".tmp-{out_dir.name}")
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir(parents=True)
+    return temporary
+
+
+def replace_directory(temporary: Path, out_dir: Path) -> Path:
+    """Put a complete directory in place of `out_dir` by renames, so no reader ever sees half of one."""
     previous = out_dir.with_name(f".old-{out_dir.name}")
     if out_dir.exists():
         shutil.rmtree(previous, ignore_errors=True)
@@ -70,6 +83,15 @@ def export_model(model: FashionUNet, config: Config, text_identity: str, out_dir
     temporary.rename(out_dir)
     shutil.rmtree(previous, ignore_errors=True)
     return out_dir
+
+
+def export_model(model: FashionUNet, config: Config, text_identity: str, out_dir: str | Path, *,
+                 dtype: str = "float32", training: dict[str, Any] | None = None) -> Path:
+    """Write model.safetensors + model.json into `out_dir`, replacing it only once both are complete."""
+    out_dir = Path(out_dir)
+    temporary = temporary_directory(out_dir)
+    write_model_files(model, export_info(model, config, text_identity, training), temporary, dtype)
+    return replace_directory(temporary, out_dir)
 
 
 def read_info(path: str | Path) -> dict[str, Any]:
@@ -108,3 +130,23 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu", dtype: s
         raise ModelFileError(f"{weights}: weights do not fit the architecture in model.json ({error})") from None
     target = DTYPES[dtype or "float32"]
     return model.to(device=device, dtype=target).eval().requires_grad_(False), info
+
+
+def load_checkpoint_model(checkpoint: str | Path, device: str | torch.device = "cpu",
+                          dtype: str | None = None) -> tuple[FashionUNet, dict[str, Any]]:
+    """A checkpoint's EMA model, rebuilt from its config and state, with the model.json an export of it would have."""
+    checkpoint = Path(checkpoint)
+    config = load_config([checkpoint / "config.yaml"])
+    state = read_state(checkpoint)
+    model = build_model(config.model, config.data.resolution, state["text_dim"], state.get("attribute_vocab") or {})
+    weights = checkpoint / "ema.safetensors"
+    try:
+        model.load_state_dict(load_file(weights), strict=True)
+    except (RuntimeError, OSError) as error:
+        raise ModelFileError(f"{weights}: EMA weights do not fit the checkpoint's config ({error})") from None
+    training = {"steps": state["step"], "images_seen": state.get("images_seen"), "run": checkpoint.parent.parent.name,
+                "checkpoint": checkpoint.name, "num_processes": state.get("num_processes"),
+                "images_per_step": state.get("images_per_step")}
+    info = export_info(model, config, state["text_identity"], training)
+    info["weights"] = {"file": weights.name, "dtype": "float32", "sha256": sha256_of(weights)}
+    return model.to(device=device, dtype=DTYPES[dtype or "float32"]).eval().requires_grad_(False), info

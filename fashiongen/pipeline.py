@@ -1,0 +1,539 @@
+"""Text -> garment images: a trained model (plus optional super-resolution stages) and its caption encoder.
+
+    pipe = FashionGenPipeline.from_pretrained("runs/001-small64/export")   # or a run dir, a checkpoint
+    images = pipe(["a black leather biker jacket with silver zips"], num_images_per_prompt=4, seed=0)
+    frames = pipe.interpolate("a red midi dress", "a navy wool coat", seed_a=0, seed_b=1, num_frames=8)
+    edited = pipe.edit("shirt.jpg", "the same shirt in red silk", strength=0.6)
+    pipe.save_pretrained("models/small64")
+
+Every image has its own seed: its initial noise (and the noise of stochastic samplers and of later
+stages) comes from a generator seeded with it, so an image is the same whatever else is in its batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Union
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .config import TextConfig
+from .data.images import decode_image
+from .data.records import RecordError
+from .data.transforms import resize_square, to_tensor, to_uint8
+from .diffusion import SAMPLERS, Inpainting, lerp_text, make_sampler, noise_from, sample, slerp
+from .diffusion.superres import low_res_condition, upsample
+from .models import FashionUNet
+from .text import CaptionEncoder, TextEncoding
+from .train.checkpoint import STATE_FILE, checkpoint_dirs
+from .train.export import (
+    DTYPES,
+    INFO_FILE,
+    ModelFileError,
+    load_checkpoint_model,
+    load_exported,
+    read_info,
+    replace_directory,
+    temporary_directory,
+    write_model_files,
+)
+
+logger = logging.getLogger(__name__)
+
+PIPELINE_FILE = "pipeline.json"
+PIPELINE_FORMAT = "fashiongen-pipeline"
+CARD_FILE = "README.md"
+MAX_GUIDANCE = 50.0
+
+ImageInput = Union[str, Path, Image.Image, np.ndarray]
+Attributes = Union[dict[str, str], Sequence[dict[str, str]], None]
+
+
+class PipelineInputError(ValueError):
+    """A prompt, setting or input image the pipeline cannot use; the message names which and why."""
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """Everything besides prompt and seed that decides an image (written to manifests and submissions)."""
+
+    num_inference_steps: int = 20
+    guidance_scale: float = 3.0
+    scheduler: str = "dpm++"
+    negative_prompt: str = ""
+    size: int | None = None  # output size in px; None = the last stage's resolution
+
+    def check(self) -> None:
+        if self.scheduler not in SAMPLERS:
+            raise PipelineInputError(f"scheduler '{self.scheduler}' is not one of {', '.join(SAMPLERS)}")
+        if not 1 <= self.num_inference_steps <= 1000:
+            raise PipelineInputError(f"num_inference_steps must be between 1 and 1000, got {self.num_inference_steps}")
+        if not (math.isfinite(self.guidance_scale) and 0.0 <= self.guidance_scale <= MAX_GUIDANCE):
+            raise PipelineInputError(f"guidance_scale must be between 0 and {MAX_GUIDANCE:g} (1 = no guidance), got {self.guidance_scale}")
+        if self.size is not None and not 8 <= self.size <= 4096:
+            raise PipelineInputError(f"size must be between 8 and 4096 px, got {self.size}")
+
+
+@dataclass
+class Stage:
+    """One model of the cascade: the base generator or a super-resolution stage, with its model.json."""
+
+    model: FashionUNet
+    info: dict[str, Any]
+    source: str  # where it was loaded from (for messages and the model card)
+
+    @property
+    def resolution(self) -> int:
+        return self.model.resolution
+
+    @property
+    def super_resolution(self) -> bool:
+        return self.model.super_resolution
+
+    @property
+    def low_res_resolution(self) -> int:
+        return int(self.info["config"]["model"]["low_res_resolution"])
+
+    @property
+    def sha256(self) -> str:
+        return self.info["weights"]["sha256"]
+
+
+@dataclass
+class _Rows:
+    """Per-image inputs of one generation call; `take` slices them into batches."""
+
+    text: TextEncoding  # [N, L, D]
+    unconditional: TextEncoding  # [N, L', D]
+    seeds: list[int]
+    attributes: list[dict[str, str]]
+    stage_noise: list[Tensor] | None = None  # per stage [N, 3, R, R]; replaces the seeds' first draw (interpolation)
+    init_image: Tensor | None = None  # [N, 3, R, R] SDEdit input at base resolution
+    mask: Tensor | None = None  # [N, 1, R, R] inpainting mask, 1 = repaint
+    strength: float = 1.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def take(self, rows: slice) -> _Rows:
+        def cut(text: TextEncoding) -> TextEncoding:
+            return TextEncoding(text.token_states[rows], text.mask[rows], text.pooled[rows])
+
+        return _Rows(cut(self.text), cut(self.unconditional), self.seeds[rows], self.attributes[rows],
+                     None if self.stage_noise is None else [n[rows] for n in self.stage_noise],
+                     None if self.init_image is None else self.init_image[rows],
+                     None if self.mask is None else self.mask[rows], self.strength)
+
+
+def _is_pipeline_dir(path: Path) -> bool:
+    return (path / PIPELINE_FILE).is_file()
+
+
+def _load_stage(path: Path, device: str | torch.device, dtype: str, verify: bool) -> Stage:
+    """An exported model, a checkpoint (its EMA weights) or a run directory (its newest checkpoint, else its export)."""
+    if (path / INFO_FILE).is_file():
+        model, info = load_exported(path, device, dtype, verify)
+        return Stage(model, info, str(path))
+    if (path / STATE_FILE).is_file() and (path / "ema.safetensors").is_file():
+        model, info = load_checkpoint_model(path, device, dtype)
+        return Stage(model, info, str(path))
+    if path.is_dir() and (checkpoints := checkpoint_dirs(path)):
+        return _load_stage(checkpoints[-1], device, dtype, verify)
+    if path.is_dir() and (path / "export" / INFO_FILE).is_file():
+        return _load_stage(path / "export", device, dtype, verify)
+    if not path.exists():
+        raise ModelFileError(f"model path {path} does not exist")
+    raise ModelFileError(f"{path} is not a FashionGen model: expected an exported model ({INFO_FILE}), a pipeline "
+                         f"({PIPELINE_FILE}), a checkpoint directory ({STATE_FILE} + ema.safetensors) or a run directory "
+                         "with checkpoints")
+
+
+def load_image(image: ImageInput, where: str = "image") -> np.ndarray:
+    """A path, PIL image or uint8 array -> uint8 [H, W, 3]; a missing, corrupt or non-image file raises PipelineInputError."""
+    if isinstance(image, (str, Path)):
+        try:
+            return decode_image(Path(image), str(image))
+        except RecordError as error:
+            raise PipelineInputError(f"{where}: {error}") from None
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3):
+            raise PipelineInputError(f"{where}: expected a uint8 [H, W] or [H, W, 3] array, got {image.dtype} {list(image.shape)}")
+        return np.stack([image] * 3, axis=-1) if image.ndim == 2 else image[..., :3]
+    raise PipelineInputError(f"{where}: expected a path, a PIL image or a uint8 array, got {type(image).__name__}")
+
+
+class FashionGenPipeline:
+    """A base model, its super-resolution stages (ascending resolution) and the caption encoder they were trained with."""
+
+    def __init__(self, stages: Sequence[Stage], encoder: CaptionEncoder, batch_size: int | None = None) -> None:
+        if not stages or stages[0].super_resolution:
+            raise ModelFileError("a pipeline needs a base (text-to-image) model as its first stage")
+        for previous, stage in zip(stages, stages[1:]):
+            if not stage.super_resolution:
+                raise ModelFileError(f"{stage.source}: only super-resolution stages may follow the base model")
+            if stage.resolution <= previous.resolution:
+                raise ModelFileError(f"{stage.source}: super-resolution stages must go up in size "
+                                     f"({previous.resolution} px, then {stage.resolution} px)")
+        for stage in stages:
+            if stage.info["text"]["identity"] != encoder.identity:
+                raise ModelFileError(f"{stage.source} was trained with caption encoder {stage.info['text']['identity']}, "
+                                     f"but the encoder loaded is {encoder.identity}: the model would read other embeddings")
+        self.stages = list(stages)
+        self.encoder = encoder
+        self.device = next(stages[0].model.parameters()).device
+        self.dtype = next(stages[0].model.parameters()).dtype
+        self.batch_size = batch_size or (32 if self.device.type == "cuda" else 8)
+        self.show_progress = True
+
+    # ---------------------------------------------------------------- loading and saving
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, superres: Sequence[str | Path] = (), device: str | torch.device = "cpu",
+                        dtype: str = "float32", text_encoder: str | None = None, cache_dir: str = "",
+                        verify: bool = True) -> FashionGenPipeline:
+        """Load a saved pipeline, an exported model, a checkpoint or a run directory, plus optional SR stages.
+
+        `text_encoder` overrides where the caption encoder is loaded from (a local directory); its
+        identity must still match the one the model was trained with.
+        """
+        if dtype not in DTYPES:
+            raise PipelineInputError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
+        path = Path(path)
+        if _is_pipeline_dir(path):
+            manifest = json.loads((path / PIPELINE_FILE).read_text(encoding="utf-8"))
+            if manifest.get("format") != PIPELINE_FORMAT:
+                raise ModelFileError(f"{path / PIPELINE_FILE}: format is {manifest.get('format')!r}, expected {PIPELINE_FORMAT!r}")
+            paths = [path / stage for stage in manifest["stages"]]
+        else:
+            paths = [path]
+        stages = [_load_stage(p, device, dtype, verify) for p in [*paths, *map(Path, superres)]]
+        stages = [stages[0], *sorted(stages[1:], key=lambda stage: stage.resolution)]
+        text = stages[0].info["text"]
+        text_dtype = stages[0].info.get("config", {}).get("text", {}).get("dtype", "float32")
+        encoder = CaptionEncoder(TextConfig(encoder=text_encoder or text["encoder"], max_length=text["max_length"],
+                                            normalize_pooled=text["normalize_pooled"], device=str(device), dtype=text_dtype,
+                                            cache_dir=cache_dir))
+        return cls(stages, encoder)
+
+    def save_pretrained(self, path: str | Path, dtype: str | None = None) -> Path:
+        """The base model at `path`, SR stages in `path/superres-<px>/`, pipeline.json and a model card (atomic)."""
+        path = Path(path)
+        dtype = dtype or {v: k for k, v in DTYPES.items()}[self.dtype]
+        temporary = temporary_directory(path)
+        names = ["."] + [f"superres-{stage.resolution}" for stage in self.stages[1:]]
+        for name, stage in zip(names, self.stages):
+            directory = temporary / name
+            directory.mkdir(exist_ok=True)
+            write_model_files(stage.model, {k: v for k, v in stage.info.items() if k != "weights"}, directory, dtype)
+        manifest = {"format": PIPELINE_FORMAT, "version": 1, "stages": names, "text": self.stages[0].info["text"],
+                    "resolutions": [stage.resolution for stage in self.stages]}
+        (temporary / PIPELINE_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        (temporary / CARD_FILE).write_text(self.model_card(), encoding="utf-8")
+        return replace_directory(temporary, path)
+
+    def model_card(self) -> str:
+        """A README for the saved model: what it is, what it was trained on, how long, and known metrics."""
+        base = self.stages[0].info
+        config = base.get("config", {})
+        lines = ["# FashionGen text-to-image model", "",
+                 "Caption-conditioned diffusion model trained with [FashionGen](https://github.com/fashiongen/fashiongen).", "",
+                 "```python", "from fashiongen.pipeline import FashionGenPipeline",
+                 'pipe = FashionGenPipeline.from_pretrained("PATH")',
+                 'images = pipe(["a black leather biker jacket with silver zips"], num_images_per_prompt=4, seed=0)',
+                 "```", "", "## Stages", "", "| stage | model | resolution | parameters | training steps | images seen |",
+                 "|---|---|---|---|---|---|"]
+        for number, stage in enumerate(self.stages):
+            training = stage.info.get("training", {})
+            kind = "super-resolution" if stage.super_resolution else "base"
+            parameters = sum(p.numel() for p in stage.model.parameters()) / 1e6
+            name = stage.info.get("config", {}).get("model", {}).get("name", "?")
+            lines.append(f"| {number} ({kind}) | {name} | {stage.resolution} px | {parameters:.1f}M | "
+                         f"{training.get('steps', '?')} | {training.get('images_seen', '?')} |")
+        data = base.get("data", {})
+        lines += ["", "## Training data", "",
+                  f"- source: `{data.get('source', '?')}` (split `{data.get('split', '?')}`, {data.get('resolution', '?')} px)",
+                  f"- captions: {data.get('caption_mode', '?')}", f"- caption encoder: `{base['text']['identity']}`",
+                  f"- attributes: {', '.join(self.stages[0].model.attribute_vocab) or 'none'}",
+                  f"- diffusion: {base['diffusion']['prediction_type']}, {base['diffusion']['beta_schedule']} betas, "
+                  f"{base['diffusion']['num_train_timesteps']} steps"
+                  + (", zero terminal SNR" if base["diffusion"].get("rescale_betas_zero_snr") else "")]
+        training = base.get("training", {})
+        if training:
+            lines += ["", "## Training run", ""] + [f"- {key}: {value}" for key, value in training.items() if value is not None]
+        train = config.get("train", {})
+        if train:
+            lines += [f"- batch size {train.get('batch_size')}, learning rate {train.get('learning_rate')}, "
+                      f"EMA decay {train.get('ema_decay')}, mixed precision {train.get('mixed_precision')}"]
+        metrics = base.get("metrics", {})
+        lines += ["", "## Metrics", ""]
+        lines += [f"- {key}: {value}" for key, value in metrics.items()] if metrics else ["No evaluation recorded with this model."]
+        lines += ["", "## Limitations", "",
+                  "Trained on studio product photos: one garment, centred, on a plain background. Prompts far from the "
+                  "training captions (people, scenes, text) give poor images. Generated images may resemble training photos; "
+                  "check memorisation before publishing them.", ""]
+        return "\n".join(lines)
+
+    # ---------------------------------------------------------------- sizes, seeds, attributes
+
+    @property
+    def resolution(self) -> int:
+        """The largest size the cascade generates natively."""
+        return self.stages[-1].resolution
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the weights of every stage and the text encoder (submissions refuse to mix models)."""
+        return "+".join(stage.sha256[:16] for stage in self.stages) + "/" + self.encoder.identity
+
+    def stages_for(self, size: int | None) -> list[Stage]:
+        """The stages needed for `size`: up to the first that reaches it (all of them when none does)."""
+        if size is None:
+            return self.stages
+        for number, stage in enumerate(self.stages):
+            if stage.resolution >= size:
+                return self.stages[: number + 1]
+        return self.stages
+
+    def attribute_ids(self, model: FashionUNet, attributes: list[dict[str, str]]) -> Tensor | None:
+        """[N, K] ids for a model's attribute vocabulary; names or values it does not know raise PipelineInputError."""
+        if not model.attribute_vocab:
+            if any(attributes):
+                logger.warning("this model was trained without attributes; ignoring %s", attributes[0] or attributes[-1])
+            return None
+        names = list(model.attribute_vocab)
+        ids = torch.zeros(len(attributes), len(names), dtype=torch.long)
+        for row, wanted in enumerate(attributes):
+            for name, value in wanted.items():
+                if name not in model.attribute_vocab:
+                    raise PipelineInputError(f"attribute '{name}' is not one this model knows ({', '.join(names)})")
+                values = model.attribute_vocab[name]
+                if value in (None, "", "any"):
+                    continue
+                matches = [i for i, known in enumerate(values) if known.lower() == str(value).lower()]
+                if not matches:
+                    shown = ", ".join(values[:20]) + (" ..." if len(values) > 20 else "")
+                    raise PipelineInputError(f"attribute {name}='{value}' is not in the model's vocabulary ({shown})")
+                ids[row, names.index(name)] = matches[0] + 1
+        return ids.to(self.device)
+
+    # ---------------------------------------------------------------- text to image
+
+    def encode_prompts(self, prompts: Sequence[str], what: str = "prompt", allow_empty: bool = False) -> TextEncoding:
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        for number, prompt in enumerate(prompts):
+            if not isinstance(prompt, str):
+                raise PipelineInputError(f"{what} {number}: expected a string, got {type(prompt).__name__}")
+            if not allow_empty and not prompt.strip():
+                raise PipelineInputError(f"{what} {number} is empty; describe the garment (use guidance_scale=0 for "
+                                         "unconditional samples)")
+        before = self.encoder.num_truncated
+        text = self.encoder.encode([p.strip() for p in prompts])
+        if self.encoder.num_truncated > before:
+            logger.warning("%d %s(s) longer than the caption encoder's %d tokens were truncated",
+                           self.encoder.num_truncated - before, what, self.encoder.max_length)
+        return text
+
+    @staticmethod
+    def seeds_for(count: int, seed: int | Sequence[int] | None) -> list[int]:
+        """`seed` (image i gets seed + i), one seed per image, or fresh random seeds (recorded, so still reproducible)."""
+        if seed is None:
+            seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+        if isinstance(seed, int):
+            return [seed + i for i in range(count)]
+        seeds = [int(s) for s in seed]
+        if len(seeds) != count:
+            raise PipelineInputError(f"got {len(seeds)} seeds for {count} images")
+        return seeds
+
+    @staticmethod
+    def _per_prompt(value: Any, count: int, name: str) -> list[Any]:
+        if value is None or isinstance(value, (str, dict)):
+            return [value] * count
+        values = list(value)
+        if len(values) != count:
+            raise PipelineInputError(f"{name}: got {len(values)} values for {count} prompts")
+        return values
+
+    def __call__(self, prompts: str | Sequence[str], negative_prompt: str | Sequence[str] | None = None,
+                 num_images_per_prompt: int = 1, num_inference_steps: int = 20, guidance_scale: float = 3.0,
+                 seed: int | Sequence[int] | None = None, scheduler: str = "dpm++", attributes: Attributes = None,
+                 size: int | None = None, progress: Callable[[int, int], None] | None = None) -> list[Image.Image]:
+        """Images for prompts, prompt-major (all images of prompt 0 first); image i has seed `seed + i`."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts:
+            raise PipelineInputError("no prompts given")
+        if num_images_per_prompt < 1:
+            raise PipelineInputError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}")
+        settings = SamplingSettings(num_inference_steps, float(guidance_scale), scheduler, "", size)
+        settings.check()
+        negatives = self._per_prompt(negative_prompt, len(prompts), "negative_prompt")
+        wanted = self._per_prompt(attributes, len(prompts), "attributes")
+        expand = [i for i in range(len(prompts)) for _ in range(num_images_per_prompt)]
+        text = self.encode_prompts([prompts[i] for i in expand])
+        unconditional = self.encode_prompts([negatives[i] or "" for i in expand], "negative prompt", allow_empty=True)
+        rows = _Rows(text, unconditional, self.seeds_for(len(expand), seed), [dict(wanted[i] or {}) for i in expand])
+        return self._to_pil(self._generate(rows, settings, progress), settings.size)
+
+    def generate_images(self, prompts: Sequence[str], seeds: Sequence[int], settings: SamplingSettings,
+                        attributes: Sequence[dict[str, str]] | None = None,
+                        progress: Callable[[int, int], None] | None = None) -> list[Image.Image]:
+        """One image per (prompt, seed) pair with fixed settings: what sample.py and submissions call."""
+        settings.check()
+        text = self.encode_prompts(list(prompts))
+        unconditional = self.encode_prompts([settings.negative_prompt] * len(prompts), "negative prompt", allow_empty=True)
+        rows = _Rows(text, unconditional, list(seeds), [dict(a) for a in (attributes or [{}] * len(prompts))])
+        return self._to_pil(self._generate(rows, settings, progress), settings.size)
+
+    # ---------------------------------------------------------------- interpolation
+
+    def interpolate(self, prompt_a: str, prompt_b: str, seed_a: int = 0, seed_b: int = 1, num_frames: int = 8,
+                    num_inference_steps: int = 20, guidance_scale: float = 3.0, scheduler: str = "dpm++",
+                    negative_prompt: str = "", attributes: dict[str, str] | None = None, size: int | None = None,
+                    progress: Callable[[int, int], None] | None = None) -> list[Image.Image]:
+        """Frames from (prompt_a, seed_a) to (prompt_b, seed_b): slerp of every stage's noise, lerp of the caption
+        embeddings, one deterministic sampler; frame 0 and the last frame equal the two single samples."""
+        if num_frames < 2:
+            raise PipelineInputError(f"num_frames must be >= 2, got {num_frames}")
+        if scheduler == "ddpm":
+            raise PipelineInputError("interpolation needs a deterministic sampler (ddim, dpm++ or euler), not ddpm")
+        settings = SamplingSettings(num_inference_steps, float(guidance_scale), scheduler, negative_prompt, size)
+        settings.check()
+        both = self.encode_prompts([prompt_a, prompt_b])
+        ends = [TextEncoding(both.token_states[i : i + 1], both.mask[i : i + 1], both.pooled[i : i + 1]) for i in (0, 1)]
+        fractions = [i / (num_frames - 1) for i in range(num_frames)]
+        texts = [lerp_text(ends[0], ends[1], t) for t in fractions]
+        text = TextEncoding(torch.cat([t.token_states for t in texts]), torch.cat([t.mask for t in texts]),
+                            torch.cat([t.pooled for t in texts]))
+        generators = [torch.Generator().manual_seed(seed) for seed in (seed_a, seed_b)]
+        stage_noise = []
+        for stage in self.stages_for(size):
+            noise_a, noise_b = noise_from(generators, (3, stage.resolution, stage.resolution))
+            stage_noise.append(torch.stack([slerp(noise_a, noise_b, t) for t in fractions]))
+        unconditional = self.encode_prompts([negative_prompt] * num_frames, "negative prompt", allow_empty=True)
+        seeds = [seed_a if t < 0.5 else seed_b for t in fractions]  # only for the record: every draw is given
+        rows = _Rows(text, unconditional, seeds, [dict(attributes or {})] * num_frames, stage_noise=stage_noise)
+        return self._to_pil(self._generate(rows, settings, progress), size)
+
+    # ---------------------------------------------------------------- editing
+
+    def prepare_image(self, image: ImageInput, where: str = "image") -> Tensor:
+        """An input photo as the base model sees training images: [3, R, R] in [-1, 1]."""
+        array = load_image(image, where)
+        mode = self.stages[0].info.get("config", {}).get("data", {}).get("resize_mode", "center-crop")
+        return to_tensor(resize_square(array, self.stages[0].resolution, mode))
+
+    def prepare_mask(self, mask: ImageInput, where: str = "mask") -> Tensor:
+        """A mask image (white = repaint) -> [1, R, R] of 0/1, resized like the photo."""
+        array = load_image(mask, where)
+        mode = self.stages[0].info.get("config", {}).get("data", {}).get("resize_mode", "center-crop")
+        resized = resize_square(array, self.stages[0].resolution, mode, pad_value=0)
+        binary = torch.from_numpy((resized.mean(axis=-1) >= 127.5).astype(np.float32))[None]
+        if not binary.any():
+            logger.warning("%s is black everywhere: nothing will be repainted", where)
+        return binary
+
+    def edit(self, image: ImageInput, prompt: str, strength: float = 0.6, mask: ImageInput | None = None,
+             num_images: int = 1, seed: int | Sequence[int] | None = 0, num_inference_steps: int = 20,
+             guidance_scale: float = 3.0, scheduler: str = "dpm++", negative_prompt: str = "",
+             attributes: dict[str, str] | None = None, size: int | None = None,
+             progress: Callable[[int, int], None] | None = None) -> list[Image.Image]:
+        """Text-guided editing: SDEdit (noise the photo to `strength`, denoise with the new caption); with a
+        mask, only the white region is repainted and the rest is kept (RePaint-style). strength 0 returns the input."""
+        if not (isinstance(strength, (int, float)) and 0.0 <= strength <= 1.0):
+            raise PipelineInputError(f"strength must be between 0 (keep the photo) and 1 (ignore it), got {strength}")
+        if num_images < 1:
+            raise PipelineInputError(f"num_images must be >= 1, got {num_images}")
+        settings = SamplingSettings(num_inference_steps, float(guidance_scale), scheduler, negative_prompt, size)
+        settings.check()
+        photo = self.prepare_image(image)
+        repaint = self.prepare_mask(mask) if mask is not None else None
+        text = self.encode_prompts([prompt] * num_images)
+        unconditional = self.encode_prompts([negative_prompt] * num_images, "negative prompt", allow_empty=True)
+        rows = _Rows(text, unconditional, self.seeds_for(num_images, seed), [dict(attributes or {})] * num_images,
+                     init_image=photo.expand(num_images, -1, -1, -1).clone(),
+                     mask=None if repaint is None else repaint.expand(num_images, -1, -1, -1).clone(), strength=float(strength))
+        return self._to_pil(self._generate(rows, settings, progress), size)
+
+    # ---------------------------------------------------------------- the cascade
+
+    def _generate(self, rows: _Rows, settings: SamplingSettings, progress: Callable[[int, int], None] | None) -> Tensor:
+        """All rows through the cascade in batches of self.batch_size (halved on out-of-memory): [N, 3, R, R] in [-1, 1]."""
+        total, done, outputs = len(rows.seeds), 0, []
+        bar = tqdm(total=total, desc="sampling", unit="img", disable=not self.show_progress or total == 0, leave=False)
+        try:
+            while done < total:
+                size = min(self.batch_size, total - done)
+                try:
+                    outputs.append(self._generate_batch(rows.take(slice(done, done + size)), settings))
+                except torch.cuda.OutOfMemoryError:
+                    if size == 1:
+                        raise
+                    torch.cuda.empty_cache()
+                    self.batch_size = max(1, size // 2)
+                    logger.warning("out of GPU memory at batch size %d; continuing with %d", size, self.batch_size)
+                    continue
+                done += size
+                bar.update(size)
+                if progress is not None:
+                    progress(done, total)
+        finally:
+            bar.close()
+        return torch.cat(outputs)
+
+    def _generate_batch(self, rows: _Rows, settings: SamplingSettings) -> Tensor:
+        generators = [torch.Generator().manual_seed(seed) for seed in rows.seeds]
+        text, unconditional = rows.text.to(self.device), rows.unconditional.to(self.device)
+        images: Tensor | None = None
+        for number, stage in enumerate(self.stages_for(settings.size)):
+            shape = (3, stage.resolution, stage.resolution)
+            noise = noise_from(generators, shape, self.device)
+            if rows.stage_noise is not None:
+                noise = rows.stage_noise[number].to(self.device)
+            scheduler = make_sampler(settings.scheduler, stage.info["diffusion"])
+            common = dict(num_inference_steps=settings.num_inference_steps, guidance_scale=settings.guidance_scale,
+                          attribute_ids=self.attribute_ids(stage.model, rows.attributes), generator=generators)
+            if stage.super_resolution:
+                assert images is not None
+                low_res = low_res_condition(upsample(images, stage.resolution), stage.low_res_resolution)
+                images = sample(stage.model, scheduler, text, unconditional, noise, low_res=low_res, **common)
+                continue
+            if rows.init_image is None:
+                images = sample(stage.model, scheduler, text, unconditional, noise, **common)
+                continue
+            start_step = settings.num_inference_steps - min(round(settings.num_inference_steps * rows.strength),
+                                                            settings.num_inference_steps)
+            photo = rows.init_image.to(self.device)
+            inpainting = None
+            if rows.mask is not None:
+                inpainting = Inpainting(photo, rows.mask.to(self.device), noise_from(generators, shape, self.device))
+            images = sample(stage.model, scheduler, text, unconditional, noise, start_step=start_step, init_image=photo,
+                            inpainting=inpainting, **common)
+        assert images is not None
+        return images.float().cpu()
+
+    @staticmethod
+    def _to_pil(images: Tensor, size: int | None) -> list[Image.Image]:
+        pictures = [Image.fromarray(array) for array in to_uint8(images)]
+        if size is not None and pictures and pictures[0].width != size:
+            pictures = [p.resize((size, size), Image.Resampling.LANCZOS) for p in pictures]
+        return pictures
+
+    def describe(self) -> dict[str, Any]:
+        """The facts a manifest records about the model that made an image."""
+        return {"fingerprint": self.fingerprint, "stages": [stage.source for stage in self.stages],
+                "resolutions": [stage.resolution for stage in self.stages], "device": str(self.device),
+                "dtype": str(self.dtype).replace("torch.", "")}
+
+
+__all__ = ["FashionGenPipeline", "ImageInput", "ModelFileError", "PipelineInputError", "SamplingSettings", "Stage",
+           "load_image"]
