@@ -303,10 +303,10 @@ class FashionGenPipeline:
                 return self.stages[: number + 1]
         return self.stages
 
-    def attribute_ids(self, model: FashionUNet, attributes: list[dict[str, str]]) -> Tensor | None:
+    def attribute_ids(self, model: FashionUNet, attributes: list[dict[str, str]], warn: bool = True) -> Tensor | None:
         """[N, K] ids for a model's attribute vocabulary; names or values it does not know raise PipelineInputError."""
         if not model.attribute_vocab:
-            if any(attributes):
+            if warn and any(attributes):
                 logger.warning("this model was trained without attributes; ignoring %s", attributes[0] or attributes[-1])
             return None
         names = list(model.attribute_vocab)
@@ -501,7 +501,7 @@ class FashionGenPipeline:
                 noise = rows.stage_noise[number].to(self.device)
             scheduler = make_sampler(settings.scheduler, stage.info["diffusion"])
             common = dict(num_inference_steps=settings.num_inference_steps, guidance_scale=settings.guidance_scale,
-                          attribute_ids=self.attribute_ids(stage.model, rows.attributes), generator=generators)
+                          attribute_ids=self.attribute_ids(stage.model, rows.attributes, warn=number == 0), generator=generators)
             if stage.super_resolution:
                 assert images is not None
                 low_res = low_res_condition(upsample(images, stage.resolution), stage.low_res_resolution)

@@ -1,0 +1,28 @@
+"""Tiny exported models (random weights, real files) for pipeline, sampling-CLI and submission tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from fashiongen.config import load_config
+from fashiongen.models import build_model
+from fashiongen.text import CaptionEncoder
+from fashiongen.train import export_model
+
+VOCAB = {"category": ["Dresses", "Shirts", "Sneakers"], "colour": ["Black", "Navy Blue", "Red"]}
+
+
+def export_tiny(out: Path, encoder: CaptionEncoder, *, seed: int = 0, resolution: int = 32, attributes: bool = False,
+                super_resolution: bool = False) -> Path:
+    """unet-tiny at `resolution` (or unet-tiny-sr from resolution / 2 up to it) with the caption encoder's width, exported."""
+    overrides = [f"model.name=unet-tiny{'-sr' if super_resolution else ''}", f"data.resolution={resolution}"]
+    if super_resolution:
+        overrides.append(f"model.low_res_resolution={resolution // 2}")
+    if attributes:
+        overrides.append("model.attributes=[category, colour]")
+    config = load_config([], overrides + ["name=tiny-test"])
+    torch.manual_seed(seed)
+    model = build_model(config.model, config.data.resolution, encoder.dim, VOCAB if attributes else {})
+    return export_model(model, config, encoder.identity, out, training={"steps": 0, "images_seen": 0})
