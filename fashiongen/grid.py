@@ -38,3 +38,15 @@ def save_image(image: Image.Image, path: str | Path) -> None:
     path = Path(path)
     with atomic_path(path) as temporary:
         image.save(temporary, format="PNG")
+
+
+def save_animation(frames: Sequence[Image.Image], path: str | Path, duration_ms: int = 150, bounce: bool = True) -> None:
+    """An endlessly looping GIF or WebP (by suffix), atomically; `bounce` plays forward then back."""
+    path = Path(path)
+    if path.suffix.lower() not in (".gif", ".webp"):
+        raise ValueError(f"{path}: animations are written as .gif or .webp")
+    sequence = list(frames) + (list(frames)[-2:0:-1] if bounce else [])
+    with atomic_path(path) as temporary:
+        extra = {"lossless": True} if path.suffix.lower() == ".webp" else {"disposal": 2}
+        sequence[0].save(temporary, format=path.suffix[1:].upper(), save_all=True, append_images=sequence[1:],
+                         duration=duration_ms, loop=0, **extra)
