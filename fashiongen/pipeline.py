@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Union
 
@@ -120,7 +121,6 @@ class _Rows:
     init_image: Tensor | None = None  # [N, 3, R, R] SDEdit input at base resolution
     mask: Tensor | None = None  # [N, 1, R, R] inpainting mask, 1 = repaint
     strength: float = 1.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def take(self, rows: slice) -> _Rows:
         def cut(text: TextEncoding) -> TextEncoding:
@@ -347,7 +347,7 @@ class FashionGenPipeline:
     def seeds_for(count: int, seed: int | Sequence[int] | None) -> list[int]:
         """`seed` (image i gets seed + i), one seed per image, or fresh random seeds (recorded, so still reproducible)."""
         if seed is None:
-            seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+            seed = secrets.randbelow(2**31 - count)
         if isinstance(seed, int):
             return [seed + i for i in range(count)]
         seeds = [int(s) for s in seed]
@@ -389,6 +389,9 @@ class FashionGenPipeline:
                         progress: Callable[[int, int], None] | None = None) -> list[Image.Image]:
         """One image per (prompt, seed) pair with fixed settings: what sample.py and submissions call."""
         settings.check()
+        if len(seeds) != len(prompts) or (attributes is not None and len(attributes) != len(prompts)):
+            raise PipelineInputError(f"{len(prompts)} prompts need as many seeds (got {len(seeds)}) and attribute sets "
+                                     f"(got {'none' if attributes is None else len(attributes)})")
         text = self.encode_prompts(list(prompts))
         unconditional = self.encode_prompts([settings.negative_prompt] * len(prompts), "negative prompt", allow_empty=True)
         rows = _Rows(text, unconditional, list(seeds), [dict(a) for a in (attributes or [{}] * len(prompts))])
@@ -467,7 +470,8 @@ class FashionGenPipeline:
     # ---------------------------------------------------------------- the cascade
 
     def _generate(self, rows: _Rows, settings: SamplingSettings, progress: Callable[[int, int], None] | None) -> Tensor:
-        """All rows through the cascade in batches of self.batch_size (halved on out-of-memory): [N, 3, R, R] in [-1, 1]."""
+        """All rows through the cascade in batches of self.batch_size: [N, 3, R, R] in [-1, 1]. On GPU out-of-memory the
+        batch is halved and retried, and the smaller batch size is kept for later calls."""
         total, done, outputs = len(rows.seeds), 0, []
         bar = tqdm(total=total, desc="sampling", unit="img", disable=not self.show_progress or total == 0, leave=False)
         try:

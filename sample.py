@@ -1,0 +1,123 @@
+"""Generate garments from text with a trained FashionGen model.
+
+    python sample.py --model runs/001-small64/export "a black leather biker jacket with silver zips" --num-images 4 --out samples/
+    python sample.py --model MODEL --prompts prompts.txt          # one prompt per line, or JSONL {"prompt", "attributes", "seed"}
+    python sample.py --model MODEL --submission ../shared/data/fashion-products --per-caption 4 --out submission/
+    python sample.py --model MODEL --interpolate "a red midi dress" "a navy wool coat" --frames 8 --out lerp/
+    python sample.py --model MODEL --edit shirt.jpg --strength 0.6 "the same shirt in red silk" [--mask sleeves.png]
+
+MODEL is an exported model, a saved pipeline, a checkpoint or a run directory; --superres adds stages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from fashiongen.pipeline import FashionGenPipeline, ModelFileError, PipelineInputError, SamplingSettings
+from fashiongen.diffusion import SAMPLERS
+from fashiongen.jobs import PromptItem, read_prompts, write_edits, write_interpolation, write_samples
+from fashiongen.submission import SubmissionError, generate_submission, read_caption_list
+from fashiongen.text.encoder import EncoderNotFoundError
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("prompts", nargs="*", help="prompts (or the new description with --edit)")
+    parser.add_argument("--model", required=True, help="exported model, saved pipeline, checkpoint or run directory")
+    parser.add_argument("--superres", action="append", default=[], help="a super-resolution stage to add (repeatable)")
+    parser.add_argument("--out", default="samples", help="output folder (default: samples/)")
+    parser.add_argument("--prompts", dest="prompt_file", help="text file (one prompt per line) or JSONL of prompts")
+    parser.add_argument("--num-images", type=int, default=1, help="images per prompt (default 1)")
+    parser.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
+    parser.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default 3; 1 = none)")
+    parser.add_argument("--scheduler", default="dpm++", choices=list(SAMPLERS), help="sampler (default dpm++)")
+    parser.add_argument("--seed", type=int, default=0, help="first seed; image i gets seed + i (default 0)")
+    parser.add_argument("--negative", default="", help="negative prompt, used in place of the empty caption")
+    parser.add_argument("--attribute", action="append", default=[], metavar="NAME=VALUE",
+                        help="attribute conditioning, e.g. --attribute category=Dresses (repeatable)")
+    parser.add_argument("--size", type=int, help="output size in px (default: the model's; the cascade runs up to it)")
+    parser.add_argument("--batch-size", type=int, help="images per batch (default 8 on CPU, 32 on GPU; halves on OOM)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    challenge = parser.add_argument_group("challenge submission sets")
+    challenge.add_argument("--submission", metavar="CAPTIONS", help="dataset source or JSONL of {id, caption}")
+    challenge.add_argument("--per-caption", type=int, default=1, help="images per caption (default 1)")
+    challenge.add_argument("--split", default="validation", help="split of a dataset source (default validation)")
+    challenge.add_argument("--resolution", type=int, default=256, help="submission image size (default 256, the challenge's)")
+    challenge.add_argument("--limit", type=int, help="only the first N captions")
+    interpolation = parser.add_argument_group("interpolation")
+    interpolation.add_argument("--interpolate", nargs=2, metavar=("A", "B"), help="interpolate from prompt A to prompt B")
+    interpolation.add_argument("--frames", type=int, default=8, help="frames including both ends (default 8)")
+    interpolation.add_argument("--seed-b", type=int, help="seed of the last frame (default --seed + 1)")
+    editing = parser.add_argument_group("editing")
+    editing.add_argument("--edit", metavar="IMAGE", help="photo to edit with the prompt's description")
+    editing.add_argument("--strength", type=float, default=0.6, help="0 keeps the photo, 1 ignores it (default 0.6)")
+    editing.add_argument("--mask", metavar="MASK", help="with --edit: repaint only the mask's white region")
+    return parser.parse_args(argv)
+
+
+def parse_attributes(pairs: list[str]) -> dict[str, str]:
+    attributes = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise PipelineInputError(f"--attribute {pair!r}: expected NAME=VALUE, e.g. category=Dresses")
+        attributes[name.strip()] = value.strip()
+    return attributes
+
+
+def run(options: argparse.Namespace) -> str:
+    modes = [bool(options.submission), bool(options.interpolate), bool(options.edit)]
+    if sum(modes) > 1:
+        raise PipelineInputError("choose one of --submission, --interpolate and --edit")
+    settings = SamplingSettings(options.steps, options.guidance, options.scheduler, options.negative, options.size)
+    settings.check()
+    pipe = FashionGenPipeline.from_pretrained(options.model, superres=options.superres, device=options.device,
+                                              dtype=options.dtype)
+    pipe.show_progress = not options.quiet
+    if options.batch_size:
+        pipe.batch_size = options.batch_size
+    out = Path(options.out)
+    attributes = parse_attributes(options.attribute)
+    if options.submission:
+        captions = read_caption_list(options.submission, split=options.split)[: options.limit]
+        summary = generate_submission(pipe, captions, out, options.per_caption, settings, resolution=options.resolution,
+                                      base_seed=options.seed, show_progress=not options.quiet)
+        return (f"{summary.written} images written, {summary.skipped} already there: {summary.total} in {out} "
+                f"(check with: python -m fashiongen.submission validate {out})")
+    if options.interpolate:
+        seed_b = options.seed + 1 if options.seed_b is None else options.seed_b
+        paths = write_interpolation(pipe, *options.interpolate, settings, out, options.seed, seed_b, options.frames, attributes)
+        return f"{len(paths)} frames, strip.png and interpolation.gif/.webp in {out}"
+    if options.edit:
+        if len(options.prompts) != 1:
+            raise PipelineInputError("--edit takes exactly one prompt: the new description")
+        paths = write_edits(pipe, options.edit, options.prompts[0], settings, out, options.strength, options.mask,
+                            options.num_images, options.seed, attributes)
+        return f"{len(paths)} edited images and grid.png in {out}"
+    items = [PromptItem(prompt, attributes) for prompt in options.prompts]
+    if options.prompt_file:
+        items += [PromptItem(i.prompt, {**attributes, **i.attributes}, i.seed) for i in read_prompts(options.prompt_file)]
+    if not items:
+        raise PipelineInputError("no prompts: give them as arguments or with --prompts FILE")
+    rows = write_samples(pipe, items, settings, out, options.num_images, options.seed)
+    return f"{len(rows)} images, grid.png and manifest.jsonl in {out}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        print(run(options))
+    except (PipelineInputError, ModelFileError, SubmissionError, EncoderNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
