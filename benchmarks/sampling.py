@@ -1,0 +1,399 @@
+"""Sampling latency: our pipeline vs diffusers' text-to-image denoising loop over the same UNet, in one process.
+
+    python benchmarks/sampling.py                       # unet-small (random weights), 64 px, 4 images, 20 DPM++ steps, guidance 3
+    python benchmarks/sampling.py --steps-table --model runs/001-small64/export --images 8 --repeats 1
+
+Comparison mode (default), writes benchmarks/results/sampling.json. --model is a registry name (built with random
+weights, seed --seed, and exported to a temporary directory) or an exported model directory; either is loaded with
+FashionGenPipeline.from_pretrained. With the captions encoded beforehand (outside every timed region):
+
+* ours: what `pipe(...)` runs after encoding its prompts: `pipe._generate` (per-image seeded noise, a fresh
+  make_sampler scheduler, fashiongen.diffusion.sample with classifier-free guidance, clamp, .float().cpu()).
+* diffusers: the denoising loop of diffusers' StableDiffusionPipeline.__call__ with output_type="latent" (no VAE),
+  written out below in `diffusers_loop`, calling the inner UNet2DConditionModel (`model.unet`) of the same loaded
+  model, with a scheduler made by the same make_sampler call, the same encodings and the same per-image seeds.
+* end to end: `pipe(prompts, ...)`, i.e. ours plus encoding prompts and negative prompts (no embedding cache) and the
+  conversion to PIL images.
+
+Each is run once untimed, then --repeats timed runs in alternating order (ours, diffusers, end to end; then the
+reverse). Reported: median seconds per batch, images/s, diffusers/ours (seconds; > 1 means ours is faster), and the
+largest absolute difference between our images and the loop's (floats in [-1, 1]).
+
+--steps-table times our pipeline for DDPM 250 / DDIM 50 / DPM++ 10, 15, 20 (or --table) and records seconds per image
+and, as a convergence proxy (not a quality metric), the mean absolute pixel difference (0-255) of each configuration's
+images from the first configuration's (DDPM 250) and from DPM++ 20's, same seeds and prompts. Writes
+benchmarks/results/sampling_steps.json. The FID column stays empty until the evaluation code exists.
+
+A table goes to stdout, then one JSON line (also --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import inspect
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import SchedulerMixin
+from diffusers.utils.torch_utils import randn_tensor
+from torch import Tensor
+from tqdm import tqdm
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script from anywhere, without installing the package
+
+from fashiongen.config import TextConfig, load_config  # noqa: E402
+from fashiongen.data.transforms import to_uint8  # noqa: E402
+from fashiongen.diffusion import SAMPLERS, make_sampler  # noqa: E402
+from fashiongen.models import MODELS, FashionUNet, build_model, count_parameters  # noqa: E402
+from fashiongen.pipeline import FashionGenPipeline, SamplingSettings, _Rows  # noqa: E402
+from fashiongen.text import CaptionEncoder, TextEncoding  # noqa: E402
+from fashiongen.train import export_model  # noqa: E402
+
+PROMPTS = [
+    "a black leather biker jacket with silver zips",
+    "a red floral midi dress with short sleeves",
+    "white low-top canvas sneakers",
+    "a navy blue slim fit cotton shirt",
+]
+STEPS_TABLE = "ddpm:250,ddim:50,dpm++:10,dpm++:15,dpm++:20"
+DIFFUSERS_FILE = "diffusers/pipelines/stable_diffusion/pipeline_stable_diffusion.py"
+
+
+def machine(device: torch.device) -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import diffusers
+
+    info = {
+        "cpu": cpu, "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch": torch.__version__, "diffusers": diffusers.__version__, "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(), "device": str(device),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def load_pipeline(model: str, resolution: int | None, device: str, dtype: str, scratch: Path,
+                  seed: int) -> tuple[FashionGenPipeline, dict[str, Any]]:
+    """A registry name -> random weights, exported, loaded; a path -> that export. Base models only."""
+    if model in MODELS:
+        resolution = resolution or MODELS[model].native_resolution
+        config = load_config([], [f"model.name={model}", f"data.resolution={resolution}", "name=sampling-benchmark"])
+        encoder = CaptionEncoder(TextConfig(encoder=config.text.encoder, max_length=config.text.max_length, cache_dir=""))
+        torch.manual_seed(seed)
+        unet = build_model(config.model, resolution, encoder.dim, {})
+        path = export_model(unet, config, encoder.identity, scratch / "model", training={"steps": 0, "images_seen": 0})
+        del unet, encoder
+        source = {"model": model, "random_weights": True, "weights_seed": seed}
+    else:
+        path = Path(model)
+        source = {"model": str(path), "random_weights": False}
+    pipe = FashionGenPipeline.from_pretrained(path, device=device, dtype=dtype)  # caption encoder without cache
+    stage = pipe.stages[0]
+    if len(pipe.stages) > 1:
+        raise SystemExit(f"--model {model}: a cascade with super-resolution stages; give the base model's export")
+    if resolution is not None and resolution != stage.resolution:
+        raise SystemExit(f"--resolution {resolution}: the model at {model} generates {stage.resolution} px")
+    pipe.show_progress = False
+    source.update(resolution=stage.resolution, params=count_parameters(stage.model),
+                  diffusion=stage.info["diffusion"], attributes=list(stage.model.attribute_vocab))
+    return pipe, source
+
+
+def ours(pipe: FashionGenPipeline, text: TextEncoding, unconditional: TextEncoding, seeds: list[int],
+         settings: SamplingSettings) -> Tensor:
+    """What pipe(prompts, ...) runs once its prompts are encoded (before PIL conversion): [N, 3, R, R] in [-1, 1]."""
+    rows = _Rows(text, unconditional, seeds, [{} for _ in seeds])
+    return pipe._generate(rows, settings, None)
+
+
+def padded(text: TextEncoding, length: int) -> TextEncoding:
+    extra = length - text.token_states.shape[1]
+    return TextEncoding(F.pad(text.token_states, (0, 0, 0, extra)), F.pad(text.mask, (0, extra)), text.pooled)
+
+
+@torch.no_grad()
+def diffusers_loop(model: FashionUNet, scheduler: SchedulerMixin, text: TextEncoding, unconditional: TextEncoding,
+                   seeds: list[int], num_inference_steps: int, guidance_scale: float) -> Tensor:
+    """StableDiffusionPipeline.__call__ steps 3-7 with output_type="latent" (pixels are the latents here), over our
+    UNet's inner UNet2DConditionModel. Two inputs the Stable Diffusion loop does not pass and our UNet is trained
+    with: encoder_attention_mask (caption padding) and class_labels (pooled caption projection, plus the 'none' row
+    of any attribute tables), computed once before the loop by the model's own ConditionEmbedding."""
+    unet = model.unet
+    device, dtype = unet.device, unet.dtype
+    batch = len(seeds)
+    do_classifier_free_guidance = guidance_scale > 1 and unet.config.time_cond_proj_dim is None
+
+    # 3. Encode input prompt (done beforehand) and concatenate [negative, positive] into one batch
+    length = max(text.token_states.shape[1], unconditional.token_states.shape[1])
+    text, unconditional = padded(text.to(device), length), padded(unconditional.to(device), length)
+    prompt_embeds, mask, pooled = text.token_states.to(dtype), text.mask, text.pooled
+    if do_classifier_free_guidance:
+        prompt_embeds = torch.cat([unconditional.token_states.to(dtype), prompt_embeds])  # [2B, L, D]
+        mask = torch.cat([unconditional.mask, mask])  # [2B, L]
+        pooled = torch.cat([unconditional.pooled, pooled])  # [2B, D]
+    attribute_ids = None
+    if model.attribute_vocab:
+        attribute_ids = torch.zeros(pooled.shape[0], len(model.attribute_vocab), dtype=torch.long, device=device)
+    class_labels = model.condition(pooled.to(dtype), attribute_ids)  # [2B, time_dim]
+
+    # 4. Prepare timesteps (retrieve_timesteps)
+    scheduler.set_timesteps(num_inference_steps, device=device)
+    timesteps = scheduler.timesteps
+
+    # 5. Prepare latent variables (prepare_latents): one CPU generator per image, drawn in float32 so the noise
+    # equals ours in every dtype, then cast to the prompt embeddings' dtype like the pipeline's latents
+    generator = [torch.Generator().manual_seed(seed) for seed in seeds]
+    shape = (batch, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+    latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32).to(prompt_embeds.dtype)
+    latents = latents * scheduler.init_noise_sigma
+
+    # 6. Prepare extra step kwargs (prepare_extra_step_kwargs, eta=0.0)
+    parameters = set(inspect.signature(scheduler.step).parameters)
+    extra_step_kwargs: dict[str, Any] = {}
+    if "eta" in parameters:
+        extra_step_kwargs["eta"] = 0.0
+    if "generator" in parameters:
+        extra_step_kwargs["generator"] = generator
+
+    # 7. Denoising loop
+    for t in timesteps:
+        latent_model_input = torch.cat([latents] * 2) if do_classifier_free_guidance else latents
+        latent_model_input = scheduler.scale_model_input(latent_model_input, t)
+        noise_pred = unet(latent_model_input, t, encoder_hidden_states=prompt_embeds, timestep_cond=None,
+                          cross_attention_kwargs=None, added_cond_kwargs=None, return_dict=False,
+                          encoder_attention_mask=mask, class_labels=class_labels)[0]
+        if do_classifier_free_guidance:
+            noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
+            noise_pred = noise_pred_uncond + guidance_scale * (noise_pred_text - noise_pred_uncond)
+        latents = scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[0]
+
+    # output_type="latent" returns the latents; image_processor.postprocess would clamp them to the image range
+    return latents.float().clamp(-1.0, 1.0).cpu()
+
+
+def timed(run: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
+    synchronize(device)
+    began = time.perf_counter()
+    output = run()
+    synchronize(device)
+    return time.perf_counter() - began, output
+
+
+def measure(runs: dict[str, Callable[[], Any]], repeats: int, device: torch.device,
+            desc: str) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """One untimed run of each, then `repeats` rounds of all, the order reversed every other round."""
+    names = list(runs)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    outputs: dict[str, Any] = {}
+    with tqdm(total=len(names) * (repeats + 1), desc=desc, unit="run", leave=False, dynamic_ncols=True) as bar:
+        for name in names:
+            bar.set_postfix_str(f"warm-up {name}")
+            _, outputs[name] = timed(runs[name], device)
+            bar.update(1)
+        for index in range(repeats):
+            for name in names if index % 2 == 0 else names[::-1]:
+                bar.set_postfix_str(name)
+                took, _ = timed(runs[name], device)
+                seconds[name].append(took)
+                bar.update(1)
+    return seconds, outputs
+
+
+def figures(seconds: list[float], images: int) -> dict[str, Any]:
+    median = statistics.median(seconds)
+    return {"median_s": round(median, 4), "images_per_s": round(images / median, 3),
+            "seconds": [round(s, 4) for s in seconds]}
+
+
+def pipeline_inputs(pipe: FashionGenPipeline, images: int, seed: int) -> tuple[list[str], list[int], TextEncoding, TextEncoding]:
+    pipe.batch_size = images  # one batch, like the diffusers loop (the default is 8 on CPU, 32 on CUDA)
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(images)]
+    seeds = pipe.seeds_for(images, seed)  # image i gets seed + i, as pipe(..., seed=seed) does
+    text = pipe.encode_prompts(prompts)
+    unconditional = pipe.encode_prompts([""] * images, "negative prompt", allow_empty=True)
+    return prompts, seeds, text, unconditional
+
+
+def compare(args: argparse.Namespace, pipe: FashionGenPipeline, source: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    prompts, seeds, text, unconditional = pipeline_inputs(pipe, args.images, args.seed)
+    settings = SamplingSettings(args.steps, args.guidance, args.scheduler)
+    model = pipe.stages[0].model
+    scheduler = make_sampler(args.scheduler, pipe.stages[0].info["diffusion"])  # held by the "pipeline", reused
+    runs = {
+        "ours": lambda: ours(pipe, text, unconditional, seeds, settings),
+        "diffusers": lambda: diffusers_loop(model, scheduler, text, unconditional, seeds, args.steps, args.guidance),
+        "end_to_end": lambda: pipe(prompts, num_images_per_prompt=1, num_inference_steps=args.steps,
+                                   guidance_scale=args.guidance, seed=args.seed, scheduler=args.scheduler),
+    }
+    seconds, outputs = measure(runs, args.repeats, device, f"{source['model']} {args.images} images x {args.steps} steps")
+    ours_images, loop_images = outputs["ours"], outputs["diffusers"]
+    pil = np.stack([np.asarray(image) for image in outputs["end_to_end"]])
+    result = {name: figures(values, args.images) for name, values in seconds.items()}
+    return {
+        **result,
+        "diffusers_over_ours": round(result["diffusers"]["median_s"] / result["ours"]["median_s"], 3),
+        "end_to_end_over_ours": round(result["end_to_end"]["median_s"] / result["ours"]["median_s"], 3),
+        "max_abs_diff_ours_vs_diffusers": float((ours_images - loop_images).abs().max()),
+        "mean_abs_diff_ours_vs_diffusers": float((ours_images - loop_images).abs().mean()),
+        "max_abs_diff_uint8_end_to_end_vs_ours": int(np.abs(pil.astype(np.int16) - to_uint8(ours_images).astype(np.int16)).max()),
+        "prompts": prompts, "seeds": seeds,
+    }
+
+
+def parse_table(text: str) -> list[tuple[str, int]]:
+    configs = []
+    for item in text.split(","):
+        name, _, steps = item.strip().rpartition(":")
+        if name not in SAMPLERS or not steps.isdigit():
+            raise SystemExit(f"--table: expected sampler:steps items with samplers from {', '.join(SAMPLERS)}, got {item!r}")
+        configs.append((name, int(steps)))
+    return configs
+
+
+def steps_table(args: argparse.Namespace, pipe: FashionGenPipeline, device: torch.device) -> dict[str, Any]:
+    prompts, seeds, text, unconditional = pipeline_inputs(pipe, args.images, args.seed)
+    configs = parse_table(args.table)
+    if len(set(configs)) != len(configs):
+        raise SystemExit(f"--table: a configuration is listed twice: {args.table}")
+    runs = {f"{name} {steps}": (lambda n=name, s=steps: ours(pipe, text, unconditional, seeds, SamplingSettings(s, args.guidance, n)))
+            for name, steps in configs}
+    for name in dict.fromkeys(name for name, _ in configs):  # warm-up: 2 untimed steps of each sampler
+        ours(pipe, text, unconditional, seeds, SamplingSettings(2, args.guidance, name))
+    seconds: dict[str, list[float]] = {}
+    pixels: dict[str, np.ndarray] = {}
+    for label, run in tqdm(runs.items(), desc="steps table", unit="config", leave=False, dynamic_ncols=True):
+        seconds[label] = []
+        for _ in range(args.repeats):
+            took, images = timed(run, device)
+            seconds[label].append(took)
+        pixels[label] = to_uint8(images).astype(np.float32)  # the same every repeat: per-image seeded
+    reference = next(iter(runs))
+    second_reference = "dpm++ 20" if "dpm++ 20" in runs else None
+    rows = []
+    for (name, steps), label in zip(configs, runs):
+        median = statistics.median(seconds[label])
+        rows.append({
+            "sampler": name, "steps": steps, "seconds_per_image": round(median / args.images, 4),
+            "seconds": [round(s, 4) for s in seconds[label]],
+            f"mean_abs_diff_vs_{reference.replace(' ', '')}": round(float(np.abs(pixels[label] - pixels[reference]).mean()), 3),
+            **({f"mean_abs_diff_vs_{second_reference.replace(' ', '')}":
+                round(float(np.abs(pixels[label] - pixels[second_reference]).mean()), 3)} if second_reference else {}),
+            "fid": None,  # filled in once the evaluation code (FID on a fixed set) exists
+        })
+    return {"reference": reference, "second_reference": second_reference, "prompts": prompts, "seeds": seeds, "rows": rows}
+
+
+def print_comparison(result: dict[str, Any]) -> None:
+    print(f"{'':<12}{'median s/batch':>16}{'images/s':>10}")
+    for name in ("ours", "diffusers", "end_to_end"):
+        print(f"{name:<12}{result[name]['median_s']:>16.3f}{result[name]['images_per_s']:>10.2f}")
+    print(f"diffusers / ours: {result['diffusers_over_ours']:.3f}x   end to end / ours: {result['end_to_end_over_ours']:.3f}x   "
+          f"max |ours - diffusers|: {result['max_abs_diff_ours_vs_diffusers']:.2e}")
+
+
+def print_table(result: dict[str, Any]) -> None:
+    keys = [k for k in result["rows"][0] if k.startswith("mean_abs_diff_vs_")]
+    header = ["sampler", "steps", "s/image", *[k.replace("mean_abs_diff_vs_", "|diff| vs ") for k in keys], "FID"]
+    rows = [[r["sampler"], str(r["steps"]), f"{r['seconds_per_image']:.3f}", *[f"{r[k]:.2f}" for k in keys], "-"]
+            for r in result["rows"]]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+    print("|diff|: mean absolute pixel difference (0-255) from that configuration's images, same seeds and prompts: "
+          "a convergence proxy, not a quality metric")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="unet-small",
+                        help=f"a registry name ({', '.join(n for n, s in MODELS.items() if not s.super_resolution)}; random "
+                             "weights) or an exported model directory")
+    parser.add_argument("--resolution", type=int, default=None, help="px, for a registry name (default: its native size)")
+    parser.add_argument("--images", type=int, default=4, help="images per batch (prompts cycle through 4 captions; seeds "
+                        "--seed, --seed + 1, ...)")
+    parser.add_argument("--steps", type=int, default=20, help="sampling steps (comparison mode)")
+    parser.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (1 = none)")
+    parser.add_argument("--scheduler", choices=list(SAMPLERS), default="dpm++", help="sampler (comparison mode)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each, after one untimed warm-up run")
+    parser.add_argument("--seed", type=int, default=0, help="first image seed; also the seed of random weights")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--steps-table", action="store_true",
+                        help="time our pipeline for each --table configuration and compare their images instead")
+    parser.add_argument("--table", default=STEPS_TABLE, help="sampler:steps list for --steps-table; the first is the reference")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON file (default: benchmarks/results/sampling.json, or sampling_steps.json with --steps-table)")
+    args = parser.parse_args()
+
+    if args.images < 1 or args.steps < 1 or args.repeats < 1:
+        raise SystemExit("--images, --steps and --repeats must be at least 1")
+    if args.guidance < 1:
+        raise SystemExit("--guidance below 1: the Stable Diffusion loop turns guidance off there and ours does not; use 1 or more")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    out = args.out or REPO / "benchmarks/results" / ("sampling_steps.json" if args.steps_table else "sampling.json")
+    logging.getLogger("diffusers.utils.torch_utils").setLevel(logging.WARNING)  # "generator on cpu" notes on CUDA
+
+    with tempfile.TemporaryDirectory(prefix="sampling-benchmark-") as scratch:
+        pipe, source = load_pipeline(args.model, args.resolution, args.device, args.dtype, Path(scratch), args.seed)
+    if args.steps_table and source["random_weights"]:
+        print("warning: random weights: the pixel differences of the steps table say nothing about a trained model",
+              file=sys.stderr)
+    print(f"{source['model']}: {source['resolution']} px, {source['params'] / 1e6:.2f}M parameters, {args.images} images, "
+          f"{args.device} {args.dtype}, {torch.get_num_threads()} threads", file=sys.stderr)
+
+    settings = {"images": args.images, "guidance_scale": args.guidance, "repeats": args.repeats, "seed": args.seed,
+                "dtype": args.dtype, "command": " ".join(sys.argv)}
+    if args.steps_table:
+        settings["table"] = args.table
+        result = steps_table(args, pipe, device)
+    else:
+        settings.update(num_inference_steps=args.steps, scheduler=args.scheduler,
+                        baseline=f"StableDiffusionPipeline.__call__ denoising loop ({DIFFUSERS_FILE}), output_type='latent'")
+        result = compare(args, pipe, source, device)
+    report = {"benchmark": "sampling_steps" if args.steps_table else "sampling", "machine": machine(device),
+              "model": source, "settings": settings, "results": result}
+    if args.steps_table:
+        print_table(result)
+    else:
+        print_comparison(result)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
