@@ -359,6 +359,14 @@ class FashionGenPipeline:
         return seeds
 
     @staticmethod
+    def seeds_from(generator: torch.Generator | Sequence[torch.Generator], count: int) -> list[int]:
+        """One seed per image drawn from a generator (or from each of `count` generators)."""
+        generators = [generator] * count if isinstance(generator, torch.Generator) else list(generator)
+        if len(generators) != count:
+            raise PipelineInputError(f"got {len(generators)} generators for {count} images")
+        return [int(torch.randint(0, 2**31 - 1, (1,), generator=g, device=g.device).item()) for g in generators]
+
+    @staticmethod
     def _per_prompt(value: Any, count: int, name: str) -> list[Any]:
         if value is None or isinstance(value, (str, dict)):
             return [value] * count
@@ -370,8 +378,13 @@ class FashionGenPipeline:
     def __call__(self, prompts: str | Sequence[str], negative_prompt: str | Sequence[str] | None = None,
                  num_images_per_prompt: int = 1, num_inference_steps: int = 20, guidance_scale: float = 3.0,
                  seed: int | Sequence[int] | None = None, scheduler: str = "dpm++", attributes: Attributes = None,
-                 size: int | None = None, progress: Callable[[int, int], None] | None = None) -> list[Image.Image]:
-        """Images for prompts, prompt-major (all images of prompt 0 first); image i has seed `seed + i`."""
+                 size: int | None = None, progress: Callable[[int, int], None] | None = None,
+                 generator: torch.Generator | Sequence[torch.Generator] | None = None) -> list[Image.Image]:
+        """Images for prompts, prompt-major (all images of prompt 0 first); image i has seed `seed + i`.
+
+        `generator` (one, or one per image) is the diffusers-style alternative to `seed`: each image's
+        seed is drawn from it, so the same generator state gives the same images.
+        """
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
             raise PipelineInputError("no prompts given")
@@ -384,6 +397,10 @@ class FashionGenPipeline:
         expand = [i for i in range(len(prompts)) for _ in range(num_images_per_prompt)]
         text = self.encode_prompts([prompts[i] for i in expand])
         unconditional = self.encode_prompts([negatives[i] or "" for i in expand], "negative prompt", allow_empty=True)
+        if generator is not None:
+            if seed is not None:
+                raise PipelineInputError("give seed or generator, not both")
+            seed = self.seeds_from(generator, len(expand))
         rows = _Rows(text, unconditional, self.seeds_for(len(expand), seed), [dict(wanted[i] or {}) for i in expand])
         return self._to_pil(self._generate(rows, settings, progress), settings.size)
 

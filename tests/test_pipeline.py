@@ -73,6 +73,17 @@ def test_same_seed_same_pixels_whatever_the_batch(pipe: FashionGenPipeline) -> N
         assert max_difference(a, b) <= 1 and max_difference(a, c) <= 1  # float sums may round one level apart
 
 
+def test_a_generator_gives_reproducible_seeds(pipe: FashionGenPipeline) -> None:
+    first = pipe(["a red silk dress"] * 2, generator=torch.Generator().manual_seed(42), **FAST)
+    again = pipe(["a red silk dress"] * 2, generator=torch.Generator().manual_seed(42), **FAST)
+    assert all(max_difference(a, b) == 0 for a, b in zip(first, again))
+    assert np.abs(pixels(first[0]) - pixels(first[1])).mean() > 5  # one generator, a different seed per image
+    seeds = FashionGenPipeline.seeds_from(torch.Generator().manual_seed(42), 2)
+    assert max_difference(pipe(["a red silk dress"], seed=[seeds[1]], **FAST)[0], first[1]) <= 1
+    with pytest.raises(PipelineInputError, match="seed or generator"):
+        pipe(["a dress"], seed=0, generator=torch.Generator())
+
+
 def test_different_seeds_differ_for_every_sampler(pipe: FashionGenPipeline) -> None:
     for scheduler in ("dpm++", "ddim", "euler", "ddpm"):
         a, b = pipe(["a red silk dress"] * 2, seed=[1, 2], scheduler=scheduler, **FAST)
