@@ -30,12 +30,9 @@ A table goes to stdout, then one JSON line (also --out).
 from __future__ import annotations
 
 import argparse
-import datetime
 import inspect
 import json
 import logging
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -55,6 +52,7 @@ from tqdm import tqdm
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere, without installing the package
 
+from benchmarks.common import machine, synchronize  # noqa: E402
 from fashiongen.config import TextConfig, load_config  # noqa: E402
 from fashiongen.data.transforms import to_uint8  # noqa: E402
 from fashiongen.diffusion import SAMPLERS, make_sampler  # noqa: E402
@@ -71,33 +69,6 @@ PROMPTS = [
 ]
 STEPS_TABLE = "ddpm:250,ddim:50,dpm++:10,dpm++:15,dpm++:20"
 DIFFUSERS_FILE = "diffusers/pipelines/stable_diffusion/pipeline_stable_diffusion.py"
-
-
-def machine(device: torch.device) -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import diffusers
-
-    info = {
-        "cpu": cpu, "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "torch": torch.__version__, "diffusers": diffusers.__version__, "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(), "device": str(device),
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def load_pipeline(model: str, resolution: int | None, device: str, dtype: str, scratch: Path,

@@ -29,12 +29,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import gc
 import json
 import logging
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -54,6 +52,7 @@ from tqdm import tqdm
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere, without installing the package
 
+from benchmarks.common import machine, synchronize  # noqa: E402
 from fashiongen.config import Config, load_config  # noqa: E402
 from fashiongen.data import FashionDataset, collate  # noqa: E402
 from fashiongen.diffusion import diffusion_settings, make_noise_scheduler  # noqa: E402
@@ -69,38 +68,6 @@ def per_model(text: str, count: int, name: str) -> list[int]:
     if len(values) != count:
         raise SystemExit(f"--{name}: give one value or one per model ({count}), got {text!r}")
     return values
-
-
-def machine(device: torch.device) -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory_gib = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                memory_gib = round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    info = {
-        "cpu": cpu, "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "memory_gib": memory_gib, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(), "device": str(device),
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def reset_memory(device: torch.device) -> None:

@@ -42,7 +42,6 @@ from .train.export import (
     ModelFileError,
     load_checkpoint_model,
     load_exported,
-    read_info,
     replace_directory,
     temporary_directory,
     write_model_files,
