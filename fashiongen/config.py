@@ -168,6 +168,55 @@ class TrainConfig:
 
 
 @dataclass
+class CriticConfig:
+    """The text-image critic (evaluation/critic.py): a small CNN and a caption projection trained contrastively."""
+
+    resolution: int = 64  # images are resized to this (with data.resize_mode) before the image tower
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128, 256])  # image tower stages, each halves the size
+    embed_dim: int = 256  # shared image-text embedding size
+    text_hidden: int = 512  # hidden width of the caption projection MLP
+    token_attention: bool = True  # also attention-pool the caption's token states (not only the pooled vector)
+    attributes: list[str] = field(default_factory=lambda: ["category", "gender", "colour", "season"])  # auxiliary heads
+    attribute_loss_weight: float = 0.5  # loss = InfoNCE + weight * mean attribute cross-entropy
+    max_steps: int = 3000
+    batch_size: int = 128  # per process; every other caption in the batch is a negative
+    learning_rate: float = 1e-3
+    lr_schedule: str = "cosine"  # cosine | constant (both after a linear warmup)
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05
+    weight_decay: float = 0.05
+    max_grad_norm: float = 1.0  # 0 disables clipping
+    hflip: bool = True
+    mixed_precision: str = "no"  # no | fp16 | bf16
+    log_every: int = 10
+    validate_every: int = 250  # steps between validations (0: only at the end)
+    validation_items: int = 2000  # validation images used (evenly spaced), 0: all
+    num_distractors: int = 99  # R-precision: wrong captions ranked against the true one
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    output_dir: str = "runs/critic"  # checkpoints, metrics.jsonl and the final critic.safetensors + critic.json
+
+    def __post_init__(self) -> None:
+        _check_range("critic.resolution", self.resolution, 8, 1024)
+        if not self.channels or any(c < 1 for c in self.channels):
+            raise ConfigError(f"critic.channels: needs at least one positive width, got {self.channels}")
+        if self.resolution % (2 ** len(self.channels)):
+            raise ConfigError(f"critic.resolution: {self.resolution} is not divisible by 2^{len(self.channels)} "
+                              "(the image tower halves it once per critic.channels entry)")
+        for key in ("embed_dim", "text_hidden", "max_steps", "batch_size", "log_every", "checkpoint_every",
+                    "keep_checkpoints", "num_distractors"):
+            _check_range(f"critic.{key}", getattr(self, key), 1, 1 << 40)
+        for key in ("warmup_steps", "validate_every", "validation_items"):
+            _check_range(f"critic.{key}", getattr(self, key), 0, 1 << 40)
+        _check_range("critic.learning_rate", self.learning_rate, 0.0, 1e12)
+        _check_range("critic.min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
+        _check_range("critic.attribute_loss_weight", self.attribute_loss_weight, 0.0, 1e6)
+        _check_range("critic.max_grad_norm", self.max_grad_norm, 0.0, 1e12)
+        _check_choice("critic.lr_schedule", self.lr_schedule, ("cosine", "constant"))
+        _check_choice("critic.mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
+
+
+@dataclass
 class Config:
     """Everything one run needs; saved next to every run and inside every checkpoint."""
 
@@ -177,6 +226,7 @@ class Config:
     text: TextConfig = field(default_factory=TextConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)  # used by evaluation/critic.py only
 
 
 def _field_types(cls: type) -> dict[str, Any]:

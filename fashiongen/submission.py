@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .data.captions import build_caption
 from .data.folder import FILE_COLUMNS
 from .data.records import DataError, RecordError, iter_meta
 from .data.sources import open_source
@@ -154,8 +155,9 @@ def _read_caption_jsonl(path: Path) -> list[CaptionItem]:
     return list(items.values())
 
 
-def _read_caption_source(path: Path, split: str) -> list[CaptionItem]:
-    """The captions of a dataset source's split; rows the reader finds defective are skipped with a warning."""
+def _read_caption_source(path: Path, split: str, caption_mode: str = "raw") -> list[CaptionItem]:
+    """The captions of a dataset source's split (as `caption_mode` builds them, like training does);
+    rows the reader finds defective are skipped with a warning."""
     try:
         source = open_source(path, split=split)
         metas = list(iter_meta(source))
@@ -166,12 +168,14 @@ def _read_caption_source(path: Path, split: str) -> list[CaptionItem]:
         if isinstance(meta, RecordError):
             logger.warning("skipping caption %s", meta)
             continue
-        _add(items, CaptionItem(str(meta.id), meta.caption, dict(meta.attributes)), f"{path} ({split} row {index})")
+        caption = build_caption(meta.caption, meta.attributes, caption_mode, source.caption_template)
+        _add(items, CaptionItem(str(meta.id), caption, dict(meta.attributes)), f"{path} ({split} row {index})")
     return list(items.values())
 
 
-def read_caption_list(path: str | Path, split: str = "validation") -> list[CaptionItem]:
-    """Captions from a JSONL of {"id", "caption", optional "attributes"} or any dataset source (its `split`).
+def read_caption_list(path: str | Path, split: str = "validation", caption_mode: str = "raw") -> list[CaptionItem]:
+    """Captions from a JSONL of {"id", "caption", optional "attributes"} or any dataset source (its `split`;
+    `caption_mode` raw | attributes | both builds its captions as training does).
 
     Ids must be unique and usable in file names; a bad row raises SubmissionError naming file and line.
     """
@@ -179,7 +183,7 @@ def read_caption_list(path: str | Path, split: str = "validation") -> list[Capti
     if not path.exists():
         raise SubmissionError(f"caption list {path} does not exist")
     is_jsonl = _is_caption_jsonl(path)
-    items = _read_caption_jsonl(path) if is_jsonl else _read_caption_source(path, split)
+    items = _read_caption_jsonl(path) if is_jsonl else _read_caption_source(path, split, caption_mode)
     if not items:
         hint = "" if is_jsonl or split == "all" else f" in split '{split}' (split 'all' reads every row)"
         raise SubmissionError(f"{path}: no captions{hint}")

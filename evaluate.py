@@ -1,0 +1,186 @@
+"""Judge generated garments: FID/KID, critic score, R-precision, attribute accuracy, critic_is and a
+memorisation check, each beside the same score for real validation photos.
+
+    python evaluate.py --model runs/001-small64/export --captions ../shared/data/fashion-products --num-images 500 --out eval/
+    python evaluate.py --images submission/ --out eval-submission/          # a challenge set or a sample.py folder
+    python evaluate.py --model MODEL --captions SOURCE --num-images 200 --sweep guidance=1,2,3,5 steps=10,20 --out sweep/
+    python evaluate.py --reference ../shared/data/fashion-products --stats-only --resolution 64
+    python evaluate.py --train-critic ../shared/data/fashion-products [configs/critic.yaml] [key=value ...]
+
+Writes report.json (every number with its sample count, the model and settings) and report.md with plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from fashiongen.config import ConfigError, load_config
+from fashiongen.data import DataError
+from fashiongen.evaluation.critic import EncoderMismatchError, train_critic
+from fashiongen.evaluation.fid import reference_stats
+from fashiongen.evaluation.images import EvaluationInputError, read_image_folder
+from fashiongen.evaluation.report import sweep_plot
+from fashiongen.evaluation.suite import EvaluationSetup, evaluate_set
+from fashiongen.pipeline import FashionGenPipeline, ModelFileError, PipelineInputError, SamplingSettings
+from fashiongen.submission import SubmissionError, generate_submission, read_caption_list
+from fashiongen.utils import atomic_write_text
+
+BUNDLED_DATA = "../shared/data/fashion-products"
+SWEEP_KEYS = {"guidance": "guidance_scale", "steps": "num_inference_steps", "scheduler": "scheduler"}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = parser.add_argument_group("what to evaluate (one of)")
+    mode.add_argument("--model", help="generate from this model (export, pipeline, checkpoint or run), then score")
+    mode.add_argument("--images", help="score a folder: a challenge submission, a sample.py folder or plain images")
+    mode.add_argument("--stats-only", action="store_true", help="only precompute the reference FID statistics")
+    mode.add_argument("--train-critic", metavar="SOURCE", help="train the critic on SOURCE's train split")
+    parser.add_argument("rest", nargs="*", help="--train-critic: YAML configs then key=value overrides")
+    parser.add_argument("--out", default="eval", help="report folder (default eval/)")
+    parser.add_argument("--captions", help="caption list: dataset source (its --split) or JSONL of {id, caption}")
+    parser.add_argument("--split", default="validation", help="split of --captions (default validation)")
+    parser.add_argument("--num-images", type=int, default=200, help="images to generate (default 200)")
+    parser.add_argument("--per-caption", type=int, default=1, help="images per caption (default 1)")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--guidance", type=float, default=3.0)
+    parser.add_argument("--scheduler", default="dpm++")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sweep", nargs="+", metavar="KEY=V1,V2", help="guidance=1,2,3 steps=10,20 scheduler=ddim,dpm++")
+    parser.add_argument("--reference", help=f"real images: dataset source (default: the model's training data, else {BUNDLED_DATA})")
+    parser.add_argument("--val-fraction", type=float, default=0.05, help="held-out share of sources without their own split")
+    parser.add_argument("--num-real", type=int, help="real validation images to use (default all)")
+    parser.add_argument("--resolution", type=int, help="resize every image to this size (needed for mixed sizes)")
+    parser.add_argument("--critic", default=None, help="saved critic (default: the bundled one); 'none' skips critic scores")
+    parser.add_argument("--no-memorisation", action="store_true", help="skip the nearest-training-neighbour search")
+    parser.add_argument("--kid-subset-size", type=int, default=1000)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--cache-dir", default=".cache/fashiongen/eval")
+    parser.add_argument("--quiet", action="store_true")
+    options = parser.parse_args(argv)
+    chosen = [bool(options.model), bool(options.images), options.stats_only, bool(options.train_critic)]
+    if sum(chosen) != 1:
+        parser.error("choose exactly one of --model, --images, --stats-only and --train-critic")
+    return options
+
+
+def parse_sweep(items: list[str]) -> list[dict[str, object]]:
+    """['guidance=1,2', 'steps=10,20'] -> every combination as {'guidance_scale': 1.0, 'num_inference_steps': 10}."""
+    axes: dict[str, list[object]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or key not in SWEEP_KEYS or not values:
+            raise PipelineInputError(f"--sweep {item!r}: expected KEY=V1,V2 with KEY one of {', '.join(SWEEP_KEYS)}")
+        kind = {"guidance": float, "steps": int, "scheduler": str}[key]
+        try:
+            axes[SWEEP_KEYS[key]] = [kind(v) for v in values.split(",")]
+        except ValueError:
+            raise PipelineInputError(f"--sweep {item!r}: values must be {kind.__name__}s") from None
+    return [dict(zip(axes, combination)) for combination in itertools.product(*axes.values())]
+
+
+def setup_from(options: argparse.Namespace, reference: str) -> EvaluationSetup:
+    setup = EvaluationSetup(reference=reference, num_real=options.num_real, val_fraction=options.val_fraction, kid_subset_size=options.kid_subset_size,
+                            memorisation=not options.no_memorisation, device=options.device, cache_dir=options.cache_dir,
+                            show_progress=not options.quiet)
+    if options.critic is not None:
+        setup = replace(setup, critic=None if options.critic.lower() == "none" else options.critic)
+    return setup
+
+
+def generate(pipe: FashionGenPipeline, options: argparse.Namespace, settings: SamplingSettings, out: Path) -> Path:
+    """A resumable submission-format set of --num-images images for the first captions of --captions."""
+    mode = pipe.stages[0].info.get("data", {}).get("caption_mode", "raw")
+    captions = read_caption_list(options.captions, split=options.split, caption_mode=mode)
+    needed = -(-options.num_images // options.per_caption)
+    if needed > len(captions):
+        raise PipelineInputError(f"--num-images {options.num_images} needs {needed} captions at --per-caption "
+                                 f"{options.per_caption}; {options.captions} has {len(captions)} (raise --per-caption)")
+    generate_submission(pipe, captions[:needed], out, options.per_caption, settings, resolution=pipe.resolution,
+                        base_seed=options.seed, show_progress=not options.quiet)
+    return out
+
+
+def run(options: argparse.Namespace) -> str:
+    if options.train_critic:
+        config = load_config([p for p in options.rest if p.endswith((".yaml", ".yml"))] or ["configs/critic.yaml"],
+                             [f"data.source={options.train_critic}"] + [o for o in options.rest if "=" in o])
+        return f"critic saved in {train_critic(config, show_progress=not options.quiet)}"
+    out = Path(options.out)
+    if options.stats_only:
+        reference = options.reference or BUNDLED_DATA
+        stats = reference_stats(reference, "validation", options.resolution or 64, options.num_real,
+                                cache_dir=str(Path(options.cache_dir) / "fid"), device=options.device,
+                                show_progress=not options.quiet, val_fraction=options.val_fraction)
+        return f"reference statistics of {stats.count} images of {reference} cached under {options.cache_dir}/fid"
+    if options.images:
+        attributes = {}
+        if options.captions:
+            attributes = {item.id: item.attributes for item in read_caption_list(options.captions, split=options.split)}
+        generated = read_image_folder(options.images, options.resolution, attributes)
+        report = evaluate_set(generated, setup_from(options, options.reference or BUNDLED_DATA), out)
+        return summary(report, out)
+    if not options.captions:
+        raise PipelineInputError("--model needs --captions (a dataset source or a JSONL of {id, caption})")
+    pipe = FashionGenPipeline.from_pretrained(options.model, device=options.device)
+    pipe.show_progress = not options.quiet
+    reference = options.reference or pipe.stages[0].info.get("data", {}).get("source") or BUNDLED_DATA
+    settings = SamplingSettings(options.steps, options.guidance, options.scheduler)
+    meta = {"model": pipe.describe(), "settings": settings.__dict__ | {"seed": options.seed, "per_caption": options.per_caption}}
+    if not options.sweep:
+        folder = generate(pipe, options, settings, out / "generated")
+        mode = pipe.stages[0].info.get("data", {}).get("caption_mode", "raw")
+        attributes = {item.id: item.attributes for item in read_caption_list(options.captions, options.split, mode)}
+        report = evaluate_set(read_image_folder(folder, None, attributes), setup_from(options, reference), out, meta)
+        return summary(report, out)
+    rows = []
+    for point in parse_sweep(options.sweep):
+        name = "-".join(f"{key}={value}" for key, value in point.items())
+        point_settings = replace(settings, **point)
+        folder = generate(pipe, options, point_settings, out / "sweep" / name / "generated")
+        setup = replace(setup_from(options, reference), memorisation=False)
+        report = evaluate_set(read_image_folder(folder), setup, out / "sweep" / name, {**meta, "settings": point_settings.__dict__})
+        critic = report["metrics"].get("critic_score", {}).get("generated") or {}
+        rows.append({"setting": point, "fid": report["metrics"]["fid"]["value"], "kid": report["metrics"]["kid"]["mean"],
+                     "critic_score": critic.get("mean"), "num_images": report["meta"]["num_generated"], "report": f"sweep/{name}"})
+    atomic_write_text(out / "sweep.json", json.dumps(rows, indent=2) + "\n")
+    sweep_plot(rows, out / "sweep.png")
+    lines = ["| " + " | ".join(rows[0]["setting"]) + " | FID | KID | critic score |", "|" + "---|" * (len(rows[0]["setting"]) + 3)]
+    lines += ["| " + " | ".join(str(v) for v in row["setting"].values()) + f" | {row['fid']:.2f} | {row['kid']:.4f} | "
+              f"{row['critic_score'] if row['critic_score'] is None else round(row['critic_score'], 4)} |" for row in rows]
+    atomic_write_text(out / "sweep.md", "# Sweep\n\n" + "\n".join(lines) + "\n\n![sweep](sweep.png)\n")
+    return f"sweep of {len(rows)} settings: {out / 'sweep.md'}, {out / 'sweep.json'}, {out / 'sweep.png'}"
+
+
+def summary(report: dict, out: Path) -> str:
+    metrics = report["metrics"]
+    parts = [f"FID {metrics['fid']['value']:.2f} ({metrics['fid']['num_generated']} vs {metrics['fid']['num_real']} images)",
+             f"KID {metrics['kid']['mean']:.4f} ± {metrics['kid']['std']:.4f}"]
+    for key in ("critic_score", "r_precision"):
+        entry = metrics.get(key) or {}
+        generated, real = entry.get("generated") or {}, entry.get("real") or {}
+        if generated:
+            parts.append(f"{key} {generated['mean']:.3f} (real {real.get('mean', float('nan')):.3f})")
+    return "; ".join(parts) + f"\nreport: {out / 'report.md'}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        print(run(options))
+    except (EvaluationInputError, PipelineInputError, ModelFileError, SubmissionError, ConfigError, DataError,
+            EncoderMismatchError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Reading what is evaluated: a folder of generated images with their captions, and real images of a
+dataset split, both as uint8 [H, W, 3] arrays at one resolution.
+
+A folder may be a challenge submission (submission.jsonl: file -> caption id, caption), a sample.py
+folder (manifest.jsonl: file -> prompt, attributes) or plain images (no captions: image-quality
+metrics and memorisation only).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ..data import iter_records, open_source
+from ..data.transforms import resize_square
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+
+
+class EvaluationInputError(ValueError):
+    """Images or captions that cannot be evaluated; the message names the file or row and the fix."""
+
+
+@dataclass
+class ImageSet:
+    """Images with (optionally) the caption and attributes each was generated for or comes with."""
+
+    images: list[np.ndarray]  # uint8 [H, W, 3], all one size
+    captions: list[str] | None
+    attributes: list[dict[str, Any]]
+    ids: list[str]
+    source: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def resolution(self) -> int:
+        return self.images[0].shape[0] if self.images else 0
+
+
+def _rgb(image: Image.Image) -> np.ndarray:
+    if image.mode == "RGBA" or (image.mode == "P" and "transparency" in image.info):
+        background = Image.new("RGB", image.size, "white")
+        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").split()[-1])
+        return np.asarray(background)
+    return np.asarray(image.convert("RGB"))
+
+
+def _open(path: Path) -> tuple[np.ndarray, str]:
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return _rgb(image), image.mode
+    except FileNotFoundError:
+        raise EvaluationInputError(f"{path}: listed but missing") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise EvaluationInputError(f"{path}: not a readable image ({error})") from None
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise EvaluationInputError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+    return rows
+
+
+def read_image_folder(folder: str | Path, resolution: int | None = None,
+                      caption_attributes: dict[str, dict[str, Any]] | None = None) -> ImageSet:
+    """A submission, a sample.py folder or plain images. Mixed sizes are an error unless `resolution`
+    is given (then every image is resized to it); non-RGB images are converted, with a warning."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EvaluationInputError(f"{folder} is not a folder of images")
+    captions: list[str] | None = []
+    attributes: list[dict[str, Any]] = []
+    ids: list[str] = []
+    info: dict[str, Any] = {}
+    if (folder / "submission.jsonl").is_file():
+        rows = _rows(folder / "submission.jsonl")
+        for number, row in enumerate(rows, start=1):
+            if not isinstance(row, dict) or "file" not in row or not str(row.get("caption") or "").strip():
+                raise EvaluationInputError(f"{folder / 'submission.jsonl'}:{number}: needs \"file\" and a non-empty \"caption\"; "
+                                           "the critic scores need the caption each image was made for")
+        files = [folder / row["file"] for row in rows]
+        captions = [str(row["caption"]) for row in rows]
+        ids = [str(row.get("caption_id", row["file"])) for row in rows]
+        attributes = [dict((caption_attributes or {}).get(str(row.get("caption_id")), {})) for row in rows]
+        if (folder / "submission.json").is_file():
+            info = json.loads((folder / "submission.json").read_text(encoding="utf-8"))
+        info["kind"] = "submission"
+    elif (folder / "manifest.jsonl").is_file():
+        latest = {row["file"]: row for row in _rows(folder / "manifest.jsonl") if isinstance(row, dict) and "file" in row}
+        rows = [row for row in latest.values() if "prompt" in row]
+        if not rows:
+            raise EvaluationInputError(f"{folder / 'manifest.jsonl'} lists no images with a prompt")
+        files = [folder / row["file"] for row in rows]
+        captions = [str(row["prompt"]) for row in rows]
+        ids = [row["file"] for row in rows]
+        attributes = [dict(row.get("attributes") or {}) for row in rows]
+        info = {"kind": "samples", "settings": rows[0].get("settings"), "model": rows[0].get("model")}
+    else:
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+        if not files:
+            raise EvaluationInputError(f"{folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        captions = None
+        ids = [str(p.relative_to(folder)) for p in files]
+        attributes = [{} for _ in files]
+        info = {"kind": "folder"}
+        logger.warning("%s has no submission.jsonl or manifest.jsonl: no captions, so only FID/KID and memorisation "
+                       "are computed", folder)
+    opened = [_open(path) for path in files]
+    images = [image for image, _ in opened]
+    modes = Counter(mode for _, mode in opened)
+    if set(modes) - {"RGB"}:
+        logger.warning("converted non-RGB images to RGB (%s)", ", ".join(f"{n} {m}" for m, n in modes.items()))
+    sizes = Counter(image.shape[:2] for image in images)
+    if resolution is None:
+        if len(sizes) > 1:
+            examples = {size: next(p for p, (im, _) in zip(files, opened) if im.shape[:2] == size) for size in sizes}
+            listing = "; ".join(f"{n} at {w}x{h} (e.g. {examples[(h, w)].name})" for (h, w), n in sizes.most_common())
+            raise EvaluationInputError(f"{folder}: images of mixed sizes ({listing}); pass --resolution N to resize them all")
+        (height, width), = sizes
+        if height != width:
+            raise EvaluationInputError(f"{folder}: images are {width}x{height}; pass --resolution N to centre-crop them square")
+    else:
+        images = [image if image.shape[:2] == (resolution, resolution) else resize_square(image, resolution) for image in images]
+    return ImageSet(images, captions, attributes, ids, str(folder), info)
+
+
+def read_dataset_images(source: str | Path, split: str, resolution: int, limit: int | None = None,
+                        val_fraction: float = 0.05) -> ImageSet:
+    """Real images of a dataset split at `resolution` with their captions and attributes (defective rows skipped)."""
+    opened = open_source(source, split=split, val_fraction=val_fraction)
+    images, captions, attributes, ids = [], [], [], []
+    for record in iter_records(opened):
+        images.append(resize_square(record.image, resolution))
+        captions.append(record.caption)
+        attributes.append(dict(record.attributes))
+        ids.append(record.id)
+        if limit is not None and len(images) >= limit:
+            break
+    if not images:
+        raise EvaluationInputError(f"{source} has no readable images in split '{split}'")
+    return ImageSet(images, captions, attributes, ids, str(source), {"kind": "dataset", "split": split})

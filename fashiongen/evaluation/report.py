@@ -1,0 +1,157 @@
+"""The evaluation report: report.json (every number with its sample count) and report.md with plots.
+
+Every score of generated images is shown beside the same score of real validation images, so a
+number is read against its ceiling.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from ..utils import atomic_path, atomic_write_text  # noqa: E402
+
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _pm(entry: dict[str, Any] | None, digits: int = 3) -> str:
+    """'mean ± std' of an entry with mean/std, or its value."""
+    if not entry:
+        return "-"
+    if "mean" in entry:
+        std = entry.get("std")
+        return _fmt(entry["mean"], digits) + (f" ± {_fmt(std, digits)}" if std is not None else "")
+    return _fmt(entry.get("value"), digits)
+
+
+def save_figure(figure: plt.Figure, path: Path) -> Path:
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return path
+
+
+def category_bars(per_category: dict[str, dict[str, Any]], path: Path, metric: str = "critic score") -> Path:
+    """Generated vs real mean critic score per category, with the number of generated images on each bar."""
+    names = sorted(per_category, key=lambda name: -per_category[name].get("count_generated", 0))[:25]
+    def value(name: str, key: str) -> float:
+        found = per_category[name].get(key)
+        return float("nan") if found is None else float(found)
+
+    generated = [value(n, "generated") for n in names]
+    real = [value(n, "real") for n in names]
+    figure, axes = plt.subplots(figsize=(max(6, 0.5 * len(names) + 2), 4))
+    positions = range(len(names))
+    axes.bar([p - 0.2 for p in positions], generated, width=0.4, label="generated")
+    axes.bar([p + 0.2 for p in positions], real, width=0.4, label="real validation")
+    for position, name in zip(positions, names):
+        axes.text(position - 0.2, 0, str(per_category[name].get("count_generated", "")), ha="center", va="bottom", fontsize=7)
+    axes.set_xticks(list(positions), names, rotation=45, ha="right")
+    axes.set_ylabel(metric)
+    axes.legend()
+    axes.set_title(f"{metric} per category")
+    return save_figure(figure, path)
+
+
+def sweep_plot(rows: list[dict[str, Any]], path: Path) -> Path:
+    """FID and critic score against each swept setting (one panel per metric, one line per other setting)."""
+    figure, panels = plt.subplots(1, 2, figsize=(10, 4))
+    keys = [k for k in rows[0]["setting"]]
+    x_key = keys[0]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        label = ", ".join(f"{k}={row['setting'][k]}" for k in keys[1:]) or "all"
+        groups.setdefault(label, []).append(row)
+    for panel, metric in zip(panels, ("fid", "critic_score")):
+        for label, group in groups.items():
+            group = sorted(group, key=lambda r: r["setting"][x_key])
+            panel.plot([r["setting"][x_key] for r in group], [r[metric] for r in group], marker="o", label=label)
+        panel.set_xlabel(x_key)
+        panel.set_ylabel(metric.replace("_", " "))
+        panel.grid(alpha=0.3)
+    panels[0].legend(fontsize=8)
+    figure.suptitle(f"sweep over {', '.join(keys)} ({rows[0].get('num_images', '?')} images each)")
+    return save_figure(figure, path)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """report.md: what was evaluated, the metric table (generated vs real), memorisation, figures."""
+    meta, metrics = report.get("meta", {}), report.get("metrics", {})
+    lines = ["# FashionGen evaluation", ""]
+    lines += [f"- images: `{meta.get('images')}` ({meta.get('num_generated')} generated)",
+              f"- model: `{(meta.get('model') or {}).get('fingerprint', 'unknown (a folder of images)')}`",
+              f"- settings: {json.dumps(meta.get('settings')) if meta.get('settings') else 'unknown'}",
+              f"- reference: `{(meta.get('reference') or {}).get('source')}` split `{(meta.get('reference') or {}).get('split')}`, "
+              f"{(meta.get('reference') or {}).get('count')} images at {meta.get('resolution')} px",
+              f"- critic: `{(meta.get('critic') or {}).get('path', 'none')}`", ""]
+    lines += ["## Metrics", "", "| metric | generated | real validation | n generated / n real |", "|---|---|---|---|"]
+    fid = metrics.get("fid")
+    if fid:
+        lines.append(f"| FID (TF-Inception pool3) | {_fmt(fid.get('value'), 2)} | - | {fid.get('num_generated')} / {fid.get('num_real')} |")
+    kid = metrics.get("kid")
+    if kid:
+        lines.append(f"| KID x 1000 (subsets of {kid.get('subset_size')}) | {_fmt(1000 * kid['mean'], 2)} ± "
+                     f"{_fmt(1000 * kid['std'], 2)} | - | {kid.get('num_generated')} / {kid.get('num_real')} |")
+    for key, title in (("critic_score", "critic score (cosine)"), ("r_precision", "R-precision (1 of 100)"),
+                       ("critic_is", "critic_is (category head; not Inception's IS)")):
+        entry = metrics.get(key)
+        if entry:
+            lines.append(f"| {title} | {_pm(entry.get('generated'))} | {_pm(entry.get('real'))} | "
+                         f"{entry.get('count_generated')} / {entry.get('count_real')} |")
+    for name, entry in (metrics.get("attribute_accuracy") or {}).items():
+        generated, real = entry.get("generated") or {}, entry.get("real") or {}
+        lines.append(f"| {name} accuracy (critic head) | {_fmt(generated.get('accuracy'))} | {_fmt(real.get('accuracy'))} | "
+                     f"{generated.get('count')} / {real.get('count')} |")
+    if fid and fid.get("warning"):
+        lines += ["", f"> {fid['warning']}"]
+    memorisation = report.get("memorisation") or {}
+    if memorisation:
+        lines += ["", "## Memorisation: nearest training images", "",
+                  "| space | generated median | real-val median | real-val closest-1% threshold | generated closer than it |",
+                  "|---|---|---|---|---|"]
+        for space, stats in memorisation.items():
+            generated, baseline = stats.get("generated", {}), stats.get("baseline", {})
+            lines.append(f"| {space} | {_fmt(generated.get('p50'))} | {_fmt(baseline.get('p50'))} | "
+                         f"{_fmt(stats.get('baseline_p1_threshold'))} | {_fmt(100 * stats.get('fraction_closer_than_baseline_p1', float('nan')), 1)}% "
+                         f"({stats.get('generated_closer_count', '?')} of {generated.get('count', '?')}) |")
+    figures = report.get("figures") or {}
+    if figures:
+        lines += ["", "## Figures", ""]
+        for title, file in figures.items():
+            lines += [f"**{title}**", "", f"![{title}]({file})", ""]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict[str, Any], out_dir: str | Path) -> Path:
+    """report.json and report.md in `out_dir` (atomic); returns the directory."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / REPORT_JSON, json.dumps(report, indent=2, default=_json_default) + "\n")
+    atomic_write_text(out_dir / REPORT_MD, markdown(report))
+    return out_dir
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
