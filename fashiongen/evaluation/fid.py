@@ -103,15 +103,18 @@ def kernel_inception_distance(f1: np.ndarray, f2: np.ndarray, num_subsets: int =
                               seed: int = 0) -> tuple[float, float, int]:
     """KID: mean and std over `num_subsets` random subsets (without replacement) of the unbiased MMD^2.
 
-    Returns (mean, std, subset_size_used); fewer images than `subset_size` on either side use all of the
-    smaller side (logged). Subsets are drawn from `np.random.RandomState(seed)` like torch-fidelity.
+    Returns (mean, std, subset_size_used). With fewer images than `subset_size` on either side, subsets
+    of half the smaller side are used (logged): subsets as large as a whole side would all hold the same
+    images there and the std would say nothing. Subsets are drawn from `np.random.RandomState(seed)`
+    like torch-fidelity.
     """
     f1, f2 = np.asarray(f1, np.float64), np.asarray(f2, np.float64)
-    size = min(subset_size, len(f1), len(f2))
-    if size < 2:
+    if min(len(f1), len(f2)) < 2:
         raise ValueError(f"KID needs at least 2 images on each side, got {len(f1)} and {len(f2)}")
-    if size < subset_size:
-        logger.warning("KID: %d and %d images, fewer than subset_size=%d; using subsets of %d",
+    size = subset_size
+    if min(len(f1), len(f2)) < subset_size:
+        size = max(2, min(len(f1), len(f2)) // 2)
+        logger.warning("KID: %d and %d images, fewer than subset_size=%d; using subsets of %d (half the smaller set)",
                        len(f1), len(f2), subset_size, size)
     rng = np.random.RandomState(seed)
     values = np.empty(num_subsets)

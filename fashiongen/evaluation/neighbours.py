@@ -271,14 +271,15 @@ def memorisation_stats(generated_distances: np.ndarray, baseline_distances: np.n
 
     Scores are distances (`higher_is_closer=False`, e.g. pixel L1) or similarities (True, e.g. cosine);
     [N, k] arrays use their first (nearest) column. `fraction_closer_than_baseline_p1` is the share of
-    generated images closer to the training set than the closest 1% of real unseen images; well above
+    generated images at least as close to the training set as the closest 1% of real unseen images (ties
+    count: a split with exact cross-split duplicates has a threshold of distance 0); well above
     0.01 suggests copying.
     """
     generated = _nearest_column(generated_distances, "generated_distances")
     baseline = _nearest_column(baseline_distances, "baseline_distances")
     threshold = baseline_threshold(baseline, higher_is_closer)
-    closer = (generated > threshold) if higher_is_closer else (generated < threshold)
-    baseline_closer = (baseline > threshold) if higher_is_closer else (baseline < threshold)
+    closer = (generated >= threshold) if higher_is_closer else (generated <= threshold)  # as close as the closest 1% or closer
+    baseline_closer = (baseline >= threshold) if higher_is_closer else (baseline <= threshold)
 
     def summary(values: np.ndarray) -> dict[str, float]:
         points = np.percentile(values, PERCENTILES)

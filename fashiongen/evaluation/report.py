@@ -125,7 +125,7 @@ def markdown(report: dict[str, Any]) -> str:
     memorisation = report.get("memorisation") or {}
     if memorisation:
         lines += ["", "## Memorisation: nearest training images", "",
-                  "| space | generated median | real-val median | real-val closest-1% threshold | generated closer than it |",
+                  "| space | generated median | real-val median | real-val closest-1% threshold | generated at least that close |",
                   "|---|---|---|---|---|"]
         for space, stats in memorisation.items():
             generated, baseline = stats.get("generated", {}), stats.get("baseline", {})
