@@ -4,7 +4,6 @@ images, sweeps, reference statistics, and the messages for bad input."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -20,21 +19,14 @@ from fashiongen.evaluation.critic import train_critic
 from fashiongen.evaluation.images import EvaluationInputError, read_image_folder
 from fashiongen.text import CaptionEncoder
 from pipeline_helpers import export_tiny
+from script_helpers import load_script
 
-REPO = Path(__file__).resolve().parents[1]
 VAL_FRACTION = 0.3
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("evaluate_script", REPO / "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def script():
-    return load_script()
+    return load_script("evaluate")
 
 
 @pytest.fixture(scope="module")

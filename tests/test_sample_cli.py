@@ -3,7 +3,6 @@ prompt files, interpolation strips and animations, edits, and exit codes with me
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -18,21 +17,14 @@ from fashiongen.jobs import read_manifest, read_prompts
 from fashiongen.pipeline import PipelineInputError
 from fashiongen.text import CaptionEncoder
 from pipeline_helpers import export_tiny
+from script_helpers import REPO, load_script
 
-REPO = Path(__file__).resolve().parents[1]
 FAST = ["--steps", "2", "--guidance", "2", "--quiet"]
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("sample_script", REPO / "sample.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def script():
-    return load_script()
+    return load_script("sample")
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,6 @@ import dataclasses
 import json
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +45,7 @@ from ..data import FashionDataset, RecordError, SkipLog, Source, open_from_confi
 from ..data.captions import build_caption
 from ..data.transforms import resize_square, to_tensor
 from ..text import CaptionEncoder
-from ..train.checkpoint import STATE_FILE, checkpoint_dirs, read_state
+from ..train.checkpoint import checkpoint_dirs, read_state, save_checkpoint
 from ..train.data import MISSING_VALUES, EpochSampler, attribute_vocabulary, example_seed, precompute_captions
 from ..train.export import ModelFileError, sha256_of
 from ..train.loop import lr_at
@@ -709,28 +708,11 @@ def validate_critic(run: CriticRun) -> dict[str, float]:
 
 
 def save_critic_checkpoint(run: CriticRun) -> Path:
-    """Accelerate state + config + state.json into checkpoints/step_N, via a temporary directory and one rename."""
-    accelerator = run.accelerator
-    root = run.out_dir / "checkpoints"
-    final, temporary = root / f"step_{run.step:06d}", root / f".tmp-step_{run.step:06d}"
-    if accelerator.is_main_process:
-        shutil.rmtree(temporary, ignore_errors=True)
-        temporary.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(temporary), safe_serialization=True)
-    if accelerator.is_main_process:
-        save_config(run.config, temporary / "config.yaml")
-        state = {"step": run.step, "epoch": run.step // run.steps_per_epoch, "attribute_vocab": run.vocab,
-                 "text_identity": run.encoder.identity, "text_dim": run.encoder.dim, "num_processes": accelerator.num_processes,
-                 "images_per_step": run.images_per_step, "time": time.time()}
-        atomic_write_text(temporary / STATE_FILE, json.dumps(state, indent=2) + "\n")
-        if final.exists():
-            shutil.rmtree(final)
-        temporary.rename(final)
-        for old in checkpoint_dirs(run.out_dir)[: -run.config.critic.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return final
+    """Accelerate state + config + state.json into checkpoints/step_N, atomically (the generator's checkpoint code)."""
+    state = {"epoch": run.step // run.steps_per_epoch, "attribute_vocab": run.vocab, "text_identity": run.encoder.identity,
+             "text_dim": run.encoder.dim, "num_processes": run.accelerator.num_processes,
+             "images_per_step": run.images_per_step, "time": time.time()}
+    return save_checkpoint(run.accelerator, run.out_dir, run.step, None, run.config, state, run.config.critic.keep_checkpoints)
 
 
 def _log(run: CriticRun, record: dict[str, Any]) -> None:

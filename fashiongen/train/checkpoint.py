@@ -39,9 +39,9 @@ def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int, ema: EMA, config: Config,
+def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int, ema: EMA | None, config: Config,
                     state: dict[str, Any], keep: int) -> Path:
-    """Collective: every process calls it. Returns the checkpoint directory."""
+    """Collective: every process calls it. Returns the checkpoint directory. (`ema` None: a model without one, the critic.)"""
     root = run_dir / "checkpoints"
     final = root / f"step_{step:06d}"
     temporary = root / f".tmp-step_{step:06d}"
@@ -51,7 +51,8 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int, ema: EMA
     accelerator.wait_for_everyone()
     accelerator.save_state(str(temporary), safe_serialization=True)
     if accelerator.is_main_process:
-        save_file(ema.state_dict(), temporary / "ema.safetensors")
+        if ema is not None:
+            save_file(ema.state_dict(), temporary / "ema.safetensors")
         save_config(config, temporary / "config.yaml")
         atomic_write_text(temporary / STATE_FILE, json.dumps({**state, "step": step}, indent=2) + "\n")
         if final.exists():  # the same step saved again (e.g. a signal right after a periodic save)
