@@ -95,14 +95,16 @@ def setup_from(options: argparse.Namespace, reference: str) -> EvaluationSetup:
 
 
 def generate(pipe: FashionGenPipeline, options: argparse.Namespace, settings: SamplingSettings, out: Path) -> Path:
-    """A resumable submission-format set of --num-images images for the first captions of --captions."""
+    """A resumable submission-format set of --num-images images for captions spread evenly over --captions
+    (its first rows are often one category: a biased subset would inflate FID)."""
     mode = pipe.stages[0].info.get("data", {}).get("caption_mode", "raw")
     captions = read_caption_list(options.captions, split=options.split, caption_mode=mode)
     needed = -(-options.num_images // options.per_caption)
     if needed > len(captions):
         raise PipelineInputError(f"--num-images {options.num_images} needs {needed} captions at --per-caption "
                                  f"{options.per_caption}; {options.captions} has {len(captions)} (raise --per-caption)")
-    generate_submission(pipe, captions[:needed], out, options.per_caption, settings, resolution=pipe.resolution,
+    chosen = captions[:: max(1, len(captions) // needed)][:needed]
+    generate_submission(pipe, chosen, out, options.per_caption, settings, resolution=pipe.resolution,
                         base_seed=options.seed, show_progress=not options.quiet)
     return out
 

@@ -204,9 +204,10 @@ def figures(seconds: list[float], images: int) -> dict[str, Any]:
             "seconds": [round(s, 4) for s in seconds]}
 
 
-def pipeline_inputs(pipe: FashionGenPipeline, images: int, seed: int) -> tuple[list[str], list[int], TextEncoding, TextEncoding]:
+def pipeline_inputs(pipe: FashionGenPipeline, images: int, seed: int,
+                    captions: list[str] | None = None) -> tuple[list[str], list[int], TextEncoding, TextEncoding]:
     pipe.batch_size = images  # one batch, like the diffusers loop (the default is 8 on CPU, 32 on CUDA)
-    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(images)]
+    prompts = captions[:images] if captions else [PROMPTS[i % len(PROMPTS)] for i in range(images)]
     seeds = pipe.seeds_for(images, seed)  # image i gets seed + i, as pipe(..., seed=seed) does
     text = pipe.encode_prompts(prompts)
     unconditional = pipe.encode_prompts([""] * images, "negative prompt", allow_empty=True)
@@ -249,8 +250,30 @@ def parse_table(text: str) -> list[tuple[str, int]]:
     return configs
 
 
+def fid_of(images: Tensor, reference: Any, inception: Any) -> dict[str, float]:
+    """FID and KID of one configuration's images against the cached real validation statistics."""
+    from fashiongen.evaluation.fid import FeatureStats, fid_and_kid
+    from fashiongen.evaluation.inception import extract_features
+
+    fake = FeatureStats.from_features(extract_features(list(to_uint8(images)), inception=inception, show_progress=False))
+    result = fid_and_kid(reference, fake)
+    return {"fid": round(result["fid"], 3), "kid": round(result["kid_mean"], 5), "kid_std": round(result["kid_std"], 5)}
+
+
 def steps_table(args: argparse.Namespace, pipe: FashionGenPipeline, device: torch.device) -> dict[str, Any]:
-    prompts, seeds, text, unconditional = pipeline_inputs(pipe, args.images, args.seed)
+    captions, reference, inception = None, None, None
+    if args.fid_reference:  # a fixed set: the first --images validation captions, scored against the real validation photos
+        from fashiongen.evaluation.fid import reference_stats
+        from fashiongen.evaluation.inception import load_inception
+        from fashiongen.submission import read_caption_list
+
+        mode = pipe.stages[0].info.get("data", {}).get("caption_mode", "raw")
+        every = [item.caption for item in read_caption_list(args.fid_reference, "validation", mode)]
+        captions = every[:: max(1, len(every) // args.images)][: args.images]  # spread over the split, not its first rows
+        inception = load_inception()
+        reference = reference_stats(args.fid_reference, "validation", pipe.resolution, inception=inception,
+                                    cache_dir=".cache/fashiongen/eval/fid")
+    prompts, seeds, text, unconditional = pipeline_inputs(pipe, args.images, args.seed, captions)
     configs = parse_table(args.table)
     if len(set(configs)) != len(configs):
         raise SystemExit(f"--table: a configuration is listed twice: {args.table}")
@@ -260,12 +283,15 @@ def steps_table(args: argparse.Namespace, pipe: FashionGenPipeline, device: torc
         ours(pipe, text, unconditional, seeds, SamplingSettings(2, args.guidance, name))
     seconds: dict[str, list[float]] = {}
     pixels: dict[str, np.ndarray] = {}
+    quality: dict[str, dict[str, float]] = {}
     for label, run in tqdm(runs.items(), desc="steps table", unit="config", leave=False, dynamic_ncols=True):
         seconds[label] = []
         for _ in range(args.repeats):
             took, images = timed(run, device)
             seconds[label].append(took)
         pixels[label] = to_uint8(images).astype(np.float32)  # the same every repeat: per-image seeded
+        if reference is not None:
+            quality[label] = fid_of(images, reference, inception)
     reference = next(iter(runs))
     second_reference = "dpm++ 20" if "dpm++ 20" in runs else None
     rows = []
@@ -277,7 +303,7 @@ def steps_table(args: argparse.Namespace, pipe: FashionGenPipeline, device: torc
             f"mean_abs_diff_vs_{reference.replace(' ', '')}": round(float(np.abs(pixels[label] - pixels[reference]).mean()), 3),
             **({f"mean_abs_diff_vs_{second_reference.replace(' ', '')}":
                 round(float(np.abs(pixels[label] - pixels[second_reference]).mean()), 3)} if second_reference else {}),
-            "fid": None,  # filled in once the evaluation code (FID on a fixed set) exists
+            **(quality.get(label) or {"fid": None}),  # FID needs --fid-reference
         })
     return {"reference": reference, "second_reference": second_reference, "prompts": prompts, "seeds": seeds, "rows": rows}
 
@@ -293,7 +319,8 @@ def print_comparison(result: dict[str, Any]) -> None:
 def print_table(result: dict[str, Any]) -> None:
     keys = [k for k in result["rows"][0] if k.startswith("mean_abs_diff_vs_")]
     header = ["sampler", "steps", "s/image", *[k.replace("mean_abs_diff_vs_", "|diff| vs ") for k in keys], "FID"]
-    rows = [[r["sampler"], str(r["steps"]), f"{r['seconds_per_image']:.3f}", *[f"{r[k]:.2f}" for k in keys], "-"]
+    rows = [[r["sampler"], str(r["steps"]), f"{r['seconds_per_image']:.3f}", *[f"{r[k]:.2f}" for k in keys],
+             "-" if r["fid"] is None else f"{r['fid']:.2f}"]
             for r in result["rows"]]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
     print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
@@ -321,6 +348,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--steps-table", action="store_true",
                         help="time our pipeline for each --table configuration and compare their images instead")
+    parser.add_argument("--fid-reference", metavar="SOURCE",
+                        help="--steps-table: prompts are SOURCE's first --images validation captions; FID/KID of each "
+                             "configuration against SOURCE's validation photos")
     parser.add_argument("--table", default=STEPS_TABLE, help="sampler:steps list for --steps-table; the first is the reference")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON file (default: benchmarks/results/sampling.json, or sampling_steps.json with --steps-table)")
