@@ -28,7 +28,7 @@ from fashiongen.evaluation.images import EvaluationInputError, read_image_folder
 from fashiongen.evaluation.report import sweep_plot
 from fashiongen.evaluation.suite import EvaluationSetup, evaluate_set
 from fashiongen.pipeline import FashionGenPipeline, ModelFileError, PipelineInputError, SamplingSettings
-from fashiongen.submission import SubmissionError, generate_submission, read_caption_list
+from fashiongen.submission import CaptionItem, SubmissionError, generate_submission, read_caption_list
 from fashiongen.utils import atomic_write_text
 
 BUNDLED_DATA = "../shared/data/fashion-products"
@@ -94,11 +94,16 @@ def setup_from(options: argparse.Namespace, reference: str) -> EvaluationSetup:
     return setup
 
 
-def generate(pipe: FashionGenPipeline, options: argparse.Namespace, settings: SamplingSettings, out: Path) -> Path:
+def read_captions(pipe: FashionGenPipeline, options: argparse.Namespace) -> list[CaptionItem]:
+    """--captions, built the way the model's training captions were."""
+    return read_caption_list(options.captions, split=options.split,
+                             caption_mode=pipe.stages[0].info.get("data", {}).get("caption_mode", "raw"))
+
+
+def generate(pipe: FashionGenPipeline, options: argparse.Namespace, captions: list[CaptionItem], settings: SamplingSettings,
+             out: Path) -> Path:
     """A resumable submission-format set of --num-images images for captions spread evenly over --captions
     (its first rows are often one category: a biased subset would inflate FID)."""
-    mode = pipe.stages[0].info.get("data", {}).get("caption_mode", "raw")
-    captions = read_caption_list(options.captions, split=options.split, caption_mode=mode)
     needed = -(-options.num_images // options.per_caption)
     if needed > len(captions):
         raise PipelineInputError(f"--num-images {options.num_images} needs {needed} captions at --per-caption "
@@ -135,17 +140,17 @@ def run(options: argparse.Namespace) -> str:
     reference = options.reference or pipe.stages[0].info.get("data", {}).get("source") or BUNDLED_DATA
     settings = SamplingSettings(options.steps, options.guidance, options.scheduler)
     meta = {"model": pipe.describe(), "settings": settings.__dict__ | {"seed": options.seed, "per_caption": options.per_caption}}
+    captions = read_captions(pipe, options)
     if not options.sweep:
-        folder = generate(pipe, options, settings, out / "generated")
-        mode = pipe.stages[0].info.get("data", {}).get("caption_mode", "raw")
-        attributes = {item.id: item.attributes for item in read_caption_list(options.captions, options.split, mode)}
+        folder = generate(pipe, options, captions, settings, out / "generated")
+        attributes = {item.id: item.attributes for item in captions}
         report = evaluate_set(read_image_folder(folder, None, attributes), setup_from(options, reference), out, meta)
         return summary(report, out)
     rows = []
     for point in parse_sweep(options.sweep):
         name = "-".join(f"{key}={value}" for key, value in point.items())
         point_settings = replace(settings, **point)
-        folder = generate(pipe, options, point_settings, out / "sweep" / name / "generated")
+        folder = generate(pipe, options, captions, point_settings, out / "sweep" / name / "generated")
         setup = replace(setup_from(options, reference), memorisation=False)
         report = evaluate_set(read_image_folder(folder), setup, out / "sweep" / name, {**meta, "settings": point_settings.__dict__})
         critic = report["metrics"].get("critic_score", {}).get("generated") or {}
