@@ -47,7 +47,7 @@ from ..data.transforms import resize_square, to_tensor
 from ..text import CaptionEncoder
 from ..train.checkpoint import checkpoint_dirs, read_state, save_checkpoint
 from ..train.data import MISSING_VALUES, EpochSampler, attribute_vocabulary, example_seed, precompute_captions
-from ..train.export import ModelFileError, sha256_of
+from ..train.export import ModelFileError, read_versioned_json, sha256_of
 from ..train.loop import lr_at
 from ..train.runs import MetricsLog
 from ..utils import atomic_path, atomic_write_text
@@ -466,13 +466,7 @@ def load_critic(path: str | Path, device: str | torch.device = "cpu",
     info_path = directory / INFO_FILE
     if not info_path.is_file():
         raise ModelFileError(f"{path} is not a saved critic (no {INFO_FILE}); train one with `python -m fashiongen.evaluation.critic`")
-    try:
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ModelFileError(f"{info_path}: not valid JSON ({error})") from None
-    if info.get("format") != CRITIC_FORMAT or info.get("version", 0) > CRITIC_VERSION:
-        raise ModelFileError(f"{info_path}: format {info.get('format')!r} version {info.get('version')!r}, "
-                             f"expected {CRITIC_FORMAT!r} up to version {CRITIC_VERSION}")
+    info = read_versioned_json(info_path, CRITIC_FORMAT, CRITIC_VERSION)
     weights = directory / info["weights"]["file"]
     if not weights.is_file() or sha256_of(weights) != info["weights"]["sha256"]:
         raise ModelFileError(f"{weights}: missing, or its checksum does not match {INFO_FILE} (corrupted or replaced)")

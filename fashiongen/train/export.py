@@ -94,21 +94,26 @@ def export_model(model: FashionUNet, config: Config, text_identity: str, out_dir
     return replace_directory(temporary, out_dir)
 
 
+def read_versioned_json(info_path: Path, expected_format: str, max_version: int) -> dict[str, Any]:
+    """A model's JSON description, checked for its format name and a version this FashionGen reads."""
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ModelFileError(f"{info_path}: not valid JSON ({error})") from None
+    if info.get("format") != expected_format:
+        raise ModelFileError(f"{info_path}: format is {info.get('format')!r}, expected {expected_format!r}")
+    if info.get("version", 0) > max_version:
+        raise ModelFileError(f"{info_path}: version {info['version']} is newer than this FashionGen reads ({max_version})")
+    return info
+
+
 def read_info(path: str | Path) -> dict[str, Any]:
     """model.json of an export directory, with a clear error when `path` is not one."""
     path = Path(path)
     info_path = path / INFO_FILE
     if not info_path.is_file():
         raise ModelFileError(f"{path} is not an exported FashionGen model (no {INFO_FILE})")
-    try:
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ModelFileError(f"{info_path}: not valid JSON ({error})") from None
-    if info.get("format") != EXPORT_FORMAT:
-        raise ModelFileError(f"{info_path}: format is {info.get('format')!r}, expected {EXPORT_FORMAT!r}")
-    if info.get("version", 0) > EXPORT_VERSION:
-        raise ModelFileError(f"{info_path}: version {info['version']} is newer than this FashionGen reads ({EXPORT_VERSION})")
-    return info
+    return read_versioned_json(info_path, EXPORT_FORMAT, EXPORT_VERSION)
 
 
 def load_exported(path: str | Path, device: str | torch.device = "cpu", dtype: str | None = None,
