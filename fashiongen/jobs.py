@@ -23,6 +23,7 @@ from .grid import captioned_grid, save_animation, save_image
 from .pipeline import FashionGenPipeline, ImageInput, PipelineInputError, SamplingSettings
 
 MANIFEST = "manifest.jsonl"
+STRIP_FILE = "strip.png"
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,23 @@ def write_samples(pipe: FashionGenPipeline, items: Sequence[PromptItem], setting
     return ordered
 
 
+def save_interpolation_files(frames: Sequence[Image.Image], prompt_a: str, prompt_b: str, out_dir: str | Path) -> list[Path]:
+    """out_dir/frames/frame_NN.png, strip.png (captioned ends) and interpolation.gif/.webp; returns the frame paths."""
+    out_dir = Path(out_dir)
+    paths = []
+    for number, frame in enumerate(frames):
+        paths.append(out_dir / "frames" / f"frame_{number:02d}.png")
+        save_image(frame, paths[-1])
+    fractions = [number / (len(frames) - 1) for number in range(len(frames))]
+    captions = [prompt_a if t == 0 else prompt_b if t == 1 else f"t = {t:.2f}" for t in fractions]
+    arrays = [np.asarray(frame) for frame in frames]
+    save_image(captioned_grid(arrays, captions, columns=len(frames), tile=max(96, frames[0].width), caption_lines=3),
+               out_dir / STRIP_FILE)
+    for suffix in (".gif", ".webp"):
+        save_animation(frames, out_dir / f"interpolation{suffix}")
+    return paths
+
+
 def write_interpolation(pipe: FashionGenPipeline, prompt_a: str, prompt_b: str, settings: SamplingSettings,
                         out_dir: str | Path, seed_a: int = 0, seed_b: int = 1, num_frames: int = 8,
                         attributes: dict[str, str] | None = None) -> list[Path]:
@@ -148,17 +166,8 @@ def write_interpolation(pipe: FashionGenPipeline, prompt_a: str, prompt_b: str, 
     out_dir = Path(out_dir)
     frames = pipe.interpolate(prompt_a, prompt_b, seed_a, seed_b, num_frames, settings.num_inference_steps,
                               settings.guidance_scale, settings.scheduler, settings.negative_prompt, attributes, settings.size)
-    paths = []
-    for number, frame in enumerate(frames):
-        paths.append(out_dir / "frames" / f"frame_{number:02d}.png")
-        save_image(frame, paths[-1])
+    paths = save_interpolation_files(frames, prompt_a, prompt_b, out_dir)
     fractions = [number / (num_frames - 1) for number in range(num_frames)]
-    captions = [prompt_a if t == 0 else prompt_b if t == 1 else f"t = {t:.2f}" for t in fractions]
-    arrays = [np.asarray(frame) for frame in frames]
-    save_image(captioned_grid(arrays, captions, columns=num_frames, tile=max(96, frames[0].width), caption_lines=3),
-               out_dir / "strip.png")
-    for suffix in (".gif", ".webp"):
-        save_animation(frames, out_dir / f"interpolation{suffix}")
     rows = [_record(pipe, settings, prompt_a=prompt_a, prompt_b=prompt_b, seed_a=seed_a, seed_b=seed_b, t=t, attributes=attributes or {},
                     file=str(path.relative_to(out_dir))) for t, path in zip(fractions, paths)]
     (out_dir / MANIFEST).unlink(missing_ok=True)

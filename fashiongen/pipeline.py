@@ -53,6 +53,7 @@ PIPELINE_FILE = "pipeline.json"
 PIPELINE_FORMAT = "fashiongen-pipeline"
 CARD_FILE = "README.md"
 MAX_GUIDANCE = 50.0
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "pretrained"  # the shipped default model, inside the package
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
 Attributes = Union[dict[str, str], Sequence[dict[str, str]], None]
@@ -81,6 +82,23 @@ class SamplingSettings:
             raise PipelineInputError(f"guidance_scale must be between 0 and {MAX_GUIDANCE:g} (1 = no guidance), got {self.guidance_scale}")
         if self.size is not None and not 8 <= self.size <= 4096:
             raise PipelineInputError(f"size must be between 8 and 4096 px, got {self.size}")
+
+
+@dataclass(frozen=True)
+class StepPreview:
+    """A live look at a batch mid-sampling: the model's current estimate of the finished images."""
+
+    first: int  # index (in the call's output order) of the batch's first image
+    images: Tensor  # [B, 3, R, R] float32 on the CPU, in [-1, 1], at the stage's resolution
+    stage: int  # 0 = base model, then super-resolution stages
+    step: int  # 1-based sampling step of this stage
+    steps: int
+
+    def pil(self) -> list[Image.Image]:
+        return [Image.fromarray(array) for array in to_uint8(self.images)]
+
+
+Preview = Callable[[StepPreview], None]
 
 
 @dataclass
@@ -129,6 +147,16 @@ class _Rows:
                      None if self.stage_noise is None else [n[rows] for n in self.stage_noise],
                      None if self.init_image is None else self.init_image[rows],
                      None if self.mask is None else self.mask[rows], self.strength)
+
+
+def default_model_path() -> Path:
+    """The default model shipped with the package; a clear ModelFileError saying how to get a model when it is absent."""
+    if _is_pipeline_dir(DEFAULT_MODEL_DIR) or (DEFAULT_MODEL_DIR / "model.json").is_file():
+        return DEFAULT_MODEL_DIR
+    raise ModelFileError(
+        f"no default model is installed ({DEFAULT_MODEL_DIR} is missing). Train one and pass it with --model:\n"
+        "    python train.py configs/small64.yaml            # or configs/tiny32.yaml for a few-minute CPU model\n"
+        "    python app.py --model runs/NNN-small64/export")
 
 
 def _is_pipeline_dir(path: Path) -> bool:
@@ -378,11 +406,13 @@ class FashionGenPipeline:
                  num_images_per_prompt: int = 1, num_inference_steps: int = 20, guidance_scale: float = 3.0,
                  seed: int | Sequence[int] | None = None, scheduler: str = "dpm++", attributes: Attributes = None,
                  size: int | None = None, progress: Callable[[int, int], None] | None = None,
-                 generator: torch.Generator | Sequence[torch.Generator] | None = None) -> list[Image.Image]:
+                 generator: torch.Generator | Sequence[torch.Generator] | None = None,
+                 preview: Preview | None = None) -> list[Image.Image]:
         """Images for prompts, prompt-major (all images of prompt 0 first); image i has seed `seed + i`.
 
         `generator` (one, or one per image) is the diffusers-style alternative to `seed`: each image's
-        seed is drawn from it, so the same generator state gives the same images.
+        seed is drawn from it, so the same generator state gives the same images. `preview` is called after every
+        sampling step with the current estimate of the batch's images (live previews; raising in it stops the call).
         """
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
@@ -401,12 +431,13 @@ class FashionGenPipeline:
                 raise PipelineInputError("give seed or generator, not both")
             seed = self.seeds_from(generator, len(expand))
         rows = _Rows(text, unconditional, self.seeds_for(len(expand), seed), [dict(wanted[i] or {}) for i in expand])
-        return self._to_pil(self._generate(rows, settings, progress), settings.size)
+        return self._to_pil(self._generate(rows, settings, progress, preview), settings.size)
 
     def generate_images(self, prompts: Sequence[str], seeds: Sequence[int], settings: SamplingSettings,
                         attributes: Sequence[dict[str, str]] | None = None,
-                        progress: Callable[[int, int], None] | None = None) -> list[Image.Image]:
-        """One image per (prompt, seed) pair with fixed settings: what sample.py and submissions call."""
+                        progress: Callable[[int, int], None] | None = None,
+                        preview: Preview | None = None) -> list[Image.Image]:
+        """One image per (prompt, seed) pair with fixed settings: what sample.py, submissions and the app call."""
         settings.check()
         if len(seeds) != len(prompts) or (attributes is not None and len(attributes) != len(prompts)):
             raise PipelineInputError(f"{len(prompts)} prompts need as many seeds (got {len(seeds)}) and attribute sets "
@@ -414,14 +445,14 @@ class FashionGenPipeline:
         text = self.encode_prompts(list(prompts))
         unconditional = self.encode_prompts([settings.negative_prompt] * len(prompts), "negative prompt", allow_empty=True)
         rows = _Rows(text, unconditional, list(seeds), [dict(a) for a in (attributes or [{}] * len(prompts))])
-        return self._to_pil(self._generate(rows, settings, progress), settings.size)
+        return self._to_pil(self._generate(rows, settings, progress, preview), settings.size)
 
     # ---------------------------------------------------------------- interpolation
 
     def interpolate(self, prompt_a: str, prompt_b: str, seed_a: int = 0, seed_b: int = 1, num_frames: int = 8,
                     num_inference_steps: int = 20, guidance_scale: float = 3.0, scheduler: str = "dpm++",
                     negative_prompt: str = "", attributes: dict[str, str] | None = None, size: int | None = None,
-                    progress: Callable[[int, int], None] | None = None) -> list[Image.Image]:
+                    progress: Callable[[int, int], None] | None = None, preview: Preview | None = None) -> list[Image.Image]:
         """Frames from (prompt_a, seed_a) to (prompt_b, seed_b): slerp of every stage's noise, lerp of the caption
         embeddings, one deterministic sampler; frame 0 and the last frame equal the two single samples."""
         if num_frames < 2:
@@ -444,7 +475,7 @@ class FashionGenPipeline:
         unconditional = self.encode_prompts([negative_prompt] * num_frames, "negative prompt", allow_empty=True)
         seeds = [seed_a if t < 0.5 else seed_b for t in fractions]  # only for the record: every draw is given
         rows = _Rows(text, unconditional, seeds, [dict(attributes or {})] * num_frames, stage_noise=stage_noise)
-        return self._to_pil(self._generate(rows, settings, progress), size)
+        return self._to_pil(self._generate(rows, settings, progress, preview), size)
 
     # ---------------------------------------------------------------- editing
 
@@ -468,7 +499,7 @@ class FashionGenPipeline:
              num_images: int = 1, seed: int | Sequence[int] | None = 0, num_inference_steps: int = 20,
              guidance_scale: float = 3.0, scheduler: str = "dpm++", negative_prompt: str = "",
              attributes: dict[str, str] | None = None, size: int | None = None,
-             progress: Callable[[int, int], None] | None = None) -> list[Image.Image]:
+             progress: Callable[[int, int], None] | None = None, preview: Preview | None = None) -> list[Image.Image]:
         """Text-guided editing: SDEdit (noise the photo to `strength`, denoise with the new caption); with a
         mask, only the white region is repainted and the rest is kept (RePaint-style). strength 0 returns the input."""
         if not (isinstance(strength, (int, float)) and 0.0 <= strength <= 1.0):
@@ -484,11 +515,12 @@ class FashionGenPipeline:
         rows = _Rows(text, unconditional, self.seeds_for(num_images, seed), [dict(attributes or {})] * num_images,
                      init_image=photo.expand(num_images, -1, -1, -1).clone(),
                      mask=None if repaint is None else repaint.expand(num_images, -1, -1, -1).clone(), strength=float(strength))
-        return self._to_pil(self._generate(rows, settings, progress), size)
+        return self._to_pil(self._generate(rows, settings, progress, preview), size)
 
     # ---------------------------------------------------------------- the cascade
 
-    def _generate(self, rows: _Rows, settings: SamplingSettings, progress: Callable[[int, int], None] | None) -> Tensor:
+    def _generate(self, rows: _Rows, settings: SamplingSettings, progress: Callable[[int, int], None] | None,
+                  preview: Preview | None = None) -> Tensor:
         """All rows through the cascade in batches of self.batch_size: [N, 3, R, R] in [-1, 1]. On GPU out-of-memory the
         batch is halved and retried, and the smaller batch size is kept for later calls."""
         total, done, outputs = len(rows.seeds), 0, []
@@ -497,7 +529,7 @@ class FashionGenPipeline:
             while done < total:
                 size = min(self.batch_size, total - done)
                 try:
-                    outputs.append(self._generate_batch(rows.take(slice(done, done + size)), settings))
+                    outputs.append(self._generate_batch(rows.take(slice(done, done + size)), settings, preview, done))
                 except torch.cuda.OutOfMemoryError:
                     if size == 1:
                         raise
@@ -513,7 +545,7 @@ class FashionGenPipeline:
             bar.close()
         return torch.cat(outputs)
 
-    def _generate_batch(self, rows: _Rows, settings: SamplingSettings) -> Tensor:
+    def _generate_batch(self, rows: _Rows, settings: SamplingSettings, preview: Preview | None = None, first: int = 0) -> Tensor:
         generators = [torch.Generator().manual_seed(seed) for seed in rows.seeds]
         text, unconditional = rows.text.to(self.device), rows.unconditional.to(self.device)
         images: Tensor | None = None
@@ -524,7 +556,8 @@ class FashionGenPipeline:
                 noise = rows.stage_noise[number].to(self.device)
             scheduler = make_sampler(settings.scheduler, stage.info["diffusion"])
             common = dict(num_inference_steps=settings.num_inference_steps, guidance_scale=settings.guidance_scale,
-                          attribute_ids=self.attribute_ids(stage.model, rows.attributes, warn=number == 0), generator=generators)
+                          attribute_ids=self.attribute_ids(stage.model, rows.attributes, warn=number == 0), generator=generators,
+                          preview=None if preview is None else self._stage_preview(preview, first, number))
             if stage.super_resolution:
                 assert images is not None
                 low_res = low_res_condition(upsample(images, stage.resolution), stage.low_res_resolution)
@@ -545,6 +578,13 @@ class FashionGenPipeline:
         return images.float().cpu()
 
     @staticmethod
+    def _stage_preview(preview: Preview, first: int, stage: int) -> Callable[[int, int, Tensor], None]:
+        def report(step: int, steps: int, images: Tensor) -> None:
+            preview(StepPreview(first, images.float().cpu(), stage, step, steps))
+
+        return report
+
+    @staticmethod
     def _to_pil(images: Tensor, size: int | None) -> list[Image.Image]:
         pictures = [Image.fromarray(array) for array in to_uint8(images)]
         if size is not None and pictures and pictures[0].width != size:
@@ -558,5 +598,5 @@ class FashionGenPipeline:
                 "dtype": str(self.dtype).replace("torch.", "")}
 
 
-__all__ = ["FashionGenPipeline", "ImageInput", "ModelFileError", "PipelineInputError", "SamplingSettings", "Stage",
-           "load_image"]
+__all__ = ["DEFAULT_MODEL_DIR", "FashionGenPipeline", "default_model_path", "ImageInput", "ModelFileError", "PipelineInputError", "Preview", "SamplingSettings", "Stage",
+           "StepPreview", "load_image"]

@@ -264,3 +264,35 @@ def test_a_run_directory_and_its_checkpoint_load_the_ema_weights(garments16: Pat
         assert loaded.stages[0].info["training"]["steps"] == 4
         images.append(loaded(["a red dress"], seed=1, **FAST)[0])
     assert max_difference(images[0], images[1]) == 0 and max_difference(images[0], images[2]) == 0
+
+
+def test_previews_come_after_every_step_and_end_near_the_final_image(pipe: FashionGenPipeline) -> None:
+    seen = []
+    images = pipe(["a red silk dress", "navy blue shirt"], seed=0, preview=seen.append, num_inference_steps=4, guidance_scale=2.0)
+    assert [(p.first, p.stage, p.step, p.steps) for p in seen] == [(0, 0, step, 4) for step in (1, 2, 3, 4)]
+    assert all(p.images.shape == (2, 3, 32, 32) and p.images.abs().max() <= 1.0 for p in seen)
+    last = np.stack([np.asarray(image, dtype=np.float32) for image in seen[-1].pil()])
+    final = np.stack([np.asarray(image, dtype=np.float32) for image in images])
+    first = np.stack([np.asarray(image, dtype=np.float32) for image in seen[0].pil()])
+    assert np.abs(last - final).mean() < np.abs(first - final).mean()  # previews converge on the result
+
+
+def test_an_exception_in_preview_stops_sampling(pipe: FashionGenPipeline) -> None:
+    class Stop(Exception):
+        pass
+
+    calls = []
+
+    def preview(step) -> None:
+        calls.append(step.step)
+        if step.step == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        pipe("a red silk dress", seed=0, preview=preview, num_inference_steps=5)
+    assert calls == [1, 2]
+
+
+def test_token_count_flags_descriptions_the_encoder_will_truncate(encoder: CaptionEncoder) -> None:
+    assert encoder.token_count("red dress") <= 5
+    assert encoder.token_count("red dress " * 100) > encoder.max_length

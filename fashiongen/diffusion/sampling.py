@@ -62,6 +62,7 @@ def sample(
     init_image: Tensor | None = None,  # [B, 3, H, W] with start_step: start from it noised to that step with `noise`
     inpainting: Inpainting | None = None,
     progress: Callable[[int, int], None] | None = None,
+    preview: Callable[[int, int, Tensor], None] | None = None,  # (step, steps, predicted clean images [B, 3, H, W])
 ) -> Tensor:
     """Denoise `noise` into images in [-1, 1]: [B, 3, H, W] float32."""
     device, batch = noise.device, noise.shape[0]
@@ -91,12 +92,27 @@ def sample(
         if guided:
             conditional, unconditional_output = output.chunk(2)
             output = classifier_free_guidance(conditional, unconditional_output, guidance_scale)
+        if preview is not None:
+            preview(index + 1, len(timesteps), predicted_clean(scheduler, x_in[:batch], output, t).clamp(-1.0, 1.0))
         x = scheduler.step(output, t, x, generator=generator).prev_sample
         if progress is not None:
             progress(index + 1, len(timesteps))
     if inpainting is not None:
         x = inpainting.mask * x + (1 - inpainting.mask) * inpainting.known
     return x.clamp(-1.0, 1.0)[:batch]
+
+
+def predicted_clean(scheduler: SchedulerMixin, x_in: Tensor, output: Tensor, t: Tensor) -> Tensor:
+    """The model's current estimate of the finished image from the scaled input x_t (variance-preserving, as
+    every sampler here hands it to the model) and its output: what a live preview shows after each step."""
+    alpha_bar = scheduler.alphas_cumprod.to(x_in.device)[int(t)].float()
+    alpha, sigma = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return (x_in.float() - sigma * output) / alpha
+    if kind == "v_prediction":
+        return alpha * x_in.float() - sigma * output
+    return output  # "sample"
 
 
 def initial_noise(seeds: list[int], shape: tuple[int, int, int], device: torch.device | str = "cpu") -> Tensor:

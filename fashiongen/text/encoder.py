@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -147,6 +148,7 @@ class CaptionEncoder:
         )  # everything that changes the outputs; the device is left out (differences ~1e-6)
         self.cache = EmbeddingCache(config.cache_dir, self.identity) if config.cache_dir else None
         self.num_truncated = 0  # captions truncated at max_length so far, cache hits included
+        self._lock = threading.RLock()  # fast tokenizers and the cache are not safe to share between threads (the app)
 
     @classmethod
     def from_config(cls, config: TextConfig) -> CaptionEncoder:
@@ -160,10 +162,20 @@ class CaptionEncoder:
         """The empty caption, the unconditional input for classifier-free guidance (e.g. [CLS][SEP] for BERT)."""
         return self.encode([""] * batch_size)
 
+    def token_count(self, caption: str) -> int:
+        """Tokens in a caption with the special tokens (more than max_length means it will be truncated)."""
+        with self._lock:
+            return len(self.tokenizer(caption, truncation=False)["input_ids"])
+
     def encode(self, captions: Sequence[str]) -> TextEncoding:
-        """Encode captions, padded to the longest; cached captions are read back, the rest encoded in batches."""
+        """Encode captions, padded to the longest; cached captions are read back, the rest encoded in batches.
+        Safe to call from several threads (calls run one at a time)."""
         if isinstance(captions, str):
             raise TypeError("encode takes a sequence of captions, not one string; wrap it in a list")
+        with self._lock:
+            return self._encode(captions)
+
+    def _encode(self, captions: Sequence[str]) -> TextEncoding:
         unique = list(dict.fromkeys(captions))  # duplicates (e.g. many "" from caption dropout) encoded once
         found = self.cache.get_many(unique) if self.cache is not None else [None] * len(unique)
         by_caption = {caption: item for caption, item in zip(unique, found) if item is not None}
