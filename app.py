@@ -1,0 +1,81 @@
+"""The FashionGen app: describe a garment and get designs, interpolate, edit a photo, find the nearest real products.
+
+    python app.py                                          # the default model shipped with the package
+    python app.py --model runs/001-small64/export --products ../shared/data/fashion-products
+    python app.py --model MODEL --host 0.0.0.0 --port 7860 --concurrency 1 --max-queue 32
+
+The model is loaded once, before the server starts. --products (default: the dataset the model was
+trained on, when it is on this machine) enables the Nearest products tab; its critic embeddings are
+cached under --cache-dir, so only the first start reads every photo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from an offline studio machine
+
+from fashiongen.app import ProductIndex, build_demo  # noqa: E402
+from fashiongen.data import DataError  # noqa: E402
+from fashiongen.evaluation.suite import BUNDLED_CRITIC  # noqa: E402
+from fashiongen.pipeline import FashionGenPipeline, ModelFileError, default_model_path  # noqa: E402
+from fashiongen.text.encoder import EncoderNotFoundError  # noqa: E402
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="exported model, saved pipeline, checkpoint or run directory (default: the shipped model)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for your network)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs internet)")
+    parser.add_argument("--products", help="dataset of real products for the Nearest products tab (default: the model's "
+                                           "training data, if present)")
+    parser.add_argument("--no-products", action="store_true", help="start without the Nearest products tab")
+    parser.add_argument("--critic", default=str(BUNDLED_CRITIC), help="critic network for product search (default: bundled)")
+    parser.add_argument("--cache-dir", default="~/.cache/fashiongen", help="where product embeddings are cached")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--concurrency", type=int, default=1, help="model jobs run at once (default 1; more only on a GPU)")
+    parser.add_argument("--max-queue", type=int, default=32, help="requests that may wait before new ones are refused")
+    return parser.parse_args(argv)
+
+
+def products_source(args: argparse.Namespace, pipeline: FashionGenPipeline) -> Path | None:
+    if args.no_products:
+        return None
+    if args.products:
+        return Path(args.products)
+    trained_on = pipeline.stages[0].info.get("data", {}).get("source")
+    if trained_on and Path(trained_on).exists():
+        return Path(trained_on)
+    logging.warning("the model's training data (%s) is not here; start with --products DATASET for the Nearest products tab",
+                    trained_on)
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    try:
+        pipeline = FashionGenPipeline.from_pretrained(args.model or default_model_path(), device=args.device)
+        source = products_source(args, pipeline)
+        products = None
+        if source is not None:
+            data = pipeline.stages[0].info.get("data", {})
+            products = ProductIndex.build(source, critic=args.critic, cache_dir=args.cache_dir, device=args.device,
+                                          caption_mode=data.get("caption_mode", "raw"),
+                                          caption_template=data.get("caption_template", ""))
+    except (ModelFileError, EncoderNotFoundError, DataError, OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    demo = build_demo(pipeline, products, examples=products.examples(8) if products is not None else None,
+                      concurrency=args.concurrency, max_queue=args.max_queue)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, ssr_mode=False, footer_links=["api"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,508 @@
+"""What the app does, without its layout: checked requests, jobs that stream previews from a worker
+thread and can be cancelled, and the files a designer downloads. `ui.py` wires these to Gradio.
+
+    studio = Studio(pipeline, products)
+    for update in studio.generate(GenerateRequest("red floral summer dress", num_images=4), session="s1"):
+        show(update.images, update.status)   # previews after every step, finished images as they come
+
+Images are generated one at a time: on a CPU a batch costs as much per image as single images, so
+the first finished image arrives after 1/N of the time, and every step shows a live preview.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..grid import save_image
+from ..jobs import STRIP_FILE, save_interpolation_files
+from ..pipeline import FashionGenPipeline, PipelineInputError, SamplingSettings, StepPreview
+from .products import Product, ProductIndex
+
+logger = logging.getLogger("fashiongen.app")
+
+ATTRIBUTES = ("category", "gender", "colour", "season")  # the dropdowns, always present so the API never changes
+ANY = "any"
+MAX_SEED = 2**31 - 1
+PREVIEW_INTERVAL_S = 0.2  # at most ~5 preview updates a second per job
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what one request may ask for (the sliders use them too)."""
+
+    max_images: int = 8
+    min_steps: int = 1
+    max_steps: int = 100
+    max_guidance: float = 20.0
+    max_frames: int = 16
+    max_description_chars: int = 2000  # longer text is cut here, before the tokenizer
+    max_neighbours: int = 16
+
+
+class JobCancelled(Exception):
+    """Raised inside the worker at the next sampling step after a cancel."""
+
+
+@dataclass
+class GenerateRequest:
+    description: str
+    negative: str = ""
+    attributes: dict[str, str] = field(default_factory=dict)
+    num_images: int = 4
+    steps: int = 20
+    guidance: float = 3.0
+    sampler: str = "dpm++"
+    seed: int = 0
+    random_seed: bool = False
+
+
+@dataclass
+class InterpolateRequest:
+    description_a: str
+    description_b: str
+    seed_a: int = 0
+    seed_b: int = 1
+    frames: int = 8
+    steps: int = 20
+    guidance: float = 3.0
+    sampler: str = "dpm++"
+
+
+@dataclass
+class EditRequest:
+    image: np.ndarray  # uint8 [H, W, 3]
+    description: str
+    mask: np.ndarray | None = None  # bool [H, W], True = repaint
+    strength: float = 0.6
+    num_images: int = 2
+    steps: int = 20
+    guidance: float = 3.0
+    sampler: str = "dpm++"
+    seed: int = 0
+
+
+@dataclass
+class Update:
+    """One step of a job as the page shows it: the images so far (finished first, then previews)."""
+
+    images: list[tuple[Image.Image, str]]  # (image, caption under it)
+    status: str
+    done: bool = False
+    files: list[str] = field(default_factory=list)  # downloads, when done
+    progress: tuple[int, int] = (0, 1)  # (steps done, steps in all)
+    extra: dict[str, Any] = field(default_factory=dict)  # per-job results (e.g. the GIF path)
+
+
+class Studio:
+    """One loaded pipeline (and optionally a product index) shared by every visitor of the app."""
+
+    def __init__(self, pipeline: FashionGenPipeline, products: ProductIndex | None = None, limits: Limits = Limits(),
+                 output_dir: str | Path | None = None) -> None:
+        self.pipeline = pipeline
+        self.products = products
+        self.limits = limits
+        self._own_output = output_dir is None
+        self.output_dir = Path(output_dir or tempfile.mkdtemp(prefix="fashiongen-app-"))
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self._jobs: dict[str, set[threading.Event]] = {}
+        self._jobs_lock = threading.Lock()
+        self._counter = 0
+        pipeline.show_progress = False  # the page shows progress; no tqdm bars in the server log per request
+
+    # ------------------------------------------------------------------ facts for the page
+
+    @property
+    def attribute_choices(self) -> dict[str, list[str]]:
+        """Dropdown choices per attribute: 'any' first, then the base model's vocabulary ('any' alone if it has none)."""
+        vocab = self.pipeline.stages[0].model.attribute_vocab or {}
+        return {name: [ANY, *vocab.get(name, [])] for name in ATTRIBUTES}
+
+    @property
+    def samplers(self) -> list[str]:
+        from ..diffusion.schedule import SAMPLERS
+        return list(SAMPLERS)
+
+    def describe_model(self) -> str:
+        """One line about the loaded model for the page header."""
+        info = self.pipeline.stages[0].info
+        training = info.get("training", {})
+        data = info.get("data", {})
+        steps = training.get("steps")
+        parts = [f"{self.pipeline.resolution} px", f"{sum(p.numel() for p in self.pipeline.stages[0].model.parameters()) / 1e6:.1f}M parameters"]
+        if steps is not None:
+            parts.append(f"{steps:,} training steps")
+        if data.get("source"):
+            parts.append(f"trained on {Path(str(data['source'])).name}")
+        parts.append(f"fingerprint {self.pipeline.fingerprint[:12]}")
+        return " · ".join(parts)
+
+    def close(self) -> None:
+        if self._own_output:
+            shutil.rmtree(self.output_dir, ignore_errors=True)
+
+    # ------------------------------------------------------------------ checks
+
+    def _description(self, text: Any, what: str = "description") -> tuple[str, list[str]]:
+        """A usable description and the notes to show about it (cut, truncated)."""
+        if not isinstance(text, str) or not text.strip():
+            raise PipelineInputError(f"The {what} is empty: describe the garment, e.g. \"red floral summer dress\".")
+        notes = []
+        text = " ".join(text.split())
+        if len(text) > self.limits.max_description_chars:
+            text = text[: self.limits.max_description_chars]
+            notes.append(f"The {what} was cut to {self.limits.max_description_chars} characters.")
+        encoder = self.pipeline.encoder
+        tokens = encoder.token_count(text)
+        if tokens > encoder.max_length:
+            notes.append(f"The {what} is {tokens} tokens long; the caption encoder reads the first {encoder.max_length}, "
+                         "so the rest was ignored.")
+        return text, notes
+
+    def _settings(self, steps: Any, guidance: Any, sampler: Any, negative: str = "") -> SamplingSettings:
+        steps = _integer(steps, "Steps")
+        if not self.limits.min_steps <= steps <= self.limits.max_steps:
+            raise PipelineInputError(f"Steps must be between {self.limits.min_steps} and {self.limits.max_steps}, got {steps}.")
+        guidance = _number(guidance, "Guidance scale")
+        if not 0.0 <= guidance <= self.limits.max_guidance:
+            raise PipelineInputError(f"Guidance scale must be between 0 and {self.limits.max_guidance:g}, got {guidance:g}.")
+        if sampler not in self.samplers:
+            raise PipelineInputError(f"Sampler must be one of {', '.join(self.samplers)}, got {sampler!r}.")
+        return SamplingSettings(steps, guidance, str(sampler), negative)
+
+    def _count(self, value: Any, what: str, low: int, high: int) -> int:
+        count = _integer(value, what)
+        if not low <= count <= high:
+            raise PipelineInputError(f"{what} must be between {low} and {high}, got {count}.")
+        return count
+
+    def _attributes(self, wanted: dict[str, Any]) -> dict[str, str]:
+        choices = self.attribute_choices
+        chosen = {}
+        for name, value in wanted.items():
+            if value in (None, "", ANY):
+                continue
+            if name not in choices or value not in choices[name]:
+                raise PipelineInputError(f"{name} '{value}' is not one this model knows; choose from the list.")
+            chosen[name] = str(value)
+        return chosen
+
+    # ------------------------------------------------------------------ jobs
+
+    def cancel(self, session: str) -> int:
+        """Stop every running job of a session at its next sampling step; returns how many were running."""
+        with self._jobs_lock:
+            events = list(self._jobs.get(session, ()))
+        for event in events:
+            event.set()
+        return len(events)
+
+    def _job_dir(self, kind: str) -> Path:
+        with self._jobs_lock:
+            self._counter += 1
+            number = self._counter
+        directory = self.output_dir / f"{number:05d}-{kind}-{secrets.token_hex(3)}"
+        directory.mkdir(parents=True)
+        return directory
+
+    def _stream(self, session: str, work: Callable[[Callable[[str, Any], None]], Any]) -> Iterator[tuple[str, Any]]:
+        """Run `work(report)` in a worker thread and yield what it reports, then ("done", its result).
+
+        Previews are thinned: when the page falls behind, only the newest preview is yielded. Closing this
+        iterator (the visitor left, or pressed Stop) or `cancel(session)` stops the worker at its next step.
+        """
+        stop = threading.Event()
+        with self._jobs_lock:
+            self._jobs.setdefault(session, set()).add(stop)
+        events: queue.Queue[tuple[str, Any]] = queue.Queue()
+
+        def report(kind: str, value: Any) -> None:
+            if stop.is_set():
+                raise JobCancelled
+            events.put((kind, value))
+
+        def target() -> None:
+            try:
+                events.put(("done", work(report)))
+            except JobCancelled:
+                events.put(("cancelled", None))
+            except BaseException as error:  # handed to the page's thread, which turns it into a message
+                events.put(("error", error))
+
+        worker = threading.Thread(target=target, name=f"fashiongen-job-{session[:8]}", daemon=True)
+        worker.start()
+        last_preview = 0.0
+        pending: deque[tuple[str, Any]] = deque()
+        try:
+            while True:
+                if not pending:
+                    pending.append(events.get())
+                pending.extend(_drain(events))
+                kind, value = pending.popleft()
+                if kind == "preview":
+                    if pending and pending[0][0] == "preview":
+                        continue  # a newer preview is already waiting
+                    if time.monotonic() - last_preview < PREVIEW_INTERVAL_S:
+                        continue
+                    last_preview = time.monotonic()
+                if kind == "error":
+                    raise value
+                yield kind, value
+                if kind in ("done", "cancelled"):
+                    return
+        finally:
+            stop.set()
+            worker.join(timeout=30)  # at most one sampling step, so the next queued job gets the cores
+            with self._jobs_lock:
+                self._jobs.get(session, set()).discard(stop)
+                if not self._jobs.get(session):
+                    self._jobs.pop(session, None)
+
+    # ------------------------------------------------------------------ generate
+
+    def generate(self, request: GenerateRequest, session: str = "local") -> Iterator[Update]:
+        """Images for a description, one at a time with live previews; the last update carries the downloads."""
+        description, notes = self._description(request.description)
+        negative = " ".join(str(request.negative or "").split())[: self.limits.max_description_chars]
+        settings = self._settings(request.steps, request.guidance, request.sampler, negative)
+        count = self._count(request.num_images, "Number of images", 1, self.limits.max_images)
+        attributes = self._attributes(request.attributes)
+        seed = secrets.randbelow(MAX_SEED - count) if request.random_seed else _integer(request.seed, "Seed")
+        if not 0 <= seed <= MAX_SEED - count:
+            raise PipelineInputError(f"Seed must be between 0 and {MAX_SEED - count}, got {seed}.")
+        seeds = [seed + number for number in range(count)]
+        total_steps = count * settings.num_inference_steps * len(self.pipeline.stages)
+        started = time.perf_counter()
+
+        def work(report: Callable[[str, Any], None]) -> list[Image.Image]:
+            finished = []
+            for number, image_seed in enumerate(seeds):
+                def preview(step: StepPreview, number: int = number) -> None:
+                    report("preview", (number, step))
+
+                image = self.pipeline.generate_images([description], [image_seed], settings, [attributes], preview=preview)[0]
+                finished.append(image)
+                report("image", (number, image))
+            return finished
+
+        finished: list[tuple[Image.Image, str]] = []
+        timings: list[float] = []
+        note = "".join(f"\n\n*Note: {text}*" for text in notes)
+        for kind, value in self._stream(session, work):
+            if kind == "preview":
+                number, step = value
+                done = (number * len(self.pipeline.stages) + step.stage) * settings.num_inference_steps + step.step
+                caption = f"seed {seeds[number]} · step {step.step}/{step.steps}"
+                status = f"Image {number + 1} of {count}: step {step.step} of {step.steps}{note}"
+                yield Update(finished + [(step.pil()[0], caption)], status, progress=(done, total_steps))
+            elif kind == "image":
+                number, image = value
+                timings.append(time.perf_counter() - started)
+                finished.append((image, f"seed {seeds[number]}"))
+                status = f"Image {number + 1} of {count} finished after {timings[-1]:.1f} s{note}"
+                yield Update(list(finished), status, progress=((number + 1) * settings.num_inference_steps * len(self.pipeline.stages), total_steps))
+            elif kind == "cancelled":
+                yield Update(list(finished), f"Stopped after {len(finished)} of {count} images.", done=True)
+                return
+            else:
+                break
+        elapsed = time.perf_counter() - started
+        directory = self._job_dir("generate")
+        files = []
+        for (image, _), image_seed in zip(finished, seeds):
+            path = directory / f"fashiongen-seed{image_seed}.png"
+            save_image(image, path)
+            files.append(str(path))
+        record = {"description": description, "negative": negative, "attributes": attributes, "seeds": seeds,
+                  "num_images": count, "settings": asdict(settings), "notes": notes, "seconds": round(elapsed, 3),
+                  "seconds_to_first_image": round(timings[0], 3) if timings else None, "model": self.pipeline.describe()}
+        settings_path = directory / "settings.json"
+        settings_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        files.append(str(settings_path))
+        status = (f"{count} image{'s' if count > 1 else ''} in {elapsed:.1f} s (first after {timings[0]:.1f} s), "
+                  f"seeds {seeds[0]}–{seeds[-1]}{note}") if count > 1 else f"1 image in {elapsed:.1f} s, seed {seeds[0]}{note}"
+        yield Update(list(finished), status, done=True, files=files, progress=(total_steps, total_steps),
+                     extra={"seeds": seeds, "seed": seed})
+
+    # ------------------------------------------------------------------ interpolate
+
+    def interpolate(self, request: InterpolateRequest, session: str = "local") -> Iterator[Update]:
+        """Frames between two (description, seed) designs: a strip, a looping GIF and the frames."""
+        description_a, notes_a = self._description(request.description_a, "first description")
+        description_b, notes_b = self._description(request.description_b, "second description")
+        settings = self._settings(request.steps, request.guidance, request.sampler)
+        if settings.scheduler == "ddpm":
+            raise PipelineInputError("Interpolation needs a deterministic sampler (dpm++, ddim or euler), not ddpm.")
+        frames = self._count(request.frames, "Number of frames", 2, self.limits.max_frames)
+        seed_a, seed_b = (_integer(request.seed_a, "First seed"), _integer(request.seed_b, "Second seed"))
+        for seed, what in ((seed_a, "First seed"), (seed_b, "Second seed")):
+            if not 0 <= seed <= MAX_SEED:
+                raise PipelineInputError(f"{what} must be between 0 and {MAX_SEED}, got {seed}.")
+        total_steps = settings.num_inference_steps * len(self.pipeline.stages) * -(-frames // self.pipeline.batch_size)
+        started = time.perf_counter()
+
+        def work(report: Callable[[str, Any], None]) -> list[Image.Image]:
+            return self.pipeline.interpolate(description_a, description_b, seed_a, seed_b, frames, settings.num_inference_steps,
+                                             settings.guidance_scale, settings.scheduler,
+                                             preview=lambda step: report("preview", step))
+
+        note = "".join(f"\n\n*Note: {text}*" for text in notes_a + notes_b)
+        result: list[Image.Image] = []
+        for kind, value in self._stream(session, work):
+            if kind == "preview":
+                batch = value.first // self.pipeline.batch_size
+                done = (batch * len(self.pipeline.stages) + value.stage) * settings.num_inference_steps + value.step
+                pictures = value.pil()
+                shown = [(image, f"frame {value.first + i + 1} · step {value.step}/{value.steps}") for i, image in enumerate(pictures)]
+                yield Update(shown, f"Frames {value.first + 1}–{value.first + len(pictures)} of {frames}: step {value.step} of "
+                             f"{value.steps}{note}", progress=(done, total_steps))
+            elif kind == "cancelled":
+                yield Update([], "Stopped.", done=True)
+                return
+            elif kind == "done":
+                result = value
+        directory = self._job_dir("interpolate")
+        save_interpolation_files(result, description_a, description_b, directory)
+        record = {"description_a": description_a, "description_b": description_b, "seed_a": seed_a, "seed_b": seed_b,
+                  "frames": frames, "settings": asdict(settings), "model": self.pipeline.describe()}
+        (directory / "settings.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        elapsed = time.perf_counter() - started
+        captions = [f"t = {i / (frames - 1):.2f}" for i in range(frames)]
+        yield Update(list(zip(result, captions)), f"{frames} frames in {elapsed:.1f} s{note}", done=True,
+                     files=[str(directory / "interpolation.gif"), str(directory / STRIP_FILE), str(directory / "settings.json")],
+                     progress=(total_steps, total_steps),
+                     extra={"strip": str(directory / STRIP_FILE), "gif": str(directory / "interpolation.gif")})
+
+    # ------------------------------------------------------------------ edit
+
+    def edit(self, request: EditRequest, session: str = "local") -> Iterator[Update]:
+        """New versions of a photo for a new description (SDEdit); with a mask only the masked region is repainted."""
+        if request.image is None:
+            raise PipelineInputError("Upload a photo to edit (or send a generated image here).")
+        description, notes = self._description(request.description, "new description")
+        settings = self._settings(request.steps, request.guidance, request.sampler)
+        strength = _number(request.strength, "Strength")
+        if not 0.0 <= strength <= 1.0:
+            raise PipelineInputError(f"Strength must be between 0 (keep the photo) and 1 (ignore it), got {strength:g}.")
+        count = self._count(request.num_images, "Number of images", 1, self.limits.max_images)
+        seed = _integer(request.seed, "Seed")
+        if not 0 <= seed <= MAX_SEED - count:
+            raise PipelineInputError(f"Seed must be between 0 and {MAX_SEED - count}, got {seed}.")
+        mask = None
+        if request.mask is not None and request.mask.any():
+            mask = Image.fromarray(np.where(request.mask, 255, 0).astype(np.uint8)).convert("RGB")
+        seeds = [seed + number for number in range(count)]
+        per_image = max(1, min(settings.num_inference_steps, round(settings.num_inference_steps * strength)))
+        total_steps = count * per_image * len(self.pipeline.stages)
+        started = time.perf_counter()
+
+        def work(report: Callable[[str, Any], None]) -> list[Image.Image]:
+            finished = []
+            for number, image_seed in enumerate(seeds):
+                image = self.pipeline.edit(request.image, description, strength, mask, 1, image_seed, settings.num_inference_steps,
+                                           settings.guidance_scale, settings.scheduler,
+                                           preview=lambda step, number=number: report("preview", (number, step)))[0]
+                finished.append(image)
+                report("image", (number, image))
+            return finished
+
+        finished: list[tuple[Image.Image, str]] = []
+        note = "".join(f"\n\n*Note: {text}*" for text in notes)
+        what = "masked region repainted" if mask is not None else "whole photo"
+        for kind, value in self._stream(session, work):
+            if kind == "preview":
+                number, step = value
+                done = number * per_image * len(self.pipeline.stages) + step.step
+                yield Update(finished + [(step.pil()[0], f"seed {seeds[number]} · step {step.step}/{step.steps}")],
+                             f"Edit {number + 1} of {count}: step {step.step} of {step.steps}{note}", progress=(done, total_steps))
+            elif kind == "image":
+                number, image = value
+                finished.append((image, f"seed {seeds[number]}"))
+                yield Update(list(finished), f"Edit {number + 1} of {count} finished{note}",
+                             progress=((number + 1) * per_image * len(self.pipeline.stages), total_steps))
+            elif kind == "cancelled":
+                yield Update(list(finished), f"Stopped after {len(finished)} of {count} edits.", done=True)
+                return
+        directory = self._job_dir("edit")
+        files = []
+        save_image(Image.fromarray(np.ascontiguousarray(request.image)), directory / "input.png")
+        for (image, _), image_seed in zip(finished, seeds):
+            files.append(str(directory / f"fashiongen-edit-seed{image_seed}.png"))
+            save_image(image, files[-1])
+        record = {"description": description, "strength": strength, "masked": mask is not None, "seeds": seeds,
+                  "settings": asdict(settings), "model": self.pipeline.describe()}
+        (directory / "settings.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        files.append(str(directory / "settings.json"))
+        elapsed = time.perf_counter() - started
+        yield Update(list(finished), f"{count} edit{'s' if count > 1 else ''} ({what}, strength {strength:g}) in {elapsed:.1f} s{note}",
+                     done=True, files=files, progress=(total_steps, total_steps))
+
+    # ------------------------------------------------------------------ nearest products
+
+    def nearest(self, image: np.ndarray | Image.Image | None, k: int = 6) -> tuple[list[Product], str]:
+        """The closest real training products to an image, and a sentence on how close they are."""
+        if self.products is None:
+            raise PipelineInputError("No product index is loaded: start the app with --products DATASET "
+                                     "(e.g. ../shared/data/fashion-products) to search real products.")
+        if image is None:
+            raise PipelineInputError("Choose an image first: upload one or send a generated image here.")
+        k = self._count(k, "Number of products", 1, self.limits.max_neighbours)
+        array = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
+        if array.ndim == 2:
+            array = np.repeat(array[..., None], 3, axis=-1)
+        if array.ndim != 3 or array.shape[-1] not in (3, 4):
+            raise PipelineInputError(f"Expected a colour image, got an array of shape {array.shape}.")
+        array = np.ascontiguousarray(array[..., :3].astype(np.uint8))
+        found = self.products.search(array, k)
+        top = found[0].similarity if found else float("nan")
+        verdict = self.products.novelty(top)
+        return found, f"Closest product: similarity {top:.3f}. {verdict}"
+
+
+def _drain(events: queue.Queue[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    items = []
+    while True:
+        try:
+            items.append(events.get_nowait())
+        except queue.Empty:
+            return items
+
+
+def _integer(value: Any, what: str) -> int:
+    if isinstance(value, bool):
+        raise PipelineInputError(f"{what} must be a whole number, got {value!r}.")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise PipelineInputError(f"{what} must be a whole number, got {value!r}.") from None
+    if not number.is_integer():
+        raise PipelineInputError(f"{what} must be a whole number, got {value!r}.")
+    return int(number)
+
+
+def _number(value: Any, what: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise PipelineInputError(f"{what} must be a number, got {value!r}.") from None
+    if not np.isfinite(number):
+        raise PipelineInputError(f"{what} must be a finite number, got {value!r}.")
+    return number
+
+
+__all__ = ["ANY", "ATTRIBUTES", "EditRequest", "GenerateRequest", "InterpolateRequest", "JobCancelled", "Limits", "Studio",
+           "Update"]
