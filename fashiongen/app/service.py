@@ -38,7 +38,8 @@ logger = logging.getLogger("fashiongen.app")
 ATTRIBUTES = ("category", "gender", "colour", "season")  # the dropdowns, always present so the API never changes
 ANY = "any"
 MAX_SEED = 2**31 - 1
-PREVIEW_INTERVAL_S = 0.2  # at most ~5 preview updates a second per job
+PREVIEW_INTERVAL_S = 1.0  # the first preview at once, then at most one a second: each page update costs CPU the
+# sampler would otherwise use (0.2 s made a 4-image request 1.32x slower than 1 s on 2 cores; benchmarks/README.md)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,195 @@
+"""App latency through its HTTP API (gradio_client), as a designer's browser or a script sees it.
+
+    python benchmarks/app_latency.py                       # unet-small 64 px (random weights: speed only), 4 images x 20 steps
+    python benchmarks/app_latency.py --model runs/001-small64/export --products ../shared/data/fashion-products \
+        --screenshot docs/app/generate.png                 # also a screenshot of the page after a generation
+
+Measures, for one request of --images images at --steps DPM++ steps with guidance:
+- time to the first preview and to the first finished image, and the whole request;
+- requests per minute with 1 and with 4 clients sending requests back to back;
+- the baseline in the same process: the pipeline called directly on the same request as one batch
+  (what a plain "generate, then show" page would do), whose first image is ready only with the last.
+Writes benchmarks/results/app_latency.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import multiprocessing
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from gradio_client import Client  # noqa: E402
+
+from benchmarks.common import machine  # noqa: E402
+from benchmarks.sampling import load_pipeline  # noqa: E402
+from fashiongen.app import ProductIndex, build_demo  # noqa: E402
+from fashiongen.pipeline import FashionGenPipeline, SamplingSettings  # noqa: E402
+
+PROMPTS = ["red floral summer dress", "black leather ankle boots", "men's navy check shirt", "white sneakers"]
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-quic", "--no-first-run", "--disable-sync"]
+
+
+def request(prompt: str, images: int, steps: int, seed: int) -> list[Any]:
+    return [prompt, "", "any", "any", "any", "any", images, steps, 3.0, "dpm++", seed, False]
+
+
+def timed_request(client: Client, prompt: str, images: int, steps: int, seed: int) -> dict[str, float]:
+    """Seconds to the first streamed output (a preview), to the first finished image, and to the end."""
+    started = time.perf_counter()
+    job = client.submit(*request(prompt, images, steps, seed), api_name="/generate")
+    first_preview = first_image = None
+    while not job.done():
+        outputs = job.outputs()
+        if outputs and first_preview is None:
+            first_preview = time.perf_counter() - started
+        if outputs and first_image is None and any("step" not in (item.get("caption") or "") for item in outputs[-1][0]):
+            first_image = time.perf_counter() - started
+        time.sleep(0.02)
+    result = job.result()
+    total = time.perf_counter() - started
+    assert len(result[0]) == images, f"expected {images} images, got {len(result[0])}"
+    return {"first_preview_s": first_preview or total, "first_image_s": first_image or total, "total_s": total}
+
+
+def throughput(url: str, clients: int, requests_each: int, images: int, steps: int) -> dict[str, Any]:
+    """`clients` threads, each its own gradio_client, sending `requests_each` requests back to back."""
+    done: list[float] = []
+    lock = threading.Lock()
+
+    def one(number: int) -> None:
+        client = Client(url, verbose=False)
+        for k in range(requests_each):
+            seconds = timed_request(client, PROMPTS[(number + k) % len(PROMPTS)], images, steps, 1000 * number + k)["total_s"]
+            with lock:
+                done.append(seconds)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    return {"clients": clients, "requests": len(done), "wall_s": round(wall, 2),
+            "requests_per_min": round(60 * len(done) / wall, 2), "median_request_s": round(statistics.median(done), 2)}
+
+
+def screenshot(url: str, path: Path, prompt: str, images: int) -> None:
+    """Drive the page in headless Debian chromium: type, generate, wait for the gallery, save a PNG."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 820})
+        page.goto(url, wait_until="domcontentloaded")
+        page.locator("#description textarea").fill(prompt)
+        page.locator("#generate-button").click()
+        page.locator("#status").filter(has_text="images in").wait_for(timeout=300_000)
+        page.wait_for_timeout(500)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        from PIL import Image
+
+        shot = Image.open(io.BytesIO(page.screenshot(full_page=False))).convert("RGB")
+        shot.save(path, optimize=True)
+        browser.close()
+    print(f"screenshot: {path}")
+
+
+def serve(model: str, products: str | None, port: int, threads: int, output_dir: str, ready: Any) -> None:
+    """The app in its own process, as in production: the client's work does not share its interpreter."""
+    if threads:
+        torch.set_num_threads(threads)
+    pipe = FashionGenPipeline.from_pretrained(model)
+    index = None
+    if products:
+        data = pipe.stages[0].info.get("data", {})
+        index = ProductIndex.build(products, cache_dir="~/.cache/fashiongen", caption_mode=data.get("caption_mode", "raw"),
+                                   show_progress=False)
+    demo = build_demo(pipe, index, examples=index.examples(8) if index else None, output_dir=output_dir)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, ssr_mode=False, quiet=True)
+    ready.put(True)
+    threading.Event().wait()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="unet-small", help="registry name (random weights) or an exported model")
+    parser.add_argument("--products", help="dataset for the Nearest products tab (only for the screenshot)")
+    parser.add_argument("--images", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--latency-requests", type=int, default=3, help="requests timed one at a time (median reported)")
+    parser.add_argument("--clients", default="1,4", help="client counts for requests/min")
+    parser.add_argument("--requests-each", type=int, default=2, help="requests per client in the throughput runs")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--screenshot", type=Path, help="save a screenshot of the page after one generation")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "app_latency.json")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    scratch = Path(tempfile.mkdtemp(prefix="app-latency-"))
+    pipe, source = load_pipeline(args.model, None, "cpu", "float32", scratch, seed=0)
+    model_path = str(scratch / "model") if source["random_weights"] else args.model
+    port = free_port()
+    context = multiprocessing.get_context("spawn")
+    ready = context.Queue()
+    server = context.Process(target=serve, args=(model_path, args.products, port, args.threads, str(scratch / "outputs"), ready),
+                             daemon=True)
+    server.start()
+    ready.get(timeout=600)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        client = Client(url, verbose=False)
+        timed_request(client, PROMPTS[0], 1, 2, 0)  # warm-up: first-call costs (threads, caches) are not latency
+
+        settings = SamplingSettings(args.steps, 3.0)
+        baseline = []  # the server idles meanwhile
+        for k in range(args.latency_requests):
+            started = time.perf_counter()
+            pipe.generate_images([PROMPTS[k % 4]] * args.images, list(range(k, k + args.images)), settings)
+            baseline.append(time.perf_counter() - started)
+        runs = [timed_request(client, PROMPTS[k % 4], args.images, args.steps, k) for k in range(args.latency_requests)]
+        latency = {key: round(statistics.median(run[key] for run in runs), 2) for key in runs[0]}
+        batch = round(statistics.median(baseline), 2)
+        result: dict[str, Any] = {
+            "machine": machine(torch.device("cpu")), "source": source,
+            "request": {"images": args.images, "steps": args.steps, "guidance": 3.0, "sampler": "dpm++"},
+            "app": latency, "app_runs": runs,
+            "baseline_direct_batch_s": batch,
+            "ratios": {"first_image_app_vs_batch": round(batch / latency["first_image_s"], 2),
+                       "total_app_vs_batch": round(latency["total_s"] / batch, 3)},
+            "throughput": [throughput(url, int(c), args.requests_each, args.images, args.steps) for c in args.clients.split(",")],
+        }
+        if args.screenshot:
+            screenshot(url, args.screenshot, PROMPTS[0], args.images)
+    finally:
+        server.terminate()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps({k: result[k] for k in ("request", "app", "baseline_direct_batch_s", "ratios", "throughput")}, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
