@@ -10,6 +10,7 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
+import pytest  # noqa: E402
 
 from fashiongen.app import ProductIndex, build_demo  # noqa: E402
 from fashiongen.config import TextConfig  # noqa: E402
@@ -46,3 +47,11 @@ def generate_args(description: str, **changes: object) -> list[object]:
     """Positional inputs of /generate in order, from the defaults above with `changes`."""
     values = {**GENERATE_DEFAULTS, **changes}
     return [description, *(values[name] for name in GENERATE_DEFAULTS)]
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory, garments16: Path) -> RunningApp:
+    """The app over the garment set, one per test module (import this fixture into the module)."""
+    running = start_app(tmp_path_factory.mktemp("app"), garments16)
+    yield running
+    running.demo.close()

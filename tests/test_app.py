@@ -15,16 +15,9 @@ from gradio_client.exceptions import AppError
 from gradio_client.utils import QueueError
 from PIL import Image
 
-from app_helpers import RunningApp, generate_args, start_app
+from app_helpers import RunningApp, app, generate_args, start_app  # noqa: F401 (app is a fixture)
 from fashiongen.app import GenerateRequest, Studio
 from fashiongen.pipeline import PipelineInputError, SamplingSettings
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory, garments16: Path) -> RunningApp:
-    running = start_app(tmp_path_factory.mktemp("app"), garments16)
-    yield running
-    running.demo.close()
 
 
 @pytest.fixture(scope="module")

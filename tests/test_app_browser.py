@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app_helpers import RunningApp, start_app
+from app_helpers import RunningApp, app  # noqa: F401 (app is a fixture)
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -24,13 +24,6 @@ if not CHROMIUM.exists():
     pytest.skip("Debian chromium is not installed (apt-get install chromium chromium-driver)", allow_module_level=True)
 
 from playwright.sync_api import sync_playwright  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory, garments16: Path) -> RunningApp:
-    running = start_app(tmp_path_factory.mktemp("browser-app"), garments16)
-    yield running
-    running.demo.close()
 
 
 @pytest.fixture(scope="module")
