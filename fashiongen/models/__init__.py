@@ -15,6 +15,9 @@ MODELS: dict[str, UNetSpec] = {
                              super_resolution=True, description="super-resolution to 32 px: tests"),
     "unet-small": UNetSpec((64, 128, 192, 256), layers_per_block=2, head_channels=64, native_resolution=64,
                            description="64 px, the default; trains on CPU, better on a GPU"),
+    "unet-compact": UNetSpec((32, 64, 128, 192), layers_per_block=2, head_channels=32, native_resolution=64,
+                             norm_num_groups=16, description="64 px, 17M parameters: the shipped default model "
+                             "(2.4x unet-small's CPU training speed; 34 MB in float16)"),
     "unet-base": UNetSpec((128, 256, 320, 448), layers_per_block=2, head_channels=64, native_resolution=64,
                           description="64 px, 100M parameters, for GPUs"),
     "unet-sr128": UNetSpec((64, 128, 192, 256), layers_per_block=2, head_channels=64, native_resolution=128,
