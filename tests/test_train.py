@@ -304,3 +304,16 @@ def test_tensorboard_without_the_package_is_a_config_error(tmp_path: Path, garme
     config = tiny_config(garments16, tmp_path, text_cache_dir, **{"train.tensorboard": True})
     with pytest.raises(ConfigError, match=r"train.tensorboard: TensorBoard is not installed; `pip install tensorboard`"):
         prepare(config, show_progress=False)
+
+
+def test_run_facts_count_training_time_but_not_the_pause_before_a_resume() -> None:
+    from fashiongen.train.runs import hardware_name, run_facts
+
+    records = [{"step": 10, "loss": 0.5, "time": 1000.0}, {"step": 20, "loss": 0.4, "time": 1060.0},
+               {"step": 30, "loss": 0.3, "time": 5000.0},  # stopped, resumed an hour later
+               {"step": 40, "loss": 0.2, "time": 5030.0}, {"val_loss": 0.1, "step": 40, "time": 5031.0},
+               {"step": 50, "loss": 0.1, "time": 5100.0}]
+    facts = run_facts(records, up_to_step=40)
+    assert facts == {"final_loss": 0.2, "wall_time_s": 90.0, "wall_time": "0 h 1 min"}
+    assert run_facts([], 10) == {}
+    assert "cores" in hardware_name("cpu")

@@ -23,6 +23,7 @@ from ..config import Config, config_to_dict, load_config
 from ..diffusion import diffusion_settings
 from ..models import FashionUNet, build_model
 from .checkpoint import read_state
+from .runs import MetricsLog, run_facts
 
 EXPORT_FORMAT = "fashiongen-diffusion"
 EXPORT_VERSION = 1
@@ -151,7 +152,11 @@ def load_checkpoint_model(checkpoint: str | Path, device: str | torch.device = "
         raise ModelFileError(f"{weights}: EMA weights do not fit the checkpoint's config ({error})") from None
     training = {"steps": state["step"], "images_seen": state.get("images_seen"), "run": checkpoint.parent.parent.name,
                 "checkpoint": checkpoint.name, "num_processes": state.get("num_processes"),
-                "images_per_step": state.get("images_per_step")}
+                "images_per_step": state.get("images_per_step"), "mixed_precision": config.train.mixed_precision,
+                "hardware": state.get("hardware")}
+    metrics = checkpoint.parent.parent / "metrics.jsonl"
+    if metrics.is_file():
+        training.update(run_facts(MetricsLog(metrics).read(), state["step"]))
     info = export_info(model, config, state["text_identity"], training)
     info["weights"] = {"file": weights.name, "dtype": "float32", "sha256": sha256_of(weights)}
     return model.to(device=device, dtype=DTYPES[dtype or "float32"]).eval().requires_grad_(False), info

@@ -40,7 +40,7 @@ from .checkpoint import checkpoint_dirs, load_checkpoint, read_state, resolve_re
 from .data import DiffusionExamples, EpochSampler, attribute_vocabulary, collate_examples, precompute_captions
 from .ema import EMA
 from .export import export_model
-from .runs import MetricsLog, create_run_dir
+from .runs import MetricsLog, create_run_dir, hardware_name, run_facts
 from .validation import sample_grid
 
 logger = logging.getLogger("fashiongen.train")
@@ -342,7 +342,7 @@ def save(run: TrainingRun) -> Path:
     state = {"attribute_vocab": run.vocab, "num_processes": run.accelerator.num_processes,
              "images_per_step": run.images_per_step, "epoch": run.step // run.steps_per_epoch,
              "images_seen": run.step * run.images_per_step, "time": time.time(), "text_identity": run.encoder.identity,
-             "text_dim": run.encoder.dim}
+             "text_dim": run.encoder.dim, "hardware": hardware_name(run.accelerator.device)}
     return save_checkpoint(run.accelerator, run.run_dir, run.step, run.ema, run.config, state, run.config.train.keep_checkpoints)
 
 
@@ -352,11 +352,8 @@ def export(run: TrainingRun, dtype: str = "float32") -> Path:
     if run.accelerator.is_main_process:
         training = {"steps": run.step, "images_seen": run.step * run.images_per_step, "run": run.run_dir.name,
                     "num_processes": run.accelerator.num_processes, "images_per_step": run.images_per_step,
-                    "mixed_precision": run.config.train.mixed_precision, "device": str(run.accelerator.device)}
-        last = run.metrics.read()
-        losses = [m["loss"] for m in last if "loss" in m]
-        if losses:
-            training["final_loss"] = losses[-1]
+                    "mixed_precision": run.config.train.mixed_precision, "device": str(run.accelerator.device),
+                    "hardware": hardware_name(run.accelerator.device), **run_facts(run.metrics.read(), run.step)}
         export_model(run.ema.module, run.config, run.encoder.identity, path, dtype=dtype, training=training)
     run.accelerator.wait_for_everyone()
     return path

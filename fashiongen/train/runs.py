@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -63,3 +64,37 @@ class MetricsLog:
         if not self.path.is_file():
             return []
         return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def hardware_name(device: Any) -> str:
+    """What trained a model, for model cards: the GPU's name, or the CPU model and its cores."""
+    import torch  # here, not at the top: run directories need no torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = "CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{cpu} ({cores} cores)"
+
+
+def run_facts(records: list[dict[str, Any]], up_to_step: int, max_gap_s: float = 900.0) -> dict[str, Any]:
+    """Final training loss and training wall time from metrics.jsonl records up to a step. Gaps longer than
+    `max_gap_s` between log lines (a stopped and later resumed run) are not counted."""
+    lines = [r for r in records if "loss" in r and "time" in r and r.get("step", 0) <= up_to_step]
+    if not lines:
+        return {}
+    seconds = 0.0
+    for before, after in zip(lines, lines[1:]):
+        gap = after["time"] - before["time"]
+        if 0 < gap <= max_gap_s and after["step"] > before["step"]:
+            seconds += gap
+    return {"final_loss": round(float(lines[-1]["loss"]), 5), "wall_time_s": round(seconds, 1),
+            "wall_time": f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"}
