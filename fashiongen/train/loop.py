@@ -178,10 +178,18 @@ def _optimizer(model: nn.Module, config: Any, device: torch.device) -> torch.opt
                              eps=config.adam_epsilon, fused=fused or None)
 
 
+def _leave_stop_signals_to_the_main_process(worker_id: int) -> None:
+    """DataLoader workers ignore SIGTERM/SIGINT: a scheduler (or Ctrl-C) signals the whole process group, and a
+    worker dying of it would kill the run before the main process saves its checkpoint."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _loader(dataset: Any, batch_size: int, config: Any, sampler: Any = None) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, drop_last=sampler is not None,
                       num_workers=config.num_workers, collate_fn=collate_examples, pin_memory=torch.cuda.is_available(),
-                      persistent_workers=False)
+                      persistent_workers=False,
+                      worker_init_fn=_leave_stop_signals_to_the_main_process if config.num_workers else None)
 
 
 def prepare(config: Config, resume: Path | None = None, show_progress: bool = True) -> TrainingRun:
