@@ -52,6 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--scheduler", default="dpm++")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--attributes", choices=("auto", "on", "off"), default="auto",
+                        help="condition on each caption's attributes (auto: when the model was trained with them)")
     parser.add_argument("--sweep", nargs="+", metavar="KEY=V1,V2", help="guidance=1,2,3 steps=10,20 scheduler=ddim,dpm++")
     parser.add_argument("--reference", help=f"real images: dataset source (default: the model's training data, else {BUNDLED_DATA})")
     parser.add_argument("--val-fraction", type=float, default=0.05, help="held-out share of sources without their own split")
@@ -100,6 +102,14 @@ def read_captions(pipe: FashionGenPipeline, options: argparse.Namespace) -> list
                              caption_mode=pipe.stages[0].info.get("data", {}).get("caption_mode", "raw"))
 
 
+def use_attributes(pipe: FashionGenPipeline, options: argparse.Namespace) -> bool:
+    """--attributes: auto conditions on them exactly when the model has an attribute vocabulary."""
+    has_vocab = bool(pipe.stages[0].model.attribute_vocab)
+    if options.attributes == "on" and not has_vocab:
+        raise PipelineInputError("--attributes on: this model was trained without attributes")
+    return options.attributes == "on" or (options.attributes == "auto" and has_vocab)
+
+
 def generate(pipe: FashionGenPipeline, options: argparse.Namespace, captions: list[CaptionItem], settings: SamplingSettings,
              out: Path) -> Path:
     """A resumable submission-format set of --num-images images for captions spread evenly over --captions
@@ -110,7 +120,7 @@ def generate(pipe: FashionGenPipeline, options: argparse.Namespace, captions: li
                                  f"{options.per_caption}; {options.captions} has {len(captions)} (raise --per-caption)")
     chosen = captions[:: max(1, len(captions) // needed)][:needed]
     generate_submission(pipe, chosen, out, options.per_caption, settings, resolution=pipe.resolution,
-                        base_seed=options.seed, show_progress=not options.quiet)
+                        base_seed=options.seed, use_attributes=use_attributes(pipe, options), show_progress=not options.quiet)
     return out
 
 
@@ -139,7 +149,8 @@ def run(options: argparse.Namespace) -> str:
     pipe.show_progress = not options.quiet
     reference = options.reference or pipe.stages[0].info.get("data", {}).get("source") or BUNDLED_DATA
     settings = SamplingSettings(options.steps, options.guidance, options.scheduler)
-    meta = {"model": pipe.describe(), "settings": settings.__dict__ | {"seed": options.seed, "per_caption": options.per_caption}}
+    meta = {"model": pipe.describe(), "settings": settings.__dict__ | {"seed": options.seed, "per_caption": options.per_caption,
+                                                                       "attributes": use_attributes(pipe, options)}}
     captions = read_captions(pipe, options)
     if not options.sweep:
         folder = generate(pipe, options, captions, settings, out / "generated")

@@ -1,12 +1,14 @@
 """Generate garments from text with a trained FashionGen model.
 
+    python sample.py "red floral summer dress" "white sneakers" --num-images 4      # the shipped default model
     python sample.py --model runs/001-small64/export "a black leather biker jacket with silver zips" --num-images 4 --out samples/
     python sample.py --model MODEL --prompts prompts.txt          # one prompt per line, or JSONL {"prompt", "attributes", "seed"}
     python sample.py --model MODEL --submission ../shared/data/fashion-products --per-caption 4 --out submission/
     python sample.py --model MODEL --interpolate "a red midi dress" "a navy wool coat" --frames 8 --out lerp/
     python sample.py --model MODEL --edit shirt.jpg --strength 0.6 "the same shirt in red silk" [--mask sleeves.png]
 
-MODEL is an exported model, a saved pipeline, a checkpoint or a run directory; --superres adds stages.
+MODEL is an exported model, a saved pipeline, a checkpoint or a run directory (default: fashiongen/pretrained/);
+--superres adds stages.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import logging
 import sys
 from pathlib import Path
 
-from fashiongen.pipeline import FashionGenPipeline, ModelFileError, PipelineInputError, SamplingSettings
+from fashiongen.pipeline import FashionGenPipeline, ModelFileError, PipelineInputError, SamplingSettings, default_model_path
 from fashiongen.diffusion import SAMPLERS
 from fashiongen.jobs import PromptItem, read_prompts, write_edits, write_interpolation, write_samples
 from fashiongen.submission import SubmissionError, generate_submission, read_caption_list
@@ -26,7 +28,8 @@ from fashiongen.text.encoder import EncoderNotFoundError
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("prompts", nargs="*", help="prompts (or the new description with --edit)")
-    parser.add_argument("--model", required=True, help="exported model, saved pipeline, checkpoint or run directory")
+    parser.add_argument("--model", help="exported model, saved pipeline, checkpoint or run directory (default: the model "
+                                        "shipped with the package)")
     parser.add_argument("--superres", action="append", default=[], help="a super-resolution stage to add (repeatable)")
     parser.add_argument("--out", default="samples", help="output folder (default: samples/)")
     parser.add_argument("--prompts", dest="prompt_file", help="text file (one prompt per line) or JSONL of prompts")
@@ -38,6 +41,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--negative", default="", help="negative prompt, used in place of the empty caption")
     parser.add_argument("--attribute", action="append", default=[], metavar="NAME=VALUE",
                         help="attribute conditioning, e.g. --attribute category=Dresses (repeatable)")
+    parser.add_argument("--use-attributes", action="store_true",
+                        help="--submission: also condition on each caption's attributes (a model trained with them)")
     parser.add_argument("--size", type=int, help="output size in px (default: the model's; the cascade runs up to it)")
     parser.add_argument("--batch-size", type=int, help="images per batch (default 8 on CPU, 32 on GPU; halves on OOM)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
@@ -76,7 +81,7 @@ def run(options: argparse.Namespace) -> str:
         raise PipelineInputError("choose one of --submission, --interpolate and --edit")
     settings = SamplingSettings(options.steps, options.guidance, options.scheduler, options.negative, options.size)
     settings.check()
-    pipe = FashionGenPipeline.from_pretrained(options.model, superres=options.superres, device=options.device,
+    pipe = FashionGenPipeline.from_pretrained(options.model or default_model_path(), superres=options.superres, device=options.device,
                                               dtype=options.dtype)
     pipe.show_progress = not options.quiet
     if options.batch_size:
@@ -86,7 +91,8 @@ def run(options: argparse.Namespace) -> str:
     if options.submission:
         captions = read_caption_list(options.submission, split=options.split)[: options.limit]
         summary = generate_submission(pipe, captions, out, options.per_caption, settings, resolution=options.resolution,
-                                      base_seed=options.seed, show_progress=not options.quiet)
+                                      base_seed=options.seed, use_attributes=options.use_attributes,
+                                      show_progress=not options.quiet)
         return (f"{summary.written} images written, {summary.skipped} already there: {summary.total} in {out} "
                 f"(check with: python -m fashiongen.submission validate {out})")
     if options.interpolate:

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import secrets
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,7 @@ logger = logging.getLogger(__name__)
 PIPELINE_FILE = "pipeline.json"
 PIPELINE_FORMAT = "fashiongen-pipeline"
 CARD_FILE = "README.md"
+CRITIC_DIR = "critic"
 MAX_GUIDANCE = 50.0
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "pretrained"  # the shipped default model, inside the package
 
@@ -254,9 +256,18 @@ class FashionGenPipeline:
                                             cache_dir=cache_dir))
         return cls(stages, encoder)
 
-    def save_pretrained(self, path: str | Path, dtype: str | None = None) -> Path:
-        """The base model at `path`, SR stages in `path/superres-<px>/`, pipeline.json and a model card (atomic)."""
+    def save_pretrained(self, path: str | Path, dtype: str | None = None, critic: str | Path | None = None,
+                        notes: str = "") -> Path:
+        """The base model at `path`, SR stages in `path/superres-<px>/`, pipeline.json and a model card (atomic).
+        `critic`: a saved critic directory copied into `path/critic/`, so model and judge travel together;
+        `notes`: markdown added to the model card (what the model can and cannot do)."""
         path = Path(path)
+        critic_files = []
+        if critic is not None:
+            critic = Path(critic)
+            if not (critic / "critic.json").is_file():
+                raise ModelFileError(f"{critic} is not a saved critic (no critic.json)")
+            critic_files = [file for file in sorted(critic.iterdir()) if file.is_file()]
         dtype = dtype or {v: k for k, v in DTYPES.items()}[self.dtype]
         temporary = temporary_directory(path)
         names = ["."] + [f"superres-{stage.resolution}" for stage in self.stages[1:]]
@@ -266,11 +277,16 @@ class FashionGenPipeline:
             write_model_files(stage.model, {k: v for k, v in stage.info.items() if k != "weights"}, directory, dtype)
         manifest = {"format": PIPELINE_FORMAT, "version": 1, "stages": names, "text": self.stages[0].info["text"],
                     "resolutions": [stage.resolution for stage in self.stages]}
+        if critic_files:
+            (temporary / CRITIC_DIR).mkdir()
+            for file in critic_files:
+                shutil.copyfile(file, temporary / CRITIC_DIR / file.name)
+            manifest["critic"] = CRITIC_DIR
         (temporary / PIPELINE_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        (temporary / CARD_FILE).write_text(self.model_card(), encoding="utf-8")
+        (temporary / CARD_FILE).write_text(self.model_card(notes, critic=CRITIC_DIR if critic_files else None), encoding="utf-8")
         return replace_directory(temporary, path)
 
-    def model_card(self) -> str:
+    def model_card(self, notes: str = "", critic: str | None = None) -> str:
         """A README for the saved model: what it is, what it was trained on, how long, and known metrics."""
         base = self.stages[0].info
         config = base.get("config", {})
@@ -306,6 +322,11 @@ class FashionGenPipeline:
         metrics = base.get("metrics", {})
         lines += ["", "## Metrics", ""]
         lines += [f"- {key}: {value}" for key, value in metrics.items()] if metrics else ["No evaluation recorded with this model."]
+        if critic:
+            lines += ["", "## Critic", "", f"`{critic}/` holds the text-image critic network `evaluate.py` scores with "
+                      "(trained on the same photos; see its README)."]
+        if notes.strip():
+            lines += ["", notes.strip()]
         lines += ["", "## Limitations", "",
                   "Trained on studio product photos: one garment, centred, on a plain background. Prompts far from the "
                   "training captions (people, scenes, text) give poor images. Generated images may resemble training photos; "
@@ -354,6 +375,17 @@ class FashionGenPipeline:
                     raise PipelineInputError(f"attribute {name}='{value}' is not in the model's vocabulary ({shown})")
                 ids[row, names.index(name)] = matches[0] + 1
         return ids.to(self.device)
+
+    def known_attributes(self, attributes: dict[str, Any]) -> dict[str, str]:
+        """The part of a dataset record's attributes the base model conditions on: its attribute names with values
+        in its vocabulary (anything else is left to 'none', as in training)."""
+        vocab = self.stages[0].model.attribute_vocab
+        known = {}
+        for name, values in vocab.items():
+            value = str(attributes.get(name, "")).strip()
+            if value.lower() in {v.lower() for v in values}:
+                known[name] = value
+        return known
 
     # ---------------------------------------------------------------- text to image
 

@@ -350,7 +350,7 @@ def generate_submission(pipe: FashionGenPipeline, captions: Sequence[CaptionItem
     """Generate (or finish) a submission set in `out_dir`: `per_caption` images of `resolution` px per caption.
 
     `settings.size` is replaced by `resolution` (the cascade runs up to it and resizes). Attributes are passed
-    to the model only with `use_attributes` (a model trained without them, or with other values, would refuse).
+    to the model only with `use_attributes`: the names and values the model was trained with (others count as 'none').
     """
     if per_caption < 1:
         raise SubmissionError(f"per_caption must be >= 1, got {per_caption}")
@@ -373,7 +373,7 @@ def generate_submission(pipe: FashionGenPipeline, captions: Sequence[CaptionItem
     with tqdm(total=len(expected), initial=len(done), desc="submission", unit="img", disable=not show_progress) as bar:
         for start in range(0, len(todo), step):
             batch = todo[start : start + step]
-            wanted = [checked[row["caption_id"]].attributes for row in batch] if use_attributes else None
+            wanted = [pipe.known_attributes(checked[row["caption_id"]].attributes) for row in batch] if use_attributes else None
             images = pipe.generate_images([row["caption"] for row in batch], [row["seed"] for row in batch], settings, wanted)
             for row, image in zip(batch, images):
                 save_image(image.convert("RGB"), out_dir / row["file"])

@@ -296,3 +296,32 @@ def test_an_exception_in_preview_stops_sampling(pipe: FashionGenPipeline) -> Non
 def test_token_count_flags_descriptions_the_encoder_will_truncate(encoder: CaptionEncoder) -> None:
     assert encoder.token_count("red dress") <= 5
     assert encoder.token_count("red dress " * 100) > encoder.max_length
+
+
+def test_publish_ships_float16_weights_the_evaluation_and_the_critic_in_one_folder(models: dict[str, Path],
+                                                                                    tmp_path: Path) -> None:
+    from fashiongen.evaluation.suite import BUNDLED_CRITIC
+    from fashiongen.train.__main__ import main as train_cli
+
+    report = {"meta": {"num_generated": 40, "reference": {"count": 474},
+                       "settings": {"scheduler": "dpm++", "num_inference_steps": 15, "guidance_scale": 3.0}},
+              "metrics": {"fid": {"value": 123.456}, "kid": {"mean": 0.0123, "std": 0.0011},
+                          "attribute_accuracy": {"category": {"generated": {"accuracy": 0.6}, "real": {"accuracy": 0.8}}}}}
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    (tmp_path / "notes.md").write_text("## What it can do\n\nColours and silhouettes.\n")
+    out = tmp_path / "published"
+    assert train_cli(["publish", str(models["base"]), str(out), "--report", str(tmp_path / "report.json"),
+                      "--notes", str(tmp_path / "notes.md")]) == 0
+    info = json.loads((out / "model.json").read_text())
+    assert info["weights"]["dtype"] == "float16" and info["metrics"]["FID"] == "123.46"
+    assert info["metrics"]["category accuracy"] == "0.600 (real photos 0.800; 75% of real)"
+    card = (out / "README.md").read_text()
+    assert "- FID: 123.46" in card and "## What it can do" in card and "`critic/`" in card
+    assert sorted(p.name for p in (out / "critic").iterdir()) == sorted(p.name for p in BUNDLED_CRITIC.iterdir())
+    assert json.loads((out / "pipeline.json").read_text())["critic"] == "critic"
+    published = FashionGenPipeline.from_pretrained(out)  # float16 on disk, float32 in memory: equal to float16 rounding
+    original = FashionGenPipeline.from_pretrained(models["base"])
+    for name, weight in published.stages[0].model.state_dict().items():
+        assert torch.allclose(weight, original.stages[0].model.state_dict()[name], rtol=1e-3, atol=1e-4), name
+    assert train_cli(["publish", str(models["base"]), str(tmp_path / "bad"), "--critic", str(tmp_path)]) == 2
+    assert not (tmp_path / "bad").exists()

@@ -283,3 +283,19 @@ def test_caption_list_from_the_bundled_photos(products_path: Path) -> None:
     assert 0 < len(items) < 9583 and len({i.id for i in items}) == len(items)
     assert all(i.caption for i in items) and "colour" in items[0].attributes
     assert read_caption_list(products_path / "captions.jsonl") == items  # a dataset's metadata file, not a caption list
+
+
+def test_dataset_attributes_condition_an_attribute_model_by_the_names_and_values_it_knows(
+        tmp_path: Path, encoder: CaptionEncoder) -> None:
+    model = FashionGenPipeline.from_pretrained(export_tiny(tmp_path / "attr", encoder, resolution=16, attributes=True))
+    model.show_progress = False
+    record = {"category": "Dresses", "colour": "Teal", "gender": "Women", "usage": "Casual"}  # as a dataset row has them
+    assert model.known_attributes(record) == {"category": "Dresses"}  # unknown colour value and unknown names dropped
+    captions = [CaptionItem("1", "a silk dress", record), CaptionItem("2", "a silk dress", {"category": "Sneakers"})]
+    _generate(model, tmp_path / "with", captions, per_caption=1, use_attributes=True)
+    _generate(model, tmp_path / "without", captions, per_caption=1)
+    header = json.loads((tmp_path / "with" / "submission.json").read_text())
+    assert header["use_attributes"] is True
+    for name in ("1_0.png", "2_0.png"):
+        with Image.open(tmp_path / "with" / "images" / name) as a, Image.open(tmp_path / "without" / "images" / name) as b:
+            assert a.tobytes() != b.tobytes(), name

@@ -140,6 +140,27 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def headline_metrics(report: dict[str, Any]) -> dict[str, str]:
+    """The numbers a model card shows, each with its real-image counterpart and sample counts."""
+    metrics, meta = report.get("metrics", {}), report.get("meta", {})
+    settings = meta.get("settings") or {}
+    found = {"evaluated on": f"{meta.get('num_generated')} generated images vs {(meta.get('reference') or {}).get('count')} "
+                             f"real validation photos ({settings.get('scheduler')}, {settings.get('num_inference_steps')} steps, "
+                             f"guidance {settings.get('guidance_scale')})"}
+    if fid := metrics.get("fid"):
+        found["FID"] = _fmt(fid.get("value"), 2)
+    if kid := metrics.get("kid"):
+        found["KID x 1000"] = f"{_fmt(1000 * kid['mean'], 2)} ± {_fmt(1000 * kid['std'], 2)}"
+    for key, title in (("critic_score", "critic score"), ("r_precision", "R-precision (1 of 100)")):
+        if entry := metrics.get(key):
+            found[title] = f"{_pm(entry.get('generated'))} (real photos {_pm(entry.get('real'))})"
+    for name, entry in (metrics.get("attribute_accuracy") or {}).items():
+        generated, real = (entry.get("generated") or {}).get("accuracy"), (entry.get("real") or {}).get("accuracy")
+        ratio = f"; {_fmt(100 * generated / real, 0)}% of real" if generated is not None and real else ""
+        found[f"{name} accuracy"] = f"{_fmt(generated)} (real photos {_fmt(real)}{ratio})"
+    return found
+
+
 def write_report(report: dict[str, Any], out_dir: str | Path) -> Path:
     """report.json and report.md in `out_dir` (atomic); returns the directory."""
     out_dir = Path(out_dir)

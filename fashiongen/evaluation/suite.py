@@ -2,7 +2,7 @@
 images, the critic's scores for generated and real images side by side, and nearest training
 neighbours (critic space and pixels) against the real-validation-to-train baseline.
 
-    setup = EvaluationSetup(reference="../shared/data/fashion-products", critic="fashiongen/assets/critic-products")
+    setup = EvaluationSetup(reference="../shared/data/fashion-products", critic="fashiongen/pretrained/critic")
     report = evaluate_set(read_image_folder("submission/"), setup, out_dir="report/")
 """
 
@@ -48,7 +48,7 @@ from .report import category_bars, write_report
 
 logger = logging.getLogger(__name__)
 
-BUNDLED_CRITIC = Path(__file__).resolve().parents[1] / "assets" / "critic-products"
+BUNDLED_CRITIC = Path(__file__).resolve().parents[1] / "pretrained" / "critic"  # ships with the default model
 
 
 @dataclass
