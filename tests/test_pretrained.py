@@ -1,0 +1,71 @@
+"""The default model shipped inside the package: it loads without any path, generates, describes itself
+completely, and its weights are checked against the recorded checksum."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fashiongen.pipeline import DEFAULT_MODEL_DIR, FashionGenPipeline, ModelFileError, default_model_path
+
+
+@pytest.fixture(scope="module")
+def shipped() -> FashionGenPipeline:
+    pipe = FashionGenPipeline.from_pretrained(default_model_path())
+    pipe.show_progress = False
+    return pipe
+
+
+def test_the_default_model_is_inside_the_package_and_generates_at_8_steps(shipped: FashionGenPipeline) -> None:
+    assert default_model_path() == DEFAULT_MODEL_DIR and DEFAULT_MODEL_DIR.parent.name == "fashiongen"
+    image = shipped("red floral summer dress", seed=0, num_inference_steps=8)[0]
+    assert image.size == (64, 64) and image.mode == "RGB"
+    pixels = np.asarray(image, dtype=np.float32)
+    assert pixels.std() > 5  # a picture, not a flat field
+
+
+def test_the_shipped_files_are_small_and_their_checksum_is_recorded(shipped: FashionGenPipeline) -> None:
+    info = json.loads((DEFAULT_MODEL_DIR / "model.json").read_text())
+    weights = DEFAULT_MODEL_DIR / info["weights"]["file"]
+    assert hashlib.sha256(weights.read_bytes()).hexdigest() == info["weights"]["sha256"]
+    total = sum(path.stat().st_size for path in DEFAULT_MODEL_DIR.iterdir())
+    assert total < 60 * 2**20
+    assert info["weights"]["dtype"] == "float16" and info["config"]["model"]["name"] == "unet-compact"
+    assert (DEFAULT_MODEL_DIR / "critic" / "critic.safetensors").is_file()  # the judge ships with the model
+
+
+def test_the_model_card_and_config_say_how_it_was_trained(shipped: FashionGenPipeline) -> None:
+    training = shipped.stages[0].info["training"]
+    for key in ("steps", "images_seen", "hardware", "wall_time", "final_loss", "images_per_step"):
+        assert training.get(key) not in (None, ""), key
+    card = (DEFAULT_MODEL_DIR / "README.md").read_text()
+    for fact in ("fashion-products", f"steps: {training['steps']}", "batch size", "hardware", "wall_time", "final_loss",
+                 "FID", "category accuracy", "colour accuracy", "## What it can do"):
+        assert fact in card, fact
+    assert set(shipped.stages[0].model.attribute_vocab) == {"category", "gender", "colour", "season"}
+
+
+def test_a_corrupted_copy_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    copy = shutil.copytree(DEFAULT_MODEL_DIR, tmp_path / "model")
+    weights = copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the middle of the weights
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="checksum"):
+        FashionGenPipeline.from_pretrained(copy)
+
+
+def test_the_readme_main_job_samples_from_the_shipped_model_without_a_model_argument(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, str(repo / "sample.py"), "white sneakers", "--num-images", "2", "--steps", "8",
+                             "--out", str(tmp_path), "--quiet"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "grid.png").is_file() and len(list((tmp_path / "images").glob("*.png"))) == 2
