@@ -45,7 +45,7 @@ def test_the_model_card_and_config_say_how_it_was_trained(shipped: FashionGenPip
         assert training.get(key) not in (None, ""), key
     card = (DEFAULT_MODEL_DIR / "README.md").read_text()
     for fact in ("fashion-products", f"steps: {training['steps']}", "batch size", "hardware", "wall_time", "final_loss",
-                 "FID", "category accuracy", "colour accuracy", "## What it can do"):
+                 "FID", "category accuracy", "colour accuracy", "## What it can and cannot do"):
         assert fact in card, fact
     assert set(shipped.stages[0].model.attribute_vocab) == {"category", "gender", "colour", "season"}
 
