@@ -147,6 +147,7 @@ class TrainConfig:
     validation_batches: int = 4  # held-out batches for the validation loss (fixed noise and timesteps)
     tensorboard: bool = False  # also log to TensorBoard (needs `pip install tensorboard`)
     output_dir: str = "runs"  # runs are numbered directories in here: runs/NNN-NAME/
+    init_from: str = ""  # a model (export, pipeline folder, checkpoint or run) whose weights start a new run
 
     def __post_init__(self) -> None:
         for key in ("max_steps", "batch_size", "gradient_accumulation_steps", "log_every", "checkpoint_every",

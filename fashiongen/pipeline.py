@@ -36,13 +36,11 @@ from .diffusion import SAMPLERS, Inpainting, lerp_text, make_sampler, noise_from
 from .diffusion.superres import low_res_condition, upsample
 from .models import FashionUNet
 from .text import CaptionEncoder, TextEncoding
-from .train.checkpoint import STATE_FILE, checkpoint_dirs
 from .train.export import (
     DTYPES,
     INFO_FILE,
     ModelFileError,
-    load_checkpoint_model,
-    load_exported,
+    load_model,
     replace_directory,
     temporary_directory,
     write_model_files,
@@ -153,7 +151,7 @@ class _Rows:
 
 def default_model_path() -> Path:
     """The default model shipped with the package; a clear ModelFileError saying how to get a model when it is absent."""
-    if _is_pipeline_dir(DEFAULT_MODEL_DIR) or (DEFAULT_MODEL_DIR / "model.json").is_file():
+    if _is_pipeline_dir(DEFAULT_MODEL_DIR) or (DEFAULT_MODEL_DIR / INFO_FILE).is_file():
         return DEFAULT_MODEL_DIR
     raise ModelFileError(
         f"no default model is installed ({DEFAULT_MODEL_DIR} is missing). Train one and pass it with --model:\n"
@@ -167,21 +165,8 @@ def _is_pipeline_dir(path: Path) -> bool:
 
 def _load_stage(path: Path, device: str | torch.device, dtype: str, verify: bool) -> Stage:
     """An exported model, a checkpoint (its EMA weights) or a run directory (its newest checkpoint, else its export)."""
-    if (path / INFO_FILE).is_file():
-        model, info = load_exported(path, device, dtype, verify)
-        return Stage(model, info, str(path))
-    if (path / STATE_FILE).is_file() and (path / "ema.safetensors").is_file():
-        model, info = load_checkpoint_model(path, device, dtype)
-        return Stage(model, info, str(path))
-    if path.is_dir() and (checkpoints := checkpoint_dirs(path)):
-        return _load_stage(checkpoints[-1], device, dtype, verify)
-    if path.is_dir() and (path / "export" / INFO_FILE).is_file():
-        return _load_stage(path / "export", device, dtype, verify)
-    if not path.exists():
-        raise ModelFileError(f"model path {path} does not exist")
-    raise ModelFileError(f"{path} is not a FashionGen model: expected an exported model ({INFO_FILE}), a pipeline "
-                         f"({PIPELINE_FILE}), a checkpoint directory ({STATE_FILE} + ema.safetensors) or a run directory "
-                         "with checkpoints")
+    model, info, found = load_model(path, device, dtype, verify)
+    return Stage(model, info, str(found))
 
 
 def load_image(image: ImageInput, where: str = "image") -> np.ndarray:
@@ -314,7 +299,14 @@ class FashionGenPipeline:
                   + (", zero terminal SNR" if base["diffusion"].get("rescale_betas_zero_snr") else "")]
         training = base.get("training", {})
         if training:
-            lines += ["", "## Training run", ""] + [f"- {key}: {value}" for key, value in training.items() if value is not None]
+            lines += ["", "## Training run", ""] + [f"- {key}: {value}" for key, value in training.items()
+                                                    if value is not None and key != "initialised_from"]
+            start = training.get("initialised_from")
+            while start:  # a run that started from another model's weights: say what that model had seen
+                facts = ", ".join(f"{key} {start[key]}" for key in ("steps", "images_seen", "wall_time", "hardware", "final_loss")
+                                  if start.get(key) is not None)
+                lines.append(f"- initialised from `{start['path']}` (sha256 {start['sha256'][:16]}: {facts})")
+                start = start.get("initialised_from")
         train = config.get("train", {})
         if train:
             lines += [f"- batch size {train.get('batch_size')}, learning rate {train.get('learning_rate')}, "

@@ -13,6 +13,7 @@ from training_helpers import same_weights, tiny_config, weights
 
 from fashiongen.config import ConfigError, TrainConfig
 from fashiongen.data import FashionDataset
+from fashiongen.pipeline import FashionGenPipeline
 from fashiongen.text import CaptionEncoder
 from fashiongen.train import (
     EMA,
@@ -22,6 +23,7 @@ from fashiongen.train import (
     checkpoint_dirs,
     create_run_dir,
     ema_decay,
+    load_checkpoint_model,
     load_exported,
     lr_at,
     prepare,
@@ -317,3 +319,49 @@ def test_run_facts_count_training_time_but_not_the_pause_before_a_resume() -> No
     assert facts == {"final_loss": 0.2, "wall_time_s": 90.0, "wall_time": "0 h 1 min"}
     assert run_facts([], 10) == {}
     assert "cores" in hardware_name("cpu")
+
+
+def test_init_from_starts_a_new_run_from_a_models_weights(tmp_path: Path, garments16: Path, text_cache_dir: Path) -> None:
+    """train.init_from: fine-tuning, or continuing a published model whose optimizer state is gone."""
+    attributes = {"model.attributes": "[colour, gender]"}
+    parent = train(prepare(tiny_config(garments16, tmp_path / "a", text_cache_dir, **{"train.max_steps": 2, **attributes}),
+                           show_progress=False), show_progress=False)
+    start = weights(parent / "export" / "model.safetensors")
+    config = tiny_config(garments16, tmp_path / "b", text_cache_dir,
+                         **{"train.max_steps": 3, "train.init_from": parent / "export", **attributes})
+    run = prepare(config, show_progress=False)
+    assert same_weights(start, run.model.state_dict()) and same_weights(start, run.ema.module.state_dict())
+    assert run.vocab == run.ema.module.attribute_vocab == load_exported(parent / "export")[0].attribute_vocab
+    child = train(run, show_progress=False)
+    assert not same_weights(start, weights(child / "export" / "model.safetensors"))  # it did train
+    _, info = load_exported(child / "export")
+    origin = info["training"]["initialised_from"]
+    assert origin["path"] == str(parent / "export") and origin["steps"] == 2 and origin["images_seen"] == 16
+    assert origin["sha256"] == load_exported(parent / "export")[1]["weights"]["sha256"]
+    assert info["training"]["steps"] == 3
+    card = FashionGenPipeline.from_pretrained(child / "export", cache_dir=str(text_cache_dir)).model_card()
+    assert f"initialised from `{parent / 'export'}` (sha256 {origin['sha256'][:16]}: steps 2, images_seen 16" in card
+    # A resumed child still knows where it started; its checkpoints load with the same facts.
+    assert load_checkpoint_model(checkpoint_dirs(child)[-1])[1]["training"]["initialised_from"] == origin
+    resumed, _ = resolve_training_config([], ["train.max_steps=4"], str(child))
+    assert train(prepare(resumed, resume=checkpoint_dirs(child)[-1], show_progress=False), show_progress=False) == child
+    assert load_exported(child / "export")[1]["training"]["initialised_from"] == origin
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"model.pooled_text": "false"}, r"model.pooled_text: init_from has True, now False"),
+    ({"model.attributes": "[colour]"}, r"model.attributes: init_from has \['colour', 'gender'\], now \['colour'\]"),
+    ({"model.prediction_type": "epsilon"}, r"diffusion.prediction_type: init_from has 'v_prediction', now 'epsilon'"),
+])
+def test_init_from_refuses_a_model_that_does_not_fit(tmp_path: Path, garments16: Path, text_cache_dir: Path,
+                                                     override: dict, message: str) -> None:
+    attributes = {"model.attributes": "[colour, gender]"}
+    parent = train(prepare(tiny_config(garments16, tmp_path / "a", text_cache_dir, **{"train.max_steps": 1, **attributes}),
+                           show_progress=False), show_progress=False)
+    config = tiny_config(garments16, tmp_path / "b", text_cache_dir, **{"train.init_from": parent, **attributes, **override})
+    with pytest.raises(ConfigError, match=message):
+        prepare(config, show_progress=False)
+    assert not (tmp_path / "b").exists()  # refused before a run directory was made
+    with pytest.raises(ConfigError, match=r"train.init_from: model path .*missing does not exist"):
+        prepare(tiny_config(garments16, tmp_path / "b", text_cache_dir, **{"train.init_from": tmp_path / "missing"}),
+                show_progress=False)

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from ..config import Config, config_to_dict, load_config
 from ..diffusion import diffusion_settings
 from ..models import FashionUNet, build_model
-from .checkpoint import read_state
+from .checkpoint import STATE_FILE, checkpoint_dirs, read_state
 from .runs import MetricsLog, run_facts
 
 EXPORT_FORMAT = "fashiongen-diffusion"
@@ -153,10 +153,33 @@ def load_checkpoint_model(checkpoint: str | Path, device: str | torch.device = "
     training = {"steps": state["step"], "images_seen": state.get("images_seen"), "run": checkpoint.parent.parent.name,
                 "checkpoint": checkpoint.name, "num_processes": state.get("num_processes"),
                 "images_per_step": state.get("images_per_step"), "mixed_precision": config.train.mixed_precision,
-                "hardware": state.get("hardware")}
+                "hardware": state.get("hardware"), "initialised_from": state.get("initialised_from")}
     metrics = checkpoint.parent.parent / "metrics.jsonl"
     if metrics.is_file():
         training.update(run_facts(MetricsLog(metrics).read(), state["step"]))
     info = export_info(model, config, state["text_identity"], training)
     info["weights"] = {"file": weights.name, "dtype": "float32", "sha256": sha256_of(weights)}
     return model.to(device=device, dtype=DTYPES[dtype or "float32"]).eval().requires_grad_(False), info
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: str | None = None,
+               verify: bool = True) -> tuple[FashionUNet, dict[str, Any], Path]:
+    """An exported model, a checkpoint (its EMA weights) or a run directory (its newest checkpoint, else its export).
+
+    Returns the model, its model.json (exports) or the model.json an export would have (checkpoints), and the
+    directory the weights came from.
+    """
+    path = Path(path)
+    if (path / INFO_FILE).is_file():
+        return (*load_exported(path, device, dtype, verify), path)
+    if (path / STATE_FILE).is_file() and (path / "ema.safetensors").is_file():
+        return (*load_checkpoint_model(path, device, dtype), path)
+    if path.is_dir() and (checkpoints := checkpoint_dirs(path)):
+        return load_model(checkpoints[-1], device, dtype, verify)
+    if path.is_dir() and (path / "export" / INFO_FILE).is_file():
+        return load_model(path / "export", device, dtype, verify)
+    if not path.exists():
+        raise ModelFileError(f"model path {path} does not exist")
+    raise ModelFileError(f"{path} is not a FashionGen model: expected an exported model ({INFO_FILE}), a pipeline "
+                         f"folder, a checkpoint directory ({STATE_FILE} + ema.safetensors) or a run directory "
+                         "with checkpoints")

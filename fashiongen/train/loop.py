@@ -34,19 +34,20 @@ from ..config import Config, ConfigError, config_to_dict, load_config, save_conf
 from ..data import FashionDataset
 from ..diffusion import add_noise, alphas_cumprod_of, diffusion_loss, diffusion_settings, snr, training_target
 from ..plots import training_curves
-from ..models import build_model, check_model_config, count_parameters
+from ..models import FashionUNet, build_model, check_model_config, count_parameters
 from ..text import CaptionEncoder
 from .checkpoint import checkpoint_dirs, load_checkpoint, read_state, resolve_resume, run_dir_of, save_checkpoint
 from .data import DiffusionExamples, EpochSampler, attribute_vocabulary, collate_examples, precompute_captions
 from .ema import EMA
-from .export import export_model
+from .export import ModelFileError, export_model, load_model
 from .runs import MetricsLog, create_run_dir, hardware_name, run_facts
 from .validation import sample_grid
 
 logger = logging.getLogger("fashiongen.train")
 
 # Settings a resumed run must share with its checkpoint to continue the same training.
-_FROZEN_KEYS = ("seed", "model", "text", "data.source", "data.resolution", "data.caption_mode", "data.caption_template")
+_FROZEN_KEYS = ("seed", "model", "text", "data.source", "data.resolution", "data.caption_mode", "data.caption_template",
+                "train.init_from")
 
 
 class TrainingDiverged(RuntimeError):
@@ -86,6 +87,7 @@ class TrainingRun:
     steps_per_epoch: int
     step: int = 0
     resumed_from: Path | None = None
+    initialised_from: dict[str, Any] | None = None  # train.init_from: the start model's path, checksum and facts
     validation_examples: list[dict[str, Any]] = field(default_factory=list)  # super-resolution: low-res inputs
 
     @property
@@ -113,10 +115,38 @@ def _get(config: Config, dotted: str) -> Any:
     return value
 
 
-def _differences(old: Any, new: Any, prefix: str) -> list[str]:
+def _differences(old: Any, new: Any, prefix: str, source: str = "checkpoint") -> list[str]:
     if isinstance(old, dict) and isinstance(new, dict):
-        return [d for key in old.keys() | new.keys() for d in _differences(old.get(key), new.get(key), f"{prefix}.{key}")]
-    return [] if old == new else [f"{prefix}: checkpoint has {old!r}, now {new!r}"]
+        return [d for key in old.keys() | new.keys() for d in _differences(old.get(key), new.get(key), f"{prefix}.{key}", source)]
+    return [] if old == new else [f"{prefix}: {source} has {old!r}, now {new!r}"]
+
+
+# What a model that starts a run (train.init_from) tells the new run's exports about how it was made.
+_INHERITED_FACTS = ("steps", "images_seen", "hardware", "wall_time_s", "wall_time", "final_loss", "initialised_from")
+
+
+def _initial_model(config: Config) -> tuple[FashionUNet, dict[str, Any]]:
+    """train.init_from: the model whose weights start a new run, and what the run records about it.
+
+    Fine-tuning, or continuing a published model whose optimizer state is gone. The architecture (from
+    `config.model`, with the start model's attribute vocabulary) and the diffusion settings must match.
+    """
+    path = config.train.init_from
+    try:
+        start, info, found = load_model(path)
+    except ModelFileError as error:
+        raise ConfigError(f"train.init_from: {error}") from None
+    built = build_model(config.model, config.data.resolution, start.description()["text_dim"], start.attribute_vocab)
+    problems = (_differences(start.description(), built.description(), "model", "init_from")
+                + _differences(info["diffusion"], diffusion_settings(config.model), "diffusion", "init_from"))
+    if sorted(start.attribute_vocab) != sorted(config.model.attributes):
+        problems.append(f"model.attributes: init_from has {sorted(start.attribute_vocab)}, now {sorted(config.model.attributes)}")
+    if problems:
+        raise ConfigError(f"train.init_from {path}: the model does not match this config: " + "; ".join(sorted(problems)))
+    training = info.get("training", {})
+    facts = {"path": str(found), "sha256": info["weights"]["sha256"], "text_identity": info["text"]["identity"],
+             **{key: training[key] for key in _INHERITED_FACTS if training.get(key) is not None}}
+    return start, facts
 
 
 def resolve_training_config(paths: list[str], overrides: list[str], resume: str | None) -> tuple[Config, Path | None]:
@@ -205,7 +235,11 @@ def prepare(config: Config, resume: Path | None = None, show_progress: bool = Tr
     global_batch = t.batch_size * state.num_processes * t.gradient_accumulation_steps
     sampler = EpochSampler(len(train_set), config.seed, global_batch)  # fails here if the batch is too big
     saved = read_state(resume) if resume is not None else {}
-    vocab = saved.get("attribute_vocab") or attribute_vocabulary(train_set.source, config.model.attributes)
+    start, initialised_from = (None, saved.get("initialised_from"))
+    if resume is None and t.init_from:
+        start, initialised_from = _initial_model(config)
+    vocab = (saved.get("attribute_vocab") or (start.attribute_vocab if start is not None else None)
+             or attribute_vocabulary(train_set.source, config.model.attributes))
     if resume is not None:
         run_dir = run_dir_of(resume)
     else:
@@ -223,7 +257,12 @@ def prepare(config: Config, resume: Path | None = None, show_progress: bool = Tr
         precompute_captions(encoder, [d for d in (train_set, val_set) if d is not None],
                             show_progress=show_progress and accelerator.is_main_process)
 
+    if initialised_from and initialised_from["text_identity"] != encoder.identity:
+        raise ConfigError(f"train.init_from {initialised_from['path']}: trained with caption encoder "
+                          f"{initialised_from['text_identity']}, this run uses {encoder.identity}")
     model = build_model(config.model, config.data.resolution, encoder.dim, vocab)
+    if start is not None:
+        model.load_state_dict(start.state_dict(), strict=True)
     if t.gradient_checkpointing:
         model.unet.enable_gradient_checkpointing()
     channels_last = t.channels_last and accelerator.device.type == "cuda"  # on CPU it costs ~10% (benchmarks/README.md)
@@ -254,7 +293,7 @@ def prepare(config: Config, resume: Path | None = None, show_progress: bool = Tr
         config=config, accelerator=accelerator, run_dir=run_dir, model=model, ema=ema, optimizer=optimizer,
         train_examples=train_examples, train_loader=train_loader, val_loader=val_loader, encoder=encoder, vocab=vocab,
         alphas_cumprod=alphas_cumprod_of(diffusion_settings(config.model)).to(accelerator.device), metrics=MetricsLog(run_dir / "metrics.jsonl"),
-        steps_per_epoch=len(sampler) // global_batch, resumed_from=resume,
+        steps_per_epoch=len(sampler) // global_batch, resumed_from=resume, initialised_from=initialised_from,
     )
     if config.model.low_res_resolution:
         source = val_set or train_set
@@ -350,7 +389,8 @@ def save(run: TrainingRun) -> Path:
     state = {"attribute_vocab": run.vocab, "num_processes": run.accelerator.num_processes,
              "images_per_step": run.images_per_step, "epoch": run.step // run.steps_per_epoch,
              "images_seen": run.step * run.images_per_step, "time": time.time(), "text_identity": run.encoder.identity,
-             "text_dim": run.encoder.dim, "hardware": hardware_name(run.accelerator.device)}
+             "text_dim": run.encoder.dim, "hardware": hardware_name(run.accelerator.device),
+             "initialised_from": run.initialised_from}
     return save_checkpoint(run.accelerator, run.run_dir, run.step, run.ema, run.config, state, run.config.train.keep_checkpoints)
 
 
@@ -361,7 +401,8 @@ def export(run: TrainingRun, dtype: str = "float32") -> Path:
         training = {"steps": run.step, "images_seen": run.step * run.images_per_step, "run": run.run_dir.name,
                     "num_processes": run.accelerator.num_processes, "images_per_step": run.images_per_step,
                     "mixed_precision": run.config.train.mixed_precision, "device": str(run.accelerator.device),
-                    "hardware": hardware_name(run.accelerator.device), **run_facts(run.metrics.read(), run.step)}
+                    "hardware": hardware_name(run.accelerator.device), **run_facts(run.metrics.read(), run.step),
+                    "initialised_from": run.initialised_from}
         export_model(run.ema.module, run.config, run.encoder.identity, path, dtype=dtype, training=training)
     run.accelerator.wait_for_everyone()
     return path
