@@ -159,6 +159,17 @@ def default_model_path() -> Path:
         "    python app.py --model runs/NNN-small64/export")
 
 
+def _with_start(training: dict[str, Any], key: str) -> str:
+    """A training count for the model card: this run's, plus its start models' (train.init_from) when it had one."""
+    counts, start = [training.get(key)], training.get("initialised_from")
+    while start:
+        counts.append(start.get(key))
+        start = start.get("initialised_from")
+    if any(count is None for count in counts):
+        return str(counts[0] if counts[0] is not None else "?")
+    return str(counts[0]) if len(counts) == 1 else f"{sum(counts)} ({' + '.join(map(str, reversed(counts)))})"
+
+
 def _is_pipeline_dir(path: Path) -> bool:
     return (path / PIPELINE_FILE).is_file()
 
@@ -288,7 +299,7 @@ class FashionGenPipeline:
             parameters = sum(p.numel() for p in stage.model.parameters()) / 1e6
             name = stage.info.get("config", {}).get("model", {}).get("name", "?")
             lines.append(f"| {number} ({kind}) | {name} | {stage.resolution} px | {parameters:.1f}M | "
-                         f"{training.get('steps', '?')} | {training.get('images_seen', '?')} |")
+                         f"{_with_start(training, 'steps')} | {_with_start(training, 'images_seen')} |")
         data = base.get("data", {})
         lines += ["", "## Training data", "",
                   f"- source: `{data.get('source', '?')}` (split `{data.get('split', '?')}`, {data.get('resolution', '?')} px)",

@@ -341,6 +341,7 @@ def test_init_from_starts_a_new_run_from_a_models_weights(tmp_path: Path, garmen
     assert info["training"]["steps"] == 3
     card = FashionGenPipeline.from_pretrained(child / "export", cache_dir=str(text_cache_dir)).model_card()
     assert f"initialised from `{parent / 'export'}` (sha256 {origin['sha256'][:16]}: steps 2, images_seen 16" in card
+    assert "| 5 (2 + 3) | 40 (16 + 24) |" in card  # the stages table counts what the start model had seen
     # A resumed child still knows where it started; its checkpoints load with the same facts.
     assert load_checkpoint_model(checkpoint_dirs(child)[-1])[1]["training"]["initialised_from"] == origin
     resumed, _ = resolve_training_config([], ["train.max_steps=4"], str(child))
