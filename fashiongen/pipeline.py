@@ -159,12 +159,18 @@ def default_model_path() -> Path:
         "    python app.py --model runs/NNN-small64/export")
 
 
+def _start_models(training: dict[str, Any]) -> list[dict[str, Any]]:
+    """The models a run's weights came from (train.init_from), newest first."""
+    chain, start = [], training.get("initialised_from")
+    while start:
+        chain.append(start)
+        start = start.get("initialised_from")
+    return chain
+
+
 def _with_start(training: dict[str, Any], key: str) -> str:
     """A training count for the model card: this run's, plus its start models' (train.init_from) when it had one."""
-    counts, start = [training.get(key)], training.get("initialised_from")
-    while start:
-        counts.append(start.get(key))
-        start = start.get("initialised_from")
+    counts = [training.get(key)] + [start.get(key) for start in _start_models(training)]
     if any(count is None for count in counts):
         return str(counts[0] if counts[0] is not None else "?")
     return str(counts[0]) if len(counts) == 1 else f"{sum(counts)} ({' + '.join(map(str, reversed(counts)))})"
@@ -312,12 +318,10 @@ class FashionGenPipeline:
         if training:
             lines += ["", "## Training run", ""] + [f"- {key}: {value}" for key, value in training.items()
                                                     if value is not None and key != "initialised_from"]
-            start = training.get("initialised_from")
-            while start:  # a run that started from another model's weights: say what that model had seen
+            for start in _start_models(training):  # a run that started from another model's weights: what that model had seen
                 facts = ", ".join(f"{key} {start[key]}" for key in ("steps", "images_seen", "wall_time", "hardware", "final_loss")
                                   if start.get(key) is not None)
                 lines.append(f"- initialised from `{start['path']}` (sha256 {start['sha256'][:16]}: {facts})")
-                start = start.get("initialised_from")
         train = config.get("train", {})
         if train:
             lines += [f"- batch size {train.get('batch_size')}, learning rate {train.get('learning_rate')}, "
