@@ -318,10 +318,11 @@ class FashionGenPipeline:
         if training:
             lines += ["", "## Training run", ""] + [f"- {key}: {value}" for key, value in training.items()
                                                     if value is not None and key != "initialised_from"]
-            for start in _start_models(training):  # a run that started from another model's weights: what that model had seen
+            for depth, start in enumerate(_start_models(training)):  # started from another model's weights: what it had seen
                 facts = ", ".join(f"{key} {start[key]}" for key in ("steps", "images_seen", "wall_time", "hardware", "final_loss")
                                   if start.get(key) is not None)
-                lines.append(f"- initialised from `{start['path']}` (sha256 {start['sha256'][:16]}: {facts})")
+                lead = "initialised from" if depth == 0 else "which was itself initialised from"
+                lines.append(f"- {lead} `{start['path']}` (sha256 {start['sha256'][:16]}: {facts})")
         train = config.get("train", {})
         if train:
             lines += [f"- batch size {train.get('batch_size')}, learning rate {train.get('learning_rate')}, "

@@ -347,6 +347,13 @@ def test_init_from_starts_a_new_run_from_a_models_weights(tmp_path: Path, garmen
     resumed, _ = resolve_training_config([], ["train.max_steps=4"], str(child))
     assert train(prepare(resumed, resume=checkpoint_dirs(child)[-1], show_progress=False), show_progress=False) == child
     assert load_exported(child / "export")[1]["training"]["initialised_from"] == origin
+    # A third run started from the child: the card walks the whole chain.
+    grandchild = train(prepare(tiny_config(garments16, tmp_path / "c", text_cache_dir,
+                                           **{"train.max_steps": 1, "train.init_from": child / "export", **attributes}),
+                               show_progress=False), show_progress=False)
+    card = FashionGenPipeline.from_pretrained(grandchild / "export", cache_dir=str(text_cache_dir)).model_card()
+    assert "| 7 (2 + 4 + 1) | 56 (16 + 32 + 8) |" in card
+    assert f"- which was itself initialised from `{parent / 'export'}` (sha256 {origin['sha256'][:16]}: steps 2" in card
 
 
 @pytest.mark.parametrize("override, message", [
