@@ -185,6 +185,10 @@ class DeepFashionMMReader:
         image = decode_image(image_path, str(image_path))  # [H, W, 3]
         return Record(id=meta.id, image=image, caption=meta.caption, attributes=dict(meta.attributes))
 
+    def image_files(self) -> list[Path]:
+        """The image file of every row (the content-hash cache checks their sizes and times)."""
+        return [self.image_dir / name for name in self.image_names]
+
     def split_keys(self) -> list[str]:
         """Per-row keys for a hash split: the product id, so every view of a product lands together."""
         return [str(meta.attributes.get("product_id", meta.id)) for meta in self.rows]

@@ -153,6 +153,10 @@ class FolderReader:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def image_files(self) -> list[Path]:
+        """The image file of every row (the content-hash cache checks their sizes and times)."""
+        return [image_path for _, image_path, _, _ in self.rows]
+
     def meta(self, index: int) -> RecordMeta:
         record_id, _, caption, attributes = self.rows[index]
         return RecordMeta(id=record_id, caption=caption, attributes=dict(attributes))

@@ -12,8 +12,9 @@ from .deepfashion_mm import DeepFashionMMReader
 from .fashion_mnist import FashionMnistReader
 from .fashiongen_h5 import FashionGenH5Reader
 from .folder import FolderReader
-from .records import DataError, Record, RecordMeta, Source, require_path
-from .splits import SPLITS, split_of
+from .content import content_hashes
+from .records import DataError, Record, RecordMeta, Source, logger, require_path
+from .splits import SPLITS, join_identical, split_of
 
 READERS: dict[str, Any] = {
     "fashiongen-h5": FashionGenH5Reader,
@@ -36,10 +37,11 @@ def detect_format(path: Path) -> str:
 
 
 class SplitView:
-    """The rows of a source whose split key hashes into one split."""
+    """The rows of a source whose split key hashes into one split; `moved_to_train` counts the source's rows that
+    a hash of their key put in validation but that left it as copies of training photos."""
 
-    def __init__(self, source: Source, indices: np.ndarray, split: str) -> None:
-        self.source, self.indices, self.split_name = source, indices, split
+    def __init__(self, source: Source, indices: np.ndarray, split: str, moved_to_train: int = 0) -> None:
+        self.source, self.indices, self.split_name, self.moved_to_train = source, indices, split, moved_to_train
         self.format, self.path, self.skipped = source.format, source.path, source.skipped
         self.caption_template = source.caption_template
 
@@ -53,8 +55,22 @@ class SplitView:
         return self.source[int(self.indices[index])]
 
 
-def split_keys(source: Source) -> list[str]:
-    """The key each row is split by: its product (so poses of one product stay together), else its id."""
+def split_keys(source: Source, val_fraction: float = 0.05) -> list[str]:
+    """The key each row is split by: its product (so poses of one product stay together), else its id, joined
+    across rows whose pixels are identical (`splits.join_identical`)."""
+    return joined_split_keys(source, val_fraction)[0]
+
+
+def joined_split_keys(source: Source, val_fraction: float) -> tuple[list[str], int]:
+    """`split_keys` and the number of rows whose identical photo in training moved them out of validation."""
+    keys, moved = join_identical(own_split_keys(source), content_hashes(source), val_fraction)
+    if moved:
+        logger.info("%s: %d row(s) moved from validation to train: pixel-identical to training photos", source.path, moved)
+    return keys, moved
+
+
+def own_split_keys(source: Source) -> list[str]:
+    """The reader's key for each row, before joining identical photos."""
     if hasattr(source, "split_keys"):
         return source.split_keys()
     keys = []
@@ -96,9 +112,9 @@ def open_source(
     source = reader(path, **kwargs)
     if split == "all":
         return source
-    keys = split_keys(source)
+    keys, moved = joined_split_keys(source, val_fraction)
     indices = np.array([i for i, key in enumerate(keys) if split_of(key, val_fraction) == split], dtype=np.int64)
-    return SplitView(source, indices, split)
+    return SplitView(source, indices, split, moved)
 
 
 def open_from_config(data_config: Any, split: str | None = None) -> Source:
