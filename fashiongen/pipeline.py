@@ -73,15 +73,41 @@ class SamplingSettings:
     negative_prompt: str = ""
     size: int | None = None  # output size in px; None = the last stage's resolution
 
-    def check(self) -> None:
+    def check(self, names: dict[str, str] | None = None) -> None:
+        """Raise PipelineInputError for a value out of its range; `names` gives fields the names the caller
+        knows them by (sample.py: {"num_inference_steps": "--steps", ...})."""
+        names = names or {}
         if self.scheduler not in SAMPLERS:
-            raise PipelineInputError(f"scheduler '{self.scheduler}' is not one of {', '.join(SAMPLERS)}")
-        if not 1 <= self.num_inference_steps <= 1000:
-            raise PipelineInputError(f"num_inference_steps must be between 1 and 1000, got {self.num_inference_steps}")
-        if not (math.isfinite(self.guidance_scale) and 0.0 <= self.guidance_scale <= MAX_GUIDANCE):
-            raise PipelineInputError(f"guidance_scale must be between 0 and {MAX_GUIDANCE:g} (1 = no guidance), got {self.guidance_scale}")
-        if self.size is not None and not 8 <= self.size <= 4096:
-            raise PipelineInputError(f"size must be between 8 and 4096 px, got {self.size}")
+            raise PipelineInputError(f"{names.get('scheduler', 'scheduler')} '{self.scheduler}' is not one of {', '.join(SAMPLERS)}")
+        check_range(names.get("num_inference_steps", "num_inference_steps"), self.num_inference_steps, 1, 1000)
+        check_range(names.get("guidance_scale", "guidance_scale"), self.guidance_scale, 0.0, MAX_GUIDANCE, "(1 = no guidance)")
+        if self.size is not None:
+            check_range(names.get("size", "size"), self.size, 8, 4096, "px")
+
+
+def check_range(name: str, value: Any, low: float, high: float | None = None, unit: str = "") -> None:
+    """Raise PipelineInputError naming `name` unless `value` is a (finite) number in [low, high]."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not number or value < low or (high is not None and value > high):
+        bounds = f"between {low:g} and {high:g}" if high is not None else f">= {low:g}"
+        raise PipelineInputError(f"{name} must be {bounds}{' ' + unit if unit else ''}, got {value!r}")
+
+
+# Seeds are unsigned 64-bit: torch.Generator.manual_seed takes [-2**63, 2**64) but maps a negative seed s to
+# 2**64 + s, so -1 and 2**64 - 1 would make the same image under two recorded seeds. Negative seeds are refused.
+MAX_SEED = 2**64 - 1
+
+
+def check_seeds(name: str, first: int, count: int = 1) -> None:
+    """Raise PipelineInputError unless the seeds first .. first + count - 1 all lie in [0, 2**64)."""
+    if isinstance(first, bool) or not isinstance(first, (int, np.integer)):
+        raise PipelineInputError(f"{name} must be an integer, got {first!r}")
+    first, count = int(first), max(count, 1)
+    if count == 1 and not 0 <= first <= MAX_SEED:
+        raise PipelineInputError(f"{name} must be between 0 and 2**64 - 1, got {first}")
+    if not 0 <= first <= MAX_SEED - count + 1:
+        raise PipelineInputError(f"{name} must be between 0 and {MAX_SEED - count + 1} (2**64 - {count}): its {count} images "
+                                 f"get seeds {first} .. {first + count - 1}, which must lie in [0, 2**64 - 1]; got {first}")
 
 
 @dataclass(frozen=True)
@@ -419,10 +445,13 @@ class FashionGenPipeline:
         if seed is None:
             seed = secrets.randbelow(2**31 - count)
         if isinstance(seed, int):
+            check_seeds("seed", seed, count)
             return [seed + i for i in range(count)]
         seeds = [int(s) for s in seed]
         if len(seeds) != count:
             raise PipelineInputError(f"got {len(seeds)} seeds for {count} images")
+        for number, one in enumerate(seeds):
+            check_seeds(f"seed {number}", one)
         return seeds
 
     @staticmethod
@@ -482,6 +511,8 @@ class FashionGenPipeline:
         if len(seeds) != len(prompts) or (attributes is not None and len(attributes) != len(prompts)):
             raise PipelineInputError(f"{len(prompts)} prompts need as many seeds (got {len(seeds)}) and attribute sets "
                                      f"(got {'none' if attributes is None else len(attributes)})")
+        for number, seed in enumerate(seeds):
+            check_seeds(f"seed {number}", seed)
         text = self.encode_prompts(list(prompts))
         unconditional = self.encode_prompts([settings.negative_prompt] * len(prompts), "negative prompt", allow_empty=True)
         rows = _Rows(text, unconditional, list(seeds), [dict(a) for a in (attributes or [{}] * len(prompts))])
@@ -501,6 +532,8 @@ class FashionGenPipeline:
             raise PipelineInputError("interpolation needs a deterministic sampler (ddim, dpm++ or euler), not ddpm")
         settings = SamplingSettings(num_inference_steps, float(guidance_scale), scheduler, negative_prompt, size)
         settings.check()
+        check_seeds("seed_a", seed_a)
+        check_seeds("seed_b", seed_b)
         both = self.encode_prompts([prompt_a, prompt_b])
         ends = [TextEncoding(both.token_states[i : i + 1], both.mask[i : i + 1], both.pooled[i : i + 1]) for i in (0, 1)]
         fractions = [i / (num_frames - 1) for i in range(num_frames)]
