@@ -1,10 +1,10 @@
 """Challenge submission sets: `per_caption` generated images for every caption of a validation list.
 
-    captions = read_caption_list("../shared/data/fashion-products", split="validation")   # or a JSONL of {id, caption}
+    captions = read_caption_list("../shared/data/fashion-products")   # its validation split; or a JSONL of {id, caption}
     summary = generate_submission(pipe, captions, "submission/", per_caption=4, settings=SamplingSettings())
     problems = validate_submission("submission/", captions)                                 # [] = valid
 
-    python -m fashiongen.submission validate submission/ [--captions CAPTIONS] [--split validation]
+    python -m fashiongen.submission validate submission/ [--captions CAPTIONS] [--split SPLIT]
 
 A set is a folder:
     submission.json    header: the model's fingerprint, the settings, resolution, per_caption, base seed, caption-list hash
@@ -14,7 +14,9 @@ A set is a folder:
 Image k of caption ID has the seed `caption_seed(ID, k, base_seed)`, which does not depend on the caption's
 position, so shards and resumed runs make the same images. Each PNG is written atomically before its
 line is appended, so an interrupted run resumes where it stopped; a folder written by another model or
-with other settings is refused, never overwritten. One writer per folder.
+with other settings is refused, never overwritten. One writer per folder (sample.py holds utils.output_lock).
+Every file a set lists must lie inside its folder (utils.file_inside: no absolute paths, no '..', no symlink
+out), for the validator and for evaluate.py alike.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from .data.folder import FILE_COLUMNS
 from .data.records import DataError, RecordError, iter_meta
 from .data.sources import open_source
 from .grid import save_image
-from .utils import atomic_write_text
+from .utils import atomic_write_text, file_inside
 
 if TYPE_CHECKING:  # loading diffusers and transformers would add seconds to every validate run
     from .pipeline import FashionGenPipeline, SamplingSettings
@@ -173,15 +175,24 @@ def _read_caption_source(path: Path, split: str, caption_mode: str = "raw") -> l
     return list(items.values())
 
 
-def read_caption_list(path: str | Path, split: str = "validation", caption_mode: str = "raw") -> list[CaptionItem]:
-    """Captions from a JSONL of {"id", "caption", optional "attributes"} or any dataset source (its `split`;
-    `caption_mode` raw | attributes | both builds its captions as training does).
+def default_split(path: str | Path) -> str:
+    """The split a caption source stands for when none is named: all of a single .h5 file (one file is one
+    split, whether or not its name ends in _validation.h5), else validation (a dataset's own validation
+    split, or the hash split of a folder without one)."""
+    path = Path(path)
+    return "all" if path.is_file() and path.suffix.lower() in {".h5", ".hdf5"} else "validation"
+
+
+def read_caption_list(path: str | Path, split: str | None = None, caption_mode: str = "raw") -> list[CaptionItem]:
+    """Captions from a JSONL of {"id", "caption", optional "attributes"} or any dataset source (its `split`,
+    default `default_split(path)`; `caption_mode` raw | attributes | both builds its captions as training does).
 
     Ids must be unique and usable in file names; a bad row raises SubmissionError naming file and line.
     """
     path = Path(path)
     if not path.exists():
         raise SubmissionError(f"caption list {path} does not exist")
+    split = split or default_split(path)
     is_jsonl = _is_caption_jsonl(path)
     items = _read_caption_jsonl(path) if is_jsonl else _read_caption_source(path, split, caption_mode)
     if not items:
@@ -304,6 +315,7 @@ def _recover(out_dir: Path, expected: dict[str, dict[str, Any]], resolution: int
         if file not in expected or row != expected[file]:
             raise SubmissionError(f"{path}: entry {number} ({file}) is not what this run would write there (another caption, k or "
                                   "seed); use a new --out folder")
+        _inside(out_dir, file)
         if file in done:
             dirty = True  # listed twice
         elif (out_dir / file).is_file():
@@ -313,6 +325,7 @@ def _recover(out_dir: Path, expected: dict[str, dict[str, Any]], resolution: int
             logger.warning("%s is listed in %s but missing; generating it again", file, LINES_FILE)
     for file, row in expected.items():
         if file not in done and (out_dir / file).is_file():
+            _inside(out_dir, file)
             if (problem := _image_problem(out_dir / file, file, resolution)) is None:
                 done[file], dirty = row, True  # written just before a kill, never listed
             else:
@@ -320,6 +333,14 @@ def _recover(out_dir: Path, expected: dict[str, dict[str, Any]], resolution: int
     if dirty:
         atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in done.values()))
     return list(done.values())
+
+
+def _inside(out_dir: Path, file: str) -> Path:
+    """out_dir/file, or SubmissionError when it leads outside the folder (a symlink planted in images/)."""
+    try:
+        return file_inside(out_dir, file)
+    except ValueError as error:
+        raise SubmissionError(f"{out_dir / LINES_FILE}: {error}; use a new --out folder") from None
 
 
 def _append_line(path: Path, row: dict[str, Any]) -> None:
@@ -385,13 +406,17 @@ def generate_submission(pipe: FashionGenPipeline, captions: Sequence[CaptionItem
 # ---------------------------------------------------------------- validation
 
 
-def _row_problem(row: Any, number: int) -> str | None:
-    """Whether a submission.jsonl row has its fields and a file name that matches its caption id and k."""
+def _row_problem(row: Any, number: int, out_dir: Path) -> str | None:
+    """Whether a submission.jsonl row has its fields and a file inside the folder named after its caption id and k."""
     where = f"{LINES_FILE} line {number}"
     if not isinstance(row, dict) or not all(key in row for key in ("file", "caption_id", "k")):
         return f"{where} lacks \"file\", \"caption_id\" or \"k\""
     if not isinstance(row["k"], int) or not isinstance(row["caption_id"], str) or not isinstance(row["file"], str):
         return f"{where}: \"file\" and \"caption_id\" must be strings and \"k\" an integer"
+    try:
+        file_inside(out_dir, row["file"])
+    except ValueError as error:
+        return f"{where}: {error}"
     if problem := id_problem(row["caption_id"]):
         return f"{where}: caption {problem}"
     if row["file"] != image_name(row["caption_id"], row["k"]):
@@ -422,7 +447,7 @@ def validate_submission(out_dir: str | Path, captions: Sequence[CaptionItem] | N
         except (UnicodeDecodeError, json.JSONDecodeError):
             problems.append(f"{lines_path} line {number} is not valid JSON (an interrupted run? rerun generation to finish it)")
             continue
-        if problem := _row_problem(row, number):
+        if problem := _row_problem(row, number, out_dir):
             problems.append(problem)
             continue
         rows.append(row)
@@ -437,9 +462,14 @@ def _file_problems(out_dir: Path, rows: list[dict[str, Any]], resolution: int) -
     problems, listed = [], Counter(row["file"] for row in rows)
     problems += [f"{file} is listed {count} times in {LINES_FILE}" for file, count in listed.items() if count > 1]
     for file in listed:
-        if not (out_dir / file).is_file():
+        try:
+            path = file_inside(out_dir, file)
+        except ValueError as error:
+            problems.append(f"{LINES_FILE}: {error}")
+            continue
+        if not path.is_file():
             problems.append(f"{file} is listed in {LINES_FILE} but missing")
-        elif problem := _image_problem(out_dir / file, file, resolution):
+        elif problem := _image_problem(path, file, resolution):
             problems.append(problem)
     images = out_dir / IMAGES_DIR
     for path in sorted(images.iterdir()) if images.is_dir() else []:
@@ -493,7 +523,8 @@ def main(argv: list[str] | None = None) -> int:
     validate = commands.add_parser("validate", help="check a submission folder; exit 0 when valid, 1 when not")
     validate.add_argument("dir", help="the submission folder")
     validate.add_argument("--captions", help="caption list (JSONL or dataset source) every caption of which must be present")
-    validate.add_argument("--split", default="validation", help="split of a dataset source (default validation)")
+    validate.add_argument("--split", help="split of a dataset source (default: the source's own: all of one .h5 file, "
+                                          "else validation)")
     options = parser.parse_args(argv)
     out_dir = Path(options.dir)
     try:

@@ -1,12 +1,14 @@
-"""Small helpers shared across the package: atomic file writes."""
+"""Small helpers shared across the package: atomic file writes, one writer per output folder, and the rule
+for files a folder lists (they must lie inside it)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Iterator
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any, Iterator
 
 
 @contextmanager
@@ -30,3 +32,89 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as temporary:
         temporary.write_text(text, encoding="utf-8")
+
+
+# ---------------------------------------------------------------- output folders
+
+
+class OutputFolderError(ValueError):
+    """An output folder that cannot be written (a file, read-only, or another process writing it)."""
+
+
+LOCK_FILE = ".lock"
+
+
+def _folder_problem(folder: Path, error: OSError) -> OutputFolderError:
+    blocker = next((path for path in (folder, *folder.parents) if path.exists() and not path.is_dir()), None)
+    if blocker is not None:
+        return OutputFolderError(f"{blocker} is a file, not a folder; choose another --out")
+    return OutputFolderError(f"cannot write in {folder} ({error.strerror or type(error).__name__}); choose another --out")
+
+
+@contextmanager
+def output_lock(folder: str | Path) -> Iterator[Path]:
+    """Create `folder` if needed and hold an exclusive advisory lock on folder/.lock while the job runs: one
+    writer per output folder. The kernel drops a flock when its process ends, even by kill -9, so a killed
+    job never leaves the folder locked; a second writer gets OutputFolderError naming the first one's pid.
+    A path that is a file, or a folder that cannot be written, is refused the same way, before any work.
+    Folders it created are removed again when the job leaves them empty (it failed before writing)."""
+    folder = Path(folder)
+    created = [path for path in (folder, *folder.parents) if not os.path.lexists(path)]  # deepest first
+    while True:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as error:
+            raise _folder_problem(folder, error) from None
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(descriptor, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(descriptor)
+            raise OutputFolderError(f"{folder} is being written by another process (pid {holder}); wait for it "
+                                    "or choose another --out") from None
+        try:
+            same = os.fstat(descriptor).st_ino == os.stat(folder / LOCK_FILE).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(descriptor)  # the holder removed the lock file as we opened it: lock the new one
+    try:
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"{os.getpid()}\n".encode("ascii"), 0)
+        yield folder
+    finally:
+        try:
+            os.unlink(folder / LOCK_FILE)  # while still locked, so no one else holds this inode's lock
+        except OSError:
+            pass
+        os.close(descriptor)
+        for path in created:
+            try:
+                path.rmdir()
+            except OSError:
+                break  # not empty: the job wrote something
+
+
+# ---------------------------------------------------------------- files listed inside a folder
+
+
+def file_inside(folder: str | Path, name: Any) -> Path:
+    """The path of `name` (a relative path listed in a folder's submission.jsonl or manifest.jsonl) inside
+    `folder`; ValueError when it is not a relative path, climbs out with '..', or is (or passes through) a
+    symlink whose target lies outside the folder. Every reader of listed files uses this one rule."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"file {name!r} is not a relative path")
+    parts = PurePosixPath(name.replace("\\", "/"))
+    if parts.is_absolute() or PureWindowsPath(name).drive or "\x00" in name:
+        raise ValueError(f"file {name!r} is an absolute path; files must be relative to {folder}")
+    if ".." in parts.parts:
+        raise ValueError(f"file {name!r} climbs out of {folder} with '..'")
+    folder = Path(folder)
+    path = folder / parts
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        raise ValueError(f"file {name!r} is a symlink to {path.resolve()}, outside {folder}") from None
+    return path

@@ -3,7 +3,8 @@ dataset split, both as uint8 [H, W, 3] arrays at one resolution.
 
 A folder may be a challenge submission (submission.jsonl: file -> caption id, caption), a sample.py
 folder (manifest.jsonl: file -> prompt, attributes) or plain images (no captions: image-quality
-metrics and memorisation only).
+metrics and memorisation only). Every file read must lie inside the folder: the rule of
+`utils.file_inside` (no absolute paths, no '..', no symlink out), which the submission validator applies too.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..data import iter_records, open_source
 from ..data.transforms import resize_square
+from ..utils import file_inside
 
 logger = logging.getLogger(__name__)
 
@@ -70,14 +72,23 @@ def _open(path: Path) -> tuple[np.ndarray, str]:
 
 def _rows(path: Path) -> list[dict[str, Any]]:
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(path.read_bytes().splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            rows.append(json.loads(line.decode("utf-8")))
+        except UnicodeDecodeError:
+            raise EvaluationInputError(f"{path}:{number}: not UTF-8 text") from None
         except json.JSONDecodeError as error:
             raise EvaluationInputError(f"{path}:{number}: not valid JSON ({error.msg})") from None
     return rows
+
+
+def _inside(folder: Path, file: Any, where: str) -> Path:
+    try:
+        return file_inside(folder, file)
+    except ValueError as error:
+        raise EvaluationInputError(f"{where}: {error}; only files inside the folder are evaluated") from None
 
 
 def read_image_folder(folder: str | Path, resolution: int | None = None,
@@ -97,25 +108,31 @@ def read_image_folder(folder: str | Path, resolution: int | None = None,
             if not isinstance(row, dict) or "file" not in row or not str(row.get("caption") or "").strip():
                 raise EvaluationInputError(f"{folder / 'submission.jsonl'}:{number}: needs \"file\" and a non-empty \"caption\"; "
                                            "the critic scores need the caption each image was made for")
-        files = [folder / row["file"] for row in rows]
+        files = [_inside(folder, row["file"], f"{folder / 'submission.jsonl'}:{number}") for number, row in enumerate(rows, start=1)]
         captions = [str(row["caption"]) for row in rows]
         ids = [str(row.get("caption_id", row["file"])) for row in rows]
         attributes = [dict((caption_attributes or {}).get(str(row.get("caption_id")), {})) for row in rows]
         if (folder / "submission.json").is_file():
-            info = json.loads((folder / "submission.json").read_text(encoding="utf-8"))
+            try:
+                info = json.loads((folder / "submission.json").read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as error:
+                raise EvaluationInputError(f"{folder / 'submission.json'}: not a readable submission header ({error})") from None
+            if not isinstance(info, dict):
+                raise EvaluationInputError(f"{folder / 'submission.json'}: not a submission header (a JSON object)")
         info["kind"] = "submission"
     elif (folder / "manifest.jsonl").is_file():
         latest = {row["file"]: row for row in _rows(folder / "manifest.jsonl") if isinstance(row, dict) and "file" in row}
         rows = [row for row in latest.values() if "prompt" in row]
         if not rows:
             raise EvaluationInputError(f"{folder / 'manifest.jsonl'} lists no images with a prompt")
-        files = [folder / row["file"] for row in rows]
+        files = [_inside(folder, row["file"], f"{folder / 'manifest.jsonl'} ({row['file']!r})") for row in rows]
         captions = [str(row["prompt"]) for row in rows]
         ids = [row["file"] for row in rows]
         attributes = [dict(row.get("attributes") or {}) for row in rows]
         info = {"kind": "samples", "settings": rows[0].get("settings"), "model": rows[0].get("model")}
     else:
         files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+        files = [_inside(folder, str(p.relative_to(folder)), str(p)) for p in files]
         if not files:
             raise EvaluationInputError(f"{folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         captions = None
