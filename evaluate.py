@@ -8,6 +8,8 @@ memorisation check, each beside the same score for real validation photos.
     python evaluate.py --train-critic ../shared/data/fashion-products [configs/critic.yaml] [key=value ...]
 
 Writes report.json (every number with its sample count, the model and settings) and report.md with plots.
+Bad input (an option out of range, an --out that is a file, read-only or being written by another process,
+a listed image outside the --images folder) ends with one line `error: ...` and exit code 2.
 """
 
 from __future__ import annotations
@@ -27,16 +29,32 @@ from fashiongen.evaluation.fid import reference_stats
 from fashiongen.evaluation.images import EvaluationInputError, read_image_folder
 from fashiongen.evaluation.report import sweep_plot
 from fashiongen.evaluation.suite import EvaluationSetup, evaluate_set
-from fashiongen.pipeline import FashionGenPipeline, ModelFileError, PipelineInputError, SamplingSettings
+from fashiongen.pipeline import (
+    FashionGenPipeline,
+    ModelFileError,
+    PipelineInputError,
+    SamplingSettings,
+    check_range,
+    check_seeds,
+)
 from fashiongen.submission import CaptionItem, SubmissionError, generate_submission, read_caption_list
-from fashiongen.utils import atomic_write_text
+from fashiongen.utils import OutputFolderError, atomic_write_text, output_lock
 
 BUNDLED_DATA = "../shared/data/fashion-products"
 SWEEP_KEYS = {"guidance": "guidance_scale", "steps": "num_inference_steps", "scheduler": "scheduler"}
+SETTING_OPTIONS = {"num_inference_steps": "--steps", "guidance_scale": "--guidance", "scheduler": "--scheduler"}
+MAX_IMAGES = 1_000_000
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one `error: ...` line (PipelineInputError), like every other bad input."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise PipelineInputError(message)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_argument_group("what to evaluate (one of)")
     mode.add_argument("--model", help="generate from this model (export, pipeline, checkpoint or run), then score")
     mode.add_argument("--images", help="score a folder: a challenge submission, a sample.py folder or plain images")
@@ -45,7 +63,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("rest", nargs="*", help="--train-critic: YAML configs then key=value overrides")
     parser.add_argument("--out", default="eval", help="report folder (default eval/)")
     parser.add_argument("--captions", help="caption list: dataset source (its --split) or JSONL of {id, caption}")
-    parser.add_argument("--split", default="validation", help="split of --captions (default validation)")
+    parser.add_argument("--split", help="split of --captions (default: the source's own: all of a single .h5 file, "
+                                        "else validation)")
     parser.add_argument("--num-images", type=int, default=200, help="images to generate (default 200)")
     parser.add_argument("--per-caption", type=int, default=1, help="images per caption (default 1)")
     parser.add_argument("--steps", type=int, default=20)
@@ -85,6 +104,24 @@ def parse_sweep(items: list[str]) -> list[dict[str, object]]:
         except ValueError:
             raise PipelineInputError(f"--sweep {item!r}: values must be {kind.__name__}s") from None
     return [dict(zip(axes, combination)) for combination in itertools.product(*axes.values())]
+
+
+def check_options(options: argparse.Namespace) -> SamplingSettings:
+    """Every number of the command line in range (SamplingSettings.check's bounds for the sampling settings and
+    every --sweep point) before anything is read or written; PipelineInputError naming the option."""
+    settings = SamplingSettings(options.steps, options.guidance, options.scheduler)
+    settings.check(SETTING_OPTIONS)
+    if options.resolution is not None:
+        replace(settings, size=options.resolution).check({"size": "--resolution"})
+    for point in parse_sweep(options.sweep or []):
+        replace(settings, **point).check({key: f"--sweep {key}" for key in SETTING_OPTIONS})
+    for name, value, low in (("--num-images", options.num_images, 1), ("--per-caption", options.per_caption, 1),
+                             ("--num-real", options.num_real, 1), ("--kid-subset-size", options.kid_subset_size, 2)):
+        if value is not None:
+            check_range(name, value, low, MAX_IMAGES)
+    check_range("--val-fraction", options.val_fraction, 0.0, 1.0)
+    check_seeds("--seed", options.seed)
+    return settings
 
 
 def setup_from(options: argparse.Namespace, reference: str) -> EvaluationSetup:
@@ -129,6 +166,7 @@ def run(options: argparse.Namespace) -> str:
         config = load_config([p for p in options.rest if p.endswith((".yaml", ".yml"))] or ["configs/critic.yaml"],
                              [f"data.source={options.train_critic}"] + [o for o in options.rest if "=" in o])
         return f"critic saved in {train_critic(config, show_progress=not options.quiet)}"
+    settings = check_options(options)
     out = Path(options.out)
     if options.stats_only:
         reference = options.reference or BUNDLED_DATA
@@ -140,15 +178,21 @@ def run(options: argparse.Namespace) -> str:
         attributes = {}
         if options.captions:
             attributes = {item.id: item.attributes for item in read_caption_list(options.captions, split=options.split)}
-        generated = read_image_folder(options.images, options.resolution, attributes)
-        report = evaluate_set(generated, setup_from(options, options.reference or BUNDLED_DATA), out)
+        with output_lock(out):  # one writer per report folder
+            generated = read_image_folder(options.images, options.resolution, attributes)
+            report = evaluate_set(generated, setup_from(options, options.reference or BUNDLED_DATA), out)
         return summary(report, out)
     if not options.captions:
         raise PipelineInputError("--model needs --captions (a dataset source or a JSONL of {id, caption})")
+    with output_lock(out):  # one writer per report folder (and its generated/ sets), held for the whole run
+        return evaluate_model(options, settings, out)
+
+
+def evaluate_model(options: argparse.Namespace, settings: SamplingSettings, out: Path) -> str:
+    """Generate a submission-format set under out/generated (or one per --sweep point), then score it."""
     pipe = FashionGenPipeline.from_pretrained(options.model, device=options.device)
     pipe.show_progress = not options.quiet
     reference = options.reference or pipe.stages[0].info.get("data", {}).get("source") or BUNDLED_DATA
-    settings = SamplingSettings(options.steps, options.guidance, options.scheduler)
     meta = {"model": pipe.describe(), "settings": settings.__dict__ | {"seed": options.seed, "per_caption": options.per_caption,
                                                                        "attributes": use_attributes(pipe, options)}}
     captions = read_captions(pipe, options)
@@ -189,12 +233,11 @@ def summary(report: dict, out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    options = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        print(run(options))
+        print(run(parse_args(argv)))
     except (EvaluationInputError, PipelineInputError, ModelFileError, SubmissionError, ConfigError, DataError,
-            EncoderMismatchError) as error:
+            EncoderMismatchError, OutputFolderError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

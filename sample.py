@@ -9,6 +9,10 @@
 
 MODEL is an exported model, a saved pipeline, a checkpoint or a run directory (default: fashiongen/pretrained/);
 --superres adds stages.
+
+Bad input (an option out of range, an unreadable prompt file, an --out that is a file or read-only, an --out
+another sample.py is writing) ends with one line `error: ...` naming it and exit code 2, before a model is
+loaded or anything is written. Seeds are integers in [0, 2**64): every image's seed, --seed + i included.
 """
 
 from __future__ import annotations
@@ -16,17 +20,37 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from fashiongen.pipeline import FashionGenPipeline, ModelFileError, PipelineInputError, SamplingSettings, default_model_path
+from fashiongen.pipeline import (
+    FashionGenPipeline,
+    ModelFileError,
+    PipelineInputError,
+    SamplingSettings,
+    check_range,
+    check_seeds,
+    default_model_path,
+)
 from fashiongen.diffusion import SAMPLERS
-from fashiongen.jobs import PromptItem, read_prompts, write_edits, write_interpolation, write_samples
-from fashiongen.submission import SubmissionError, generate_submission, read_caption_list
+from fashiongen.jobs import MAX_JOB_IMAGES, PromptItem, read_prompts, write_edits, write_interpolation, write_samples
+from fashiongen.submission import CaptionItem, SubmissionError, generate_submission, read_caption_list
 from fashiongen.text.encoder import EncoderNotFoundError
+from fashiongen.utils import OutputFolderError, output_lock
+
+# The option each sampling setting is given by, so that SamplingSettings.check's messages name it.
+SETTING_OPTIONS = {"num_inference_steps": "--steps", "guidance_scale": "--guidance", "scheduler": "--scheduler", "size": "--size"}
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one `error: ...` line (PipelineInputError), like every other bad input."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise PipelineInputError(message)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("prompts", nargs="*", help="prompts (or the new description with --edit)")
     parser.add_argument("--model", help="exported model, saved pipeline, checkpoint or run directory (default: the model "
                                         "shipped with the package)")
@@ -51,7 +75,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     challenge = parser.add_argument_group("challenge submission sets")
     challenge.add_argument("--submission", metavar="CAPTIONS", help="dataset source or JSONL of {id, caption}")
     challenge.add_argument("--per-caption", type=int, default=1, help="images per caption (default 1)")
-    challenge.add_argument("--split", default="validation", help="split of a dataset source (default validation)")
+    challenge.add_argument("--split", help="split of a dataset source (default: the source's own: all of a single .h5 "
+                                           "file, else validation)")
     challenge.add_argument("--resolution", type=int, default=256, help="submission image size (default 256, the challenge's)")
     challenge.add_argument("--limit", type=int, help="only the first N captions")
     interpolation = parser.add_argument_group("interpolation")
@@ -75,21 +100,70 @@ def parse_attributes(pairs: list[str]) -> dict[str, str]:
     return attributes
 
 
+def check_options(options: argparse.Namespace) -> SamplingSettings:
+    """Every number of the command line in range (SamplingSettings.check's bounds for the sampling settings),
+    before any input is read; PipelineInputError naming the option."""
+    settings = SamplingSettings(options.steps, options.guidance, options.scheduler, options.negative, options.size)
+    settings.check(SETTING_OPTIONS)
+    replace(settings, size=options.resolution).check({"size": "--resolution"})
+    counts = {"--num-images": (options.num_images, 1), "--per-caption": (options.per_caption, 1), "--frames": (options.frames, 2),
+              "--batch-size": (options.batch_size, 1), "--limit": (options.limit, 1)}
+    for name, (value, low) in counts.items():
+        if value is not None:
+            check_range(name, value, low, MAX_JOB_IMAGES)
+    check_range("--strength", options.strength, 0.0, 1.0)
+    check_seeds("--seed", options.seed)
+    if options.seed_b is not None:
+        check_seeds("--seed-b", options.seed_b)
+    return settings
+
+
+def read_inputs(options: argparse.Namespace, attributes: dict[str, str]) -> list[PromptItem] | list[CaptionItem]:
+    """The prompt sheet's prompts or the submission's captions, with the seeds they need checked."""
+    if options.submission:
+        captions = read_caption_list(options.submission, split=options.split)[: options.limit]
+        check_range(f"--per-caption ({len(captions)} captions)", len(captions) * options.per_caption, 1, MAX_JOB_IMAGES)
+        return captions
+    if options.interpolate:
+        check_seeds("--seed", options.seed, 2 if options.seed_b is None else 1)  # the last frame's seed is --seed + 1
+        return []
+    if options.edit:
+        if len(options.prompts) != 1:
+            raise PipelineInputError("--edit takes exactly one prompt: the new description")
+        check_seeds("--seed", options.seed, options.num_images)
+        return []
+    items = [PromptItem(prompt, attributes) for prompt in options.prompts]
+    if options.prompt_file:
+        items += [PromptItem(i.prompt, {**attributes, **i.attributes}, i.seed)
+                  for i in read_prompts(options.prompt_file, options.num_images)]
+    if not items:
+        raise PipelineInputError("no prompts: give them as arguments or with --prompts FILE")
+    check_range(f"--num-images ({len(items)} prompts)", len(items) * options.num_images, 1, MAX_JOB_IMAGES)
+    check_seeds("--seed", options.seed, len(items) * options.num_images)  # image i of the sheet gets --seed + i
+    return items
+
+
 def run(options: argparse.Namespace) -> str:
     modes = [bool(options.submission), bool(options.interpolate), bool(options.edit)]
     if sum(modes) > 1:
         raise PipelineInputError("choose one of --submission, --interpolate and --edit")
-    settings = SamplingSettings(options.steps, options.guidance, options.scheduler, options.negative, options.size)
-    settings.check()
+    settings = check_options(options)
+    attributes = parse_attributes(options.attribute)
+    inputs = read_inputs(options, attributes)
+    out = Path(options.out)
+    with output_lock(out):  # one writer per folder, held until the job ends (or its process dies)
+        return run_job(options, settings, attributes, inputs, out)
+
+
+def run_job(options: argparse.Namespace, settings: SamplingSettings, attributes: dict[str, str],
+            inputs: list[PromptItem] | list[CaptionItem], out: Path) -> str:
     pipe = FashionGenPipeline.from_pretrained(options.model or default_model_path(), superres=options.superres, device=options.device,
                                               dtype=options.dtype)
     pipe.show_progress = not options.quiet
     if options.batch_size:
         pipe.batch_size = options.batch_size
-    out = Path(options.out)
-    attributes = parse_attributes(options.attribute)
     if options.submission:
-        captions = read_caption_list(options.submission, split=options.split)[: options.limit]
+        captions = inputs
         summary = generate_submission(pipe, captions, out, options.per_caption, settings, resolution=options.resolution,
                                       base_seed=options.seed, use_attributes=options.use_attributes,
                                       show_progress=not options.quiet)
@@ -100,26 +174,18 @@ def run(options: argparse.Namespace) -> str:
         paths = write_interpolation(pipe, *options.interpolate, settings, out, options.seed, seed_b, options.frames, attributes)
         return f"{len(paths)} frames, strip.png and interpolation.gif/.webp in {out}"
     if options.edit:
-        if len(options.prompts) != 1:
-            raise PipelineInputError("--edit takes exactly one prompt: the new description")
         paths = write_edits(pipe, options.edit, options.prompts[0], settings, out, options.strength, options.mask,
                             options.num_images, options.seed, attributes)
         return f"{len(paths)} edited images and grid.png in {out}"
-    items = [PromptItem(prompt, attributes) for prompt in options.prompts]
-    if options.prompt_file:
-        items += [PromptItem(i.prompt, {**attributes, **i.attributes}, i.seed) for i in read_prompts(options.prompt_file)]
-    if not items:
-        raise PipelineInputError("no prompts: give them as arguments or with --prompts FILE")
-    rows = write_samples(pipe, items, settings, out, options.num_images, options.seed)
+    rows = write_samples(pipe, inputs, settings, out, options.num_images, options.seed)
     return f"{len(rows)} images, grid.png and manifest.jsonl in {out}"
 
 
 def main(argv: list[str] | None = None) -> int:
-    options = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        print(run(options))
-    except (PipelineInputError, ModelFileError, SubmissionError, EncoderNotFoundError) as error:
+        print(run(parse_args(argv)))
+    except (PipelineInputError, ModelFileError, SubmissionError, EncoderNotFoundError, OutputFolderError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -5,6 +5,9 @@ and manifest.jsonl (one line per image: prompt, seed, every setting, the model, 
 
 A job appends a manifest line right after each batch of images is written, and skips images its
 manifest already lists with the same prompt, seed, settings and model: an interrupted job resumes.
+A manifest lists each file once (its latest row): a resumed job first rewrites it without the rows of
+missing images, duplicates and a kill's partial last line. One writer per folder (sample.py holds
+utils.output_lock for the job).
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ import numpy as np
 from PIL import Image
 
 from .grid import captioned_grid, save_animation, save_image
-from .pipeline import FashionGenPipeline, ImageInput, PipelineInputError, SamplingSettings
+from .pipeline import FashionGenPipeline, ImageInput, PipelineInputError, SamplingSettings, check_seeds
+from .utils import atomic_write_text
 
 MANIFEST = "manifest.jsonl"
 STRIP_FILE = "strip.png"
+MAX_JOB_IMAGES = 1_000_000  # a job's rows (and a sheet's grid) are held in memory: the most images one job makes
 
 
 @dataclass(frozen=True)
@@ -35,15 +40,23 @@ class PromptItem:
     seed: int | None = None
 
 
-def read_prompts(path: str | Path) -> list[PromptItem]:
+def read_prompts(path: str | Path, num_images: int = 1) -> list[PromptItem]:
     """Prompts from a text file (one per line; blank lines and '#' comments skipped) or JSONL
-    ({"prompt" or "caption": ..., optional "attributes": {...}, "seed": int})."""
+    ({"prompt" or "caption": ..., optional "attributes": {...}, "seed": int}); a JSONL seed must leave room
+    for `num_images` seeds (seed .. seed + num_images - 1) in [0, 2**64)."""
     path = Path(path)
     if not path.is_file():
-        raise PipelineInputError(f"prompt file {path} does not exist")
+        raise PipelineInputError(f"prompt file {path} does not exist" if not path.exists() else f"prompt file {path} is not a file")
+    try:
+        raw_lines = path.read_bytes().splitlines()
+    except OSError as error:
+        raise PipelineInputError(f"prompt file {path}: cannot read it ({error.strerror})") from None
     items = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        line = line.strip()
+    for number, raw in enumerate(raw_lines, start=1):
+        try:
+            line = raw.decode("utf-8-sig" if number == 1 else "utf-8").strip()
+        except UnicodeDecodeError:
+            raise PipelineInputError(f"{path}:{number}: not UTF-8 text; save the prompt file as UTF-8") from None
         if not line or line.startswith("#"):
             continue
         if path.suffix.lower() != ".jsonl":
@@ -60,8 +73,11 @@ def read_prompts(path: str | Path) -> list[PromptItem]:
         if not isinstance(attributes, dict):
             raise PipelineInputError(f"{path}:{number}: \"attributes\" must be an object of name: value")
         seed = row.get("seed")
-        if seed is not None and not isinstance(seed, int):
-            raise PipelineInputError(f"{path}:{number}: \"seed\" must be an integer, got {seed!r}")
+        if seed is not None:
+            try:
+                check_seeds("\"seed\"", seed, num_images)
+            except PipelineInputError as error:
+                raise PipelineInputError(f"{path}:{number}: {error}") from None
         items.append(PromptItem(prompt.strip(), {str(k): str(v) for k, v in attributes.items()}, seed))
     if not items:
         raise PipelineInputError(f"prompt file {path} holds no prompts")
@@ -82,17 +98,33 @@ def _append_lines(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def read_manifest(path: str | Path) -> list[dict[str, Any]]:
-    """The complete lines of a manifest (a partial last line from a kill is skipped)."""
+    """The complete lines of a manifest (a partial last line from a kill, or any damaged line, is skipped)."""
     path = Path(path)
     if not path.is_file():
         return []
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_bytes().splitlines():
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
+            row = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
             continue
+        if isinstance(row, dict) and isinstance(row.get("file"), str):
+            rows.append(row)
     return rows
+
+
+def _write_manifest(out_dir: Path, rows: Sequence[dict[str, Any]], replace_all: bool = False) -> None:
+    """Rewrite out_dir/manifest.jsonl atomically: the rows already there for other files whose images exist
+    (unless `replace_all`), then `rows`; each file listed once."""
+    new = {row["file"]: row for row in rows}
+    kept = [] if replace_all else [row for row in _latest(read_manifest(out_dir / MANIFEST)).values()
+                                   if row["file"] not in new and (out_dir / row["file"]).is_file()]
+    atomic_write_text(out_dir / MANIFEST, "".join(json.dumps(row) + "\n" for row in [*kept, *new.values()]))
+
+
+def _latest(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """file -> the last row that lists it."""
+    return {row["file"]: row for row in rows}
 
 
 def _record(pipe: FashionGenPipeline, settings: SamplingSettings, **values: Any) -> dict[str, Any]:
@@ -109,7 +141,8 @@ def write_samples(pipe: FashionGenPipeline, items: Sequence[PromptItem], setting
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     manifest = out_dir / MANIFEST
-    done = {row["file"]: row for row in read_manifest(manifest)}
+    listed = read_manifest(manifest)
+    done = _latest(listed)
     jobs = []
     for p, item in enumerate(items):
         for k in range(num_images):
@@ -123,6 +156,10 @@ def write_samples(pipe: FashionGenPipeline, items: Sequence[PromptItem], setting
                 raise PipelineInputError(f"{out_dir} holds {file} from another prompt, seed, setting or model; "
                                          "use a new --out folder")
             jobs.append(row)
+    finished = [row for row in done.values() if (out_dir / row["file"]).is_file()]
+    text = manifest.read_bytes() if manifest.is_file() else b""
+    if len(finished) != len(listed) or (text and not text.endswith(b"\n")) or len(text.split(b"\n")) - 1 != len(listed):
+        _write_manifest(out_dir, finished, replace_all=True)  # drop duplicates, missing images and damaged lines
     step = batch_size or pipe.batch_size
     for start in range(0, len(jobs), step):
         batch = jobs[start : start + step]
@@ -131,8 +168,7 @@ def write_samples(pipe: FashionGenPipeline, items: Sequence[PromptItem], setting
         for row, image in zip(batch, images):
             save_image(image, out_dir / row["file"])
         _append_lines(manifest, batch)
-    rows = [row for row in read_manifest(manifest) if (out_dir / row["file"]).is_file()]
-    latest = {row["file"]: row for row in rows}
+    latest = {file: row for file, row in _latest(read_manifest(manifest)).items() if (out_dir / file).is_file()}
     ordered = sorted(latest.values(), key=lambda r: (r.get("index", 0), r.get("k", 0)))
     pictures = [np.asarray(Image.open(out_dir / r["file"]).convert("RGB")) for r in ordered]
     captions = [f"{r['prompt']} (seed {r['seed']})" for r in ordered]
@@ -170,8 +206,7 @@ def write_interpolation(pipe: FashionGenPipeline, prompt_a: str, prompt_b: str, 
     fractions = [number / (num_frames - 1) for number in range(num_frames)]
     rows = [_record(pipe, settings, prompt_a=prompt_a, prompt_b=prompt_b, seed_a=seed_a, seed_b=seed_b, t=t, attributes=attributes or {},
                     file=str(path.relative_to(out_dir))) for t, path in zip(fractions, paths)]
-    (out_dir / MANIFEST).unlink(missing_ok=True)
-    _append_lines(out_dir / MANIFEST, rows)
+    _write_manifest(out_dir, rows, replace_all=True)
     return paths
 
 
@@ -195,8 +230,8 @@ def write_edits(pipe: FashionGenPipeline, image: ImageInput, prompt: str, settin
     rows = [_record(pipe, settings, prompt=prompt, input=source, mask=None if mask is None else str(mask) if isinstance(mask, (str, Path))
                     else "<in-memory mask>", strength=strength, seed=seed + k, attributes=attributes or {}, file=str(path.relative_to(out_dir)))
             for k, path in enumerate(paths)]
-    _append_lines(out_dir / MANIFEST, rows)
+    _write_manifest(out_dir, rows)
     return paths
 
 
-__all__ = ["MANIFEST", "PromptItem", "read_manifest", "read_prompts", "slug", "write_edits", "write_interpolation", "write_samples"]
+__all__ = ["MANIFEST", "MAX_JOB_IMAGES", "PromptItem", "read_manifest", "read_prompts", "slug", "write_edits", "write_interpolation", "write_samples"]

@@ -49,7 +49,7 @@ def test_prompts_write_images_grid_and_manifest_and_a_rerun_skips_them(script, m
     before = {r["file"]: (out / r["file"]).stat().st_mtime_ns for r in rows}
     (out / rows[1]["file"]).unlink()  # as if killed before this image was written
     assert script.main(args) == 0
-    assert len(read_manifest(out / "manifest.jsonl")) == 5  # only the missing image was made again
+    assert len(read_manifest(out / "manifest.jsonl")) == 4  # only the missing image was made again, listed once
     assert all((out / f).stat().st_mtime_ns == t for f, t in before.items() if f != rows[1]["file"])
     capsys.readouterr()
     assert script.main([*args[:-len(FAST)], "--steps", "3", "--quiet"]) == 2  # same folder, other settings
@@ -104,7 +104,7 @@ def test_bad_input_exits_2_with_a_message(script, model: Path, tmp_path: Path, c
     (tmp_path / "notes.txt").write_text("hello")
     cases = [(["--model", str(tmp_path), "a dress"], "is not a FashionGen model"),
              (["--model", str(model), "--edit", str(tmp_path / "notes.txt"), "a dress"], "not an image"),
-             (["--model", str(model), "a dress", "--guidance", "-2"], "guidance_scale"),
+             (["--model", str(model), "a dress", "--guidance", "-2"], "--guidance must be between 0 and 50"),
              (["--model", str(model), "a dress", "--edit", str(tmp_path / "notes.txt"), "--strength", "2"], "strength"),
              (["--model", str(model)], "no prompts"),
              (["--model", str(model), "a dress", "--attribute", "category"], "NAME=VALUE"),
