@@ -1,30 +1,119 @@
-"""Decoding image files into uint8 [H, W, 3] arrays with clear errors."""
+"""Decoding image files into uint8 [H, W, 3] arrays with clear errors and bounded memory.
+
+An image file's header says how many pixels it will decode to, and a few hundred KB of PNG can
+claim 20000x20000 (400 megapixels, 1.2 GB as RGB): a decompression bomb. `open_image` reads the
+header (PIL's open is lazy) and refuses an image over `max_pixels` before any pixel is decoded.
+When only a small image is needed (`min_size`, e.g. a 64 px model input), JPEGs are decoded at
+1/2, 1/4 or 1/8 scale by libjpeg itself (`draft`), so a large photo costs a fraction of its size.
+"""
 
 from __future__ import annotations
 
 import io
+import re
+import warnings
 from pathlib import Path
+from typing import Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .records import RecordError, as_rgb_uint8
 
+DATASET_MAX_PIXELS = 64_000_000  # 8000x8000: above any catalogue photo; a bigger "photo" is a bomb or a mistake
+UPLOAD_MAX_PIXELS = 16_000_000  # uploads and edit inputs (4000x4000, a phone photo): well below PIL's 89 MP warning
 
-def decode_image(data: bytes | Path, where: str) -> np.ndarray:
-    """Decode an image file (path or bytes) fully; missing, truncated or non-image input raises RecordError."""
+ImageSource = Union[bytes, str, Path]
+
+
+def _megapixels(pixels: int) -> str:
+    return f"{pixels / 1e6:.1f}".rstrip("0").rstrip(".")
+
+
+def _too_large(size: tuple[int, int], max_pixels: int) -> str:
+    width, height = size
+    return (f"image is {width}x{height} = {_megapixels(width * height)} megapixels, over the limit of "
+            f"{_megapixels(max_pixels)} megapixels")
+
+
+def open_image(data: ImageSource, where: str, max_pixels: int = DATASET_MAX_PIXELS, min_size: int | None = None) -> Image.Image:
+    """Open an image file (path or bytes) and decode it, refusing one over `max_pixels` before decoding.
+
+    With `min_size`, a JPEG is decoded at the smallest 1/2^k scale that keeps both sides >= min_size,
+    and the pixel limit applies to that reduced decode. Missing, truncated, non-image and oversized
+    files raise RecordError naming `where`.
+    """
     try:
-        source = io.BytesIO(data) if isinstance(data, bytes) else data
-        with Image.open(source) as image:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit, checked next, is lower
+            image = Image.open(io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data)
+        try:
+            if min_size and image.format == "JPEG" and image.width * image.height > min_size * min_size * 4:
+                image.draft(image.mode, (min_size, min_size))  # sets the decoded size; nothing is decoded yet
+            if image.width * image.height > max_pixels:
+                reduced = " (JPEG files are read at up to 1/8 size when a small image is needed)" if min_size else ""
+                raise RecordError(where, _too_large(image.size, max_pixels) + reduced)
             image.load()  # forces a full decode, so a truncated file fails here, not mid-training
-            array = np.asarray(image.convert("RGB"))
+        except BaseException:
+            image.close()
+            raise
     except FileNotFoundError:
         raise RecordError(where, "image file not found") from None
+    except IsADirectoryError:
+        raise RecordError(where, "is a directory, not an image file") from None
     except UnidentifiedImageError:
         raise RecordError(where, "not an image file (cannot identify its format)") from None
+    except Image.DecompressionBombError as error:  # over twice PIL's own limit: it refuses before we see the size
+        found = re.search(r"\((\d+) pixels\)", str(error))
+        pixels = f"{_megapixels(int(found.group(1)))} megapixels" if found else "too many pixels"
+        raise RecordError(where, f"image is {pixels} (PIL refuses it as a decompression bomb), over the limit of "
+                                 f"{_megapixels(max_pixels)} megapixels") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as error:
+        if isinstance(error, RecordError):
+            raise
+        raise RecordError(where, f"corrupt or truncated image ({type(error).__name__}: {error})") from None
+    return image
+
+
+def image_array(image: Image.Image, where: str) -> np.ndarray:
+    """A decoded PIL image in any mode -> the values as_rgb_uint8 turns into uint8 [H, W, 3].
+
+    16-bit grey ('I;16', 'I;16B', 'I') keeps its 16 bits for proper scaling; 'F' stays float; a mode
+    with alpha or a transparent colour ('RGBA', 'LA', 'P' with transparency, ...) becomes RGBA so the
+    alpha is composited on white; everything else (1-bit, palette, CMYK, YCbCr, ...) goes through RGB.
+    """
+    mode = image.mode
+    if mode.startswith("I;16"):
+        return np.asarray(image).astype(np.uint16)  # [H, W]; 'I;16B' is big-endian
+    if mode == "I":
+        return np.asarray(image).clip(0, 65535).astype(np.uint16)  # 32-bit ints: 16-bit grey from PNG/TIFF
+    if mode == "F":
+        return np.asarray(image, dtype=np.float32)
+    if mode in ("L", "RGB") and "transparency" not in image.info:
+        return np.asarray(image)
+    if mode in ("RGBA", "LA"):
+        return np.asarray(image)
+    if "A" in image.getbands() or "a" in image.getbands() or "transparency" in image.info:
+        return np.asarray(image.convert("RGBA"))
+    return np.asarray(image.convert("RGB"))
+
+
+def to_rgb(image: Image.Image, where: str = "image", max_pixels: int | None = None) -> np.ndarray:
+    """A PIL image (maybe not yet decoded) -> uint8 [H, W, 3], checking `max_pixels` before it is decoded."""
+    if max_pixels is not None and image.width * image.height > max_pixels:
+        raise RecordError(where, _too_large(image.size, max_pixels))
+    try:
+        return as_rgb_uint8(image_array(image, where), where)
     except (OSError, SyntaxError, ValueError) as error:
-        raise RecordError(where, f"corrupt or truncated image ({error})") from None
-    return as_rgb_uint8(array, where)
+        if isinstance(error, RecordError):
+            raise
+        raise RecordError(where, f"corrupt or truncated image ({type(error).__name__}: {error})") from None
+
+
+def decode_image(data: ImageSource, where: str, max_pixels: int = DATASET_MAX_PIXELS, min_size: int | None = None) -> np.ndarray:
+    """Decode an image file (path or bytes) fully into uint8 [H, W, 3]; see open_image for the limits and errors."""
+    with open_image(data, where, max_pixels, min_size) as image:
+        return to_rgb(image, where)
 
 
 def crop_box(image: np.ndarray, box: tuple[float, float, float, float], where: str) -> np.ndarray:

@@ -150,16 +150,52 @@ def iter_meta(source: Source) -> Iterator[RecordMeta | RecordError]:
             yield error
 
 
+composited_on_white = 0  # images with transparent pixels flattened on white in this process (logged at 1, 10, 100, ...)
+
+
 def as_rgb_uint8(image: np.ndarray, where: str) -> np.ndarray:
-    """Return `image` as uint8 [H, W, 3]; grey and RGBA inputs are converted."""
-    if image.dtype != np.uint8:
-        raise RecordError(where, f"image dtype is {image.dtype}, expected uint8")
+    """Return `image` as uint8 [H, W, 3], the one conversion every reader and the pipeline use.
+
+    Grey [H, W] / [H, W, 1] is repeated; an alpha channel (grey+alpha [H, W, 2], RGBA [H, W, 4]) is
+    composited on white, the catalogue's background, instead of dropped (which blackens cut-outs; a 4th
+    channel that is 0 everywhere is padding and dropped);
+    16-bit values are scaled to 8 bit (uint16 / 257), booleans to 0/255, and floats in [0, 1] times
+    255 (other floats are clipped to 0..255). Other dtypes are a RecordError.
+    """
+    image = np.asarray(image)
     if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-        raise RecordError(where, f"image shape {image.shape} is not HxW, HxWx1, HxWx3 or HxWx4")
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
+        raise RecordError(where, f"image shape {image.shape} is not HxW, HxWx1, HxWx2, HxWx3 or HxWx4")
+    image = _to_uint8_values(image, where)
+    if image.shape[2] in (2, 4):
+        colour, alpha = image[:, :, :-1].astype(np.uint32), image[:, :, -1:].astype(np.uint32)
+        if alpha.min() < 255 and alpha.max() > 0:  # all-zero: a padding channel (RGBX), not a transparent image
+            _count_composited(where)
+            colour = (colour * alpha + 255 * (255 - alpha) + 127) // 255  # "over" a white background, rounded
+        image = colour.astype(np.uint8)
     if image.shape[2] == 1:
         image = np.repeat(image, 3, axis=2)
-    elif image.shape[2] == 4:
-        image = image[:, :, :3]
     return np.ascontiguousarray(image)
+
+
+def _to_uint8_values(image: np.ndarray, where: str) -> np.ndarray:
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.bool_:
+        return image.astype(np.uint8) * 255
+    if image.dtype == np.uint16 or (image.dtype.kind in "iu" and image.dtype.itemsize <= 2):
+        return ((image.astype(np.uint32).clip(0, 65535) + 128) // 257).astype(np.uint8)  # 65535 -> 255
+    if image.dtype.kind == "f":
+        values = np.nan_to_num(image.astype(np.float32), nan=0.0, posinf=255.0, neginf=0.0)
+        if values.size and values.min() >= 0.0 and values.max() <= 1.0:
+            values = values * 255.0
+        return values.clip(0, 255).round().astype(np.uint8)
+    raise RecordError(where, f"image dtype is {image.dtype}, expected uint8, uint16, bool or float")
+
+
+def _count_composited(where: str) -> None:
+    global composited_on_white
+    composited_on_white += 1
+    if composited_on_white in (1, 10, 100, 1000) or composited_on_white % 10000 == 0:
+        logger.warning("%d image(s) with transparency composited on white so far (e.g. %s)", composited_on_white, where)
