@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..config import ConfigError
 from ..utils import atomic_write_text
-from .convert import convert_source, write_result
+from .convert import OutputError, check_output, convert_source, result_path, write_result
 from .inspect import inspect_source, sample_grid
 from .records import DataError, RecordError
 from .sources import READERS, open_source
@@ -50,15 +50,22 @@ def main(argv: list[str] | None = None) -> int:
     convert.add_argument("out", type=Path)
     convert.add_argument("--size", type=int, default=64)
     convert.add_argument("--resize-mode", default="center-crop", choices=["center-crop", "pad"])
+    convert.add_argument("--overwrite", action="store_true", help="replace OUT (and its .json summary) when they exist")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.command == "convert":
+            check_output(args.out, args.overwrite)  # before reading anything
         source = _open(args)
         if args.command == "inspect":
             return _inspect(args, source)
         return _convert(args, source)
-    except (DataError, RecordError, ConfigError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (DataError, RecordError, ConfigError, OutputError, ValueError) as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+    except OSError as error:  # writing the output: disk full, read-only, permission
+        where = error.filename or (args.out if args.command == "convert" else args.source)
+        print(f"error: {where}: {(error.strerror or str(error)).lower()}", file=sys.stderr)
         return 2
 
 
@@ -93,8 +100,8 @@ def _print_report(report: dict) -> None:
 
 def _convert(args: argparse.Namespace, source) -> int:
     result = convert_source(source, args.out, resolution=args.size, resize_mode=args.resize_mode,
-                            caption_template=args.caption_template, skip_bad_records=not args.strict)
-    write_result(result, args.out.with_suffix(".json"))
+                            caption_template=args.caption_template, skip_bad_records=not args.strict, overwrite=args.overwrite)
+    write_result(result, result_path(args.out))
     print(json.dumps(result.__dict__))
     return 0
 

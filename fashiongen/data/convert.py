@@ -5,11 +5,19 @@ gzip-compressed; text goes in (N, 1) fixed-length UTF-8 bytes (ASCII-compatible 
 original's latin-1 for plain text; the reader decodes both). Attributes without a schema key
 are kept as extra `input_<name>` text datasets, and the record ids and split keys are kept so
 a converted file splits exactly as its source did.
+
+OUT is checked before any work (`check_output`): a folder, an unwritable parent, or an existing
+file (unless overwrite) is refused. OUT appears in one rename when complete; a killed conversion's
+hidden `.OUT.*.tmp` files (utils.atomic_path) are removed by the next conversion to the same OUT
+once no process holds them open.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +36,94 @@ from .sources import split_keys
 from .transforms import resize_square
 
 ATTRIBUTE_TO_KEY = {name: key for key, name in TEXT_FIELDS.items()}
+logger = logging.getLogger("fashiongen.data")
+
+
+class OutputError(ValueError):
+    """OUT cannot or may not be written: a folder, a read-only or missing parent, an existing file (no overwrite)."""
+
+
+def result_path(out: Path) -> Path:
+    """The JSON summary written beside OUT."""
+    return out.with_suffix(".json")
+
+
+def _is_our_result(path: Path, out: Path) -> bool:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")) if path.stat().st_size < 2**20 else None
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and Path(str(data.get("path", ""))).name == out.name and "num_records" in data
+
+
+def check_output(out: str | Path, overwrite: bool = False) -> Path:
+    """Refuse, before any work, an OUT that cannot be written or whose replacement was not asked for."""
+    out = Path(out)
+    summary = result_path(out)
+    if out.suffix == ".json":
+        raise OutputError(f"{out}: the output must not end in .json (the summary {summary.name} is written beside it)")
+    for path in (out, summary):
+        if path.is_dir():
+            raise OutputError(f"{path}: is a folder; name the output file, e.g. {path / 'data.h5'}")
+        if path.is_symlink():
+            raise OutputError(f"{path}: is a symbolic link; name the file itself")
+    if out.exists() and not overwrite:
+        raise OutputError(f"{out}: exists; pass --overwrite to replace it")
+    if summary.exists() and not overwrite and not _is_our_result(summary, out):
+        raise OutputError(f"{summary}: exists and is not a summary of a conversion to {out.name}; pass --overwrite "
+                          "to replace it, or choose another output name")
+    parent = out.resolve().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"{out}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{out}: cannot write in {parent} (read-only or no permission)")
+    return out
+
+
+def _open_by_any_process(paths: set[str]) -> set[str]:
+    """Which of `paths` some live process holds open (Linux /proc); all of them where that cannot be known."""
+    proc = Path("/proc")
+    if not (proc / "self" / "fd").is_dir():
+        return paths
+    held: set[str] = set()
+    for fd_dir in proc.glob("[0-9]*/fd"):
+        try:
+            for fd in fd_dir.iterdir():
+                try:
+                    target = os.readlink(fd)
+                except OSError:
+                    continue
+                if target in paths:
+                    held.add(target)
+        except OSError:
+            continue
+    return held
+
+
+def clear_stale_temporaries(out: Path) -> list[Path]:
+    """Remove `.OUT.XXXXXXXX.tmp` files (utils.atomic_path's temporaries for exactly this OUT, or its summary)
+    that no live process holds open: what a killed conversion left behind."""
+    out = Path(out).absolute()
+    if not out.parent.is_dir():
+        return []
+    names = "|".join(re.escape(path.name) for path in (out, result_path(out)))
+    pattern = re.compile(rf"^\.(?:{names})\.[A-Za-z0-9_]{{8}}\.tmp$")
+    candidates = {str(path): path for path in out.parent.iterdir() if pattern.match(path.name) and path.is_file()}
+    if not candidates:
+        return []
+    held = _open_by_any_process(set(candidates))
+    removed = []
+    for name, path in candidates.items():
+        if name not in held:
+            try:
+                path.unlink()
+                removed.append(path)
+                logger.info("removed %s, left by an interrupted conversion", path)
+            except OSError:
+                pass
+    return removed
 
 
 @dataclass
@@ -57,9 +153,11 @@ def convert_source(
     caption_template: str = "",
     skip_bad_records: bool = True,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> ConvertResult:
     """Convert every record of `source`; the output appears atomically only when complete."""
-    out = Path(out)
+    out = check_output(out, overwrite)
+    clear_stale_temporaries(out)
     start = time.perf_counter()
     template = caption_template or source.caption_template
     keys = split_keys(source)

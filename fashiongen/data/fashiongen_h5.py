@@ -2,7 +2,9 @@
 
 Rows are read lazily: the file is opened once per process (so each DataLoader worker has its
 own handle) and only the requested row is read. Text fields are (N, 1) fixed-length bytes in
-latin-1/cp1252, NUL-padded; they are decoded robustly and stripped.
+latin-1/cp1252, NUL-padded; they are decoded robustly and stripped. A file HDF5 cannot open (not
+HDF5, truncated) or whose schema objects are unreadable raises DataError naming it; a row whose
+image or text chunk cannot be read raises RecordError (skipped like any defective record).
 """
 
 from __future__ import annotations
@@ -64,6 +66,28 @@ def decode_text(raw: Any, encoding: str, where: str) -> str:
     return " ".join(_CONTROL.sub(" ", text).split())
 
 
+# What h5py raises on a damaged file: OSError (open, read), KeyError (a broken object header), RuntimeError,
+# ValueError/TypeError (a dataset of unexpected type or shape) and AttributeError (a group where a dataset belongs).
+H5_ERRORS = (OSError, KeyError, RuntimeError, ValueError, TypeError, AttributeError, IndexError)
+
+
+def _reason(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text[:300] or type(error).__name__
+
+
+def _is_dataset(handle: h5py.File, key: str) -> bool:
+    return isinstance(handle.get(key), h5py.Dataset)
+
+
+def open_h5(path: Path) -> h5py.File:
+    """Open an HDF5 file read-only; DataError naming it when it is not HDF5, truncated or unreadable."""
+    try:
+        return h5py.File(path, "r")
+    except H5_ERRORS as error:
+        raise DataError(f"{path}: not a readable HDF5 file ({_reason(error)})") from None
+
+
 class FashionGenH5Reader:
     """Reader for `fashiongen_256_256_{train,validation}.h5` and files in the same schema."""
 
@@ -95,16 +119,21 @@ class FashionGenH5Reader:
         self._handle: h5py.File | None = None
         self._columns: dict[str, np.ndarray] = {}  # raw metadata columns cached by this process
         self._pid = -1
-        with h5py.File(self.path, "r") as handle:
-            self._check_schema(handle)
-            self.num_rows = handle[IMAGE_KEY].shape[0]
-            self.text_keys = {k: v for k, v in TEXT_FIELDS.items() if k in handle}
-            self.text_keys.update(self._extra_text_keys(handle))
-            self.numeric_keys = {k: v for k, v in NUMERIC_FIELDS.items() if k in handle}
-            self.has_record_ids = RECORD_ID_KEY in handle
-            # a converted file keeps its source's template, so captions read the same after conversion
-            self.caption_template = str(handle.attrs.get("caption_template", type(self).caption_template))
-            self.rows = self._select_rows(handle, list(poses), one_pose_per_product)
+        try:
+            with open_h5(self.path) as handle:
+                self._check_schema(handle)
+                self.num_rows = handle[IMAGE_KEY].shape[0]
+                self.text_keys = {k: v for k, v in TEXT_FIELDS.items() if _is_dataset(handle, k)}
+                self.text_keys.update(self._extra_text_keys(handle))
+                self.numeric_keys = {k: v for k, v in NUMERIC_FIELDS.items() if _is_dataset(handle, k)}
+                self.has_record_ids = _is_dataset(handle, RECORD_ID_KEY)
+                # a converted file keeps its source's template, so captions read the same after conversion
+                self.caption_template = str(handle.attrs.get("caption_template", type(self).caption_template))
+                self.rows = self._select_rows(handle, list(poses), one_pose_per_product)
+        except (DataError, RecordError):
+            raise
+        except H5_ERRORS as error:
+            raise DataError(f"{self.path}: unreadable HDF5 metadata ({_reason(error)})") from None
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
@@ -138,12 +167,12 @@ class FashionGenH5Reader:
 
     def _check_schema(self, handle: h5py.File) -> None:
         keys = sorted(handle.keys())
-        if IMAGE_KEY not in handle:
+        if not _is_dataset(handle, IMAGE_KEY):
             raise DataError(f"{self.path}: no '{IMAGE_KEY}' dataset (keys: {', '.join(keys)})")
         images = handle[IMAGE_KEY]
         if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8:
             raise DataError(f"{self.path}: '{IMAGE_KEY}' is {images.shape} {images.dtype}, expected (N, H, W, 3) uint8")
-        if self.caption_key not in handle:
+        if not _is_dataset(handle, self.caption_key):
             raise DataError(f"{self.path}: no caption field '{self.caption_key}' (keys: {', '.join(keys)})")
         for key in keys:
             item = handle[key]
@@ -184,7 +213,7 @@ class FashionGenH5Reader:
     def handle(self) -> h5py.File:
         """This process's own read handle (a forked DataLoader worker opens its own)."""
         if self._handle is None or self._pid != os.getpid():
-            self._handle = h5py.File(self.path, "r")
+            self._handle = open_h5(self.path)
             self._pid = os.getpid()
             self._columns = {}
         return self._handle
@@ -218,10 +247,15 @@ class FashionGenH5Reader:
         """
         column = self._columns.get(key)
         if column is None:
-            dataset = self.handle[key]
-            if dataset.size * dataset.dtype.itemsize > COLUMN_CACHE_BYTES:
-                return dataset[row]
-            column = self._columns[key] = dataset[:]
+            try:
+                dataset = self.handle[key]
+                if dataset.size * dataset.dtype.itemsize > COLUMN_CACHE_BYTES:
+                    return dataset[row]
+                column = self._columns[key] = dataset[:]
+            except DataError:
+                raise
+            except H5_ERRORS as error:
+                raise RecordError(self._where(row, key), f"unreadable ({_reason(error)})") from None
         return column[row]
 
     def iter_meta(self, chunk_rows: int = 4096) -> Iterator[RecordMeta | RecordError]:
@@ -233,7 +267,12 @@ class FashionGenH5Reader:
             kept = self.rows[(self.rows >= start) & (self.rows < stop)]
             if not len(kept):
                 continue
-            columns = {key: handle[key][start:stop] for key in keys}
+            try:
+                columns = {key: handle[key][start:stop] for key in keys}
+            except H5_ERRORS as error:
+                for row in kept:
+                    yield RecordError(self._where(int(row), "metadata"), f"unreadable ({_reason(error)})")
+                continue
             for row in kept:
                 try:
                     yield self._meta_from(int(row), lambda key: columns[key][row - start])
@@ -260,16 +299,25 @@ class FashionGenH5Reader:
     def __getitem__(self, index: int) -> Record:
         meta = self.meta(index)
         row = int(self.rows[index])
-        image = as_rgb_uint8(self.handle[IMAGE_KEY][row], self._where(row, IMAGE_KEY))
+        try:
+            pixels = self.handle[IMAGE_KEY][row]
+        except H5_ERRORS as error:
+            raise RecordError(self._where(row, IMAGE_KEY), f"unreadable ({_reason(error)})") from None
+        image = as_rgb_uint8(pixels, self._where(row, IMAGE_KEY))
         return Record(id=meta.id, image=image, caption=meta.caption, attributes=meta.attributes)
 
     def split_keys(self) -> list[str]:
         """Per-row keys for a hash split: the recorded key, else the product id, else the row."""
         handle = self.handle
-        if SPLIT_KEY_KEY in handle:
-            column = handle[SPLIT_KEY_KEY][:].reshape(-1)
-            return [decode_text(column[r], "utf-8", self._where(int(r), SPLIT_KEY_KEY)) for r in self.rows]
-        if "input_productID" in handle:
-            products = handle["input_productID"][:].reshape(-1)
-            return [str(products[r]) if products[r] >= 0 else str(r) for r in self.rows]
+        try:
+            if _is_dataset(handle, SPLIT_KEY_KEY):
+                column = handle[SPLIT_KEY_KEY][:].reshape(-1)
+                return [decode_text(column[r], "utf-8", self._where(int(r), SPLIT_KEY_KEY)) for r in self.rows]
+            if _is_dataset(handle, "input_productID"):
+                products = handle["input_productID"][:].reshape(-1)
+                return [str(products[r]) if products[r] >= 0 else str(r) for r in self.rows]
+        except RecordError as error:
+            raise DataError(f"{error}: the split keys must all be readable") from None
+        except H5_ERRORS as error:
+            raise DataError(f"{self.path}: split keys unreadable ({_reason(error)})") from None
         return [str(r) for r in self.rows]
