@@ -29,8 +29,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .config import TextConfig
-from .data.images import decode_image
-from .data.records import RecordError
+from .data.images import UPLOAD_MAX_PIXELS, decode_image, to_rgb
+from .data.records import RecordError, as_rgb_uint8
 from .data.transforms import resize_square, to_tensor, to_uint8
 from .diffusion import SAMPLERS, Inpainting, lerp_text, make_sampler, noise_from, sample, slerp
 from .diffusion.superres import low_res_condition, upsample
@@ -212,20 +212,35 @@ def _load_stage(path: Path, device: str | torch.device, dtype: str, verify: bool
     return Stage(model, info, str(found))
 
 
-def load_image(image: ImageInput, where: str = "image") -> np.ndarray:
-    """A path, PIL image or uint8 array -> uint8 [H, W, 3]; a missing, corrupt or non-image file raises PipelineInputError."""
-    if isinstance(image, (str, Path)):
-        try:
-            return decode_image(Path(image), str(image))
-        except RecordError as error:
-            raise PipelineInputError(f"{where}: {error}") from None
-    if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
-    if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8 or image.ndim not in (2, 3):
-            raise PipelineInputError(f"{where}: expected a uint8 [H, W] or [H, W, 3] array, got {image.dtype} {list(image.shape)}")
-        return np.stack([image] * 3, axis=-1) if image.ndim == 2 else image[..., :3]
+def load_image(image: ImageInput, where: str = "image", max_pixels: int = UPLOAD_MAX_PIXELS,
+               min_size: int | None = None) -> np.ndarray:
+    """A path, PIL image or array -> uint8 [H, W, 3]; a missing, corrupt, non-image or oversized file raises PipelineInputError.
+
+    A file over `max_pixels` is refused before it is decoded; with `min_size` a large JPEG is decoded at
+    a reduced scale that keeps both sides >= min_size (data.images.open_image). Modes, 16-bit values and
+    transparency (composited on white) are converted as for training images (data.records.as_rgb_uint8).
+    """
+    try:
+        if isinstance(image, (str, Path)):
+            return decode_image(Path(image), str(image), max_pixels, min_size)
+        if isinstance(image, Image.Image):  # the limit applies only if it is not decoded yet (Image.open is lazy)
+            return to_rgb(image, where, max_pixels if getattr(image, "tile", None) else None)
+        if isinstance(image, np.ndarray):
+            return as_rgb_uint8(image, where)
+    except RecordError as error:
+        raise PipelineInputError(f"{where}: {error}" if error.where != where else str(error)) from None
     raise PipelineInputError(f"{where}: expected a path, a PIL image or a uint8 array, got {type(image).__name__}")
+
+
+def check_mask_shape(photo: tuple[int, ...], mask: tuple[int, ...]) -> None:
+    """A mask must cover the photo: the same [H, W], or the same aspect ratio (to one pixel of the smaller),
+    as when it was drawn on a resized copy; both are resized to the model's square alike. Else PipelineInputError."""
+    (height, width), (mask_height, mask_width) = photo[:2], mask[:2]
+    if abs(mask_width * height - width * mask_height) <= max(height, mask_height):
+        return
+    raise PipelineInputError(f"mask: its shape {mask_width}x{mask_height} (aspect {mask_width / mask_height:.2f}) does not "
+                             f"match the photo's {width}x{height} (aspect {width / height:.2f}); draw the mask on the photo "
+                             "itself or on a copy of the same proportions")
 
 
 class FashionGenPipeline:
@@ -285,10 +300,14 @@ class FashionGenPipeline:
         return cls(stages, encoder)
 
     def save_pretrained(self, path: str | Path, dtype: str | None = None, critic: str | Path | None = None,
-                        notes: str = "") -> Path:
+                        notes: str = "", overwrite: bool = False) -> Path:
         """The base model at `path`, SR stages in `path/superres-<px>/`, pipeline.json and a model card (atomic).
         `critic`: a saved critic directory copied into `path/critic/`, so model and judge travel together;
-        `notes`: markdown added to the model card (what the model can and cannot do)."""
+        `notes`: markdown added to the model card (what the model can and cannot do).
+        `path` must be new, empty or a model folder of ours; anything else, and the package's own default model,
+        is replaced only with `overwrite=True` (see train.export.check_output_dir)."""
+        from .train.export import replacing_directory
+
         path = Path(path)
         critic_files = []
         if critic is not None:
@@ -297,22 +316,23 @@ class FashionGenPipeline:
                 raise ModelFileError(f"{critic} is not a saved critic (no critic.json)")
             critic_files = [file for file in sorted(critic.iterdir()) if file.is_file()]
         dtype = dtype or {v: k for k, v in DTYPES.items()}[self.dtype]
-        temporary = temporary_directory(path)
-        names = ["."] + [f"superres-{stage.resolution}" for stage in self.stages[1:]]
-        for name, stage in zip(names, self.stages):
-            directory = temporary / name
-            directory.mkdir(exist_ok=True)
-            write_model_files(stage.model, {k: v for k, v in stage.info.items() if k != "weights"}, directory, dtype)
-        manifest = {"format": PIPELINE_FORMAT, "version": 1, "stages": names, "text": self.stages[0].info["text"],
-                    "resolutions": [stage.resolution for stage in self.stages]}
-        if critic_files:
-            (temporary / CRITIC_DIR).mkdir()
-            for file in critic_files:
-                shutil.copyfile(file, temporary / CRITIC_DIR / file.name)
-            manifest["critic"] = CRITIC_DIR
-        (temporary / PIPELINE_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        (temporary / CARD_FILE).write_text(self.model_card(notes, critic=CRITIC_DIR if critic_files else None), encoding="utf-8")
-        return replace_directory(temporary, path)
+        with replacing_directory(path, overwrite, protected=(DEFAULT_MODEL_DIR,)) as temporary:
+            names = ["."] + [f"superres-{stage.resolution}" for stage in self.stages[1:]]
+            for name, stage in zip(names, self.stages):
+                directory = temporary / name
+                directory.mkdir(exist_ok=True)
+                write_model_files(stage.model, {k: v for k, v in stage.info.items() if k != "weights"}, directory, dtype)
+            manifest = {"format": PIPELINE_FORMAT, "version": 1, "stages": names, "text": self.stages[0].info["text"],
+                        "resolutions": [stage.resolution for stage in self.stages]}
+            if critic_files:
+                (temporary / CRITIC_DIR).mkdir()
+                for file in critic_files:
+                    shutil.copyfile(file, temporary / CRITIC_DIR / file.name)
+                manifest["critic"] = CRITIC_DIR
+            (temporary / PIPELINE_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+            (temporary / CARD_FILE).write_text(self.model_card(notes, critic=CRITIC_DIR if critic_files else None),
+                                               encoding="utf-8")
+        return path
 
     def model_card(self, notes: str = "", critic: str | None = None) -> str:
         """A README for the saved model: what it is, what it was trained on, how long, and known metrics."""
@@ -552,18 +572,28 @@ class FashionGenPipeline:
 
     # ---------------------------------------------------------------- editing
 
+    @property
+    def input_size(self) -> int:
+        """Edit inputs need only this many pixels a side (4x the model's), so large JPEGs are decoded reduced."""
+        return 4 * self.stages[0].resolution
+
     def prepare_image(self, image: ImageInput, where: str = "image") -> Tensor:
         """An input photo as the base model sees training images: [3, R, R] in [-1, 1]."""
-        array = load_image(image, where)
-        mode = self.stages[0].info.get("config", {}).get("data", {}).get("resize_mode", "center-crop")
-        return to_tensor(resize_square(array, self.stages[0].resolution, mode))
+        return self._square_photo(load_image(image, where, min_size=self.input_size))
 
     def prepare_mask(self, mask: ImageInput, where: str = "mask") -> Tensor:
         """A mask image (white = repaint) -> [1, R, R] of 0/1, resized like the photo."""
-        array = load_image(mask, where)
-        mode = self.stages[0].info.get("config", {}).get("data", {}).get("resize_mode", "center-crop")
-        resized = resize_square(array, self.stages[0].resolution, mode, pad_value=0)
-        binary = torch.from_numpy((resized.mean(axis=-1) >= 127.5).astype(np.float32))[None]
+        return self._square_mask(load_image(mask, where, min_size=self.input_size), where)
+
+    def _resize_mode(self) -> str:
+        return self.stages[0].info.get("config", {}).get("data", {}).get("resize_mode", "center-crop")
+
+    def _square_photo(self, array: np.ndarray) -> Tensor:
+        return to_tensor(resize_square(array, self.stages[0].resolution, self._resize_mode()))  # [3, R, R]
+
+    def _square_mask(self, array: np.ndarray, where: str = "mask") -> Tensor:
+        resized = resize_square(array, self.stages[0].resolution, self._resize_mode(), pad_value=0)
+        binary = torch.from_numpy((resized.mean(axis=-1) >= 127.5).astype(np.float32))[None]  # [1, R, R]
         if not binary.any():
             logger.warning("%s is black everywhere: nothing will be repainted", where)
         return binary
@@ -581,8 +611,12 @@ class FashionGenPipeline:
             raise PipelineInputError(f"num_images must be >= 1, got {num_images}")
         settings = SamplingSettings(num_inference_steps, float(guidance_scale), scheduler, negative_prompt, size)
         settings.check()
-        photo = self.prepare_image(image)
-        repaint = self.prepare_mask(mask) if mask is not None else None
+        photo_pixels = load_image(image, "image", min_size=self.input_size)
+        photo, repaint = self._square_photo(photo_pixels), None
+        if mask is not None:
+            mask_pixels = load_image(mask, "mask", min_size=self.input_size)
+            check_mask_shape(photo_pixels.shape, mask_pixels.shape)
+            repaint = self._square_mask(mask_pixels)
         text = self.encode_prompts([prompt] * num_images)
         unconditional = self.encode_prompts([negative_prompt] * num_images, "negative prompt", allow_empty=True)
         rows = _Rows(text, unconditional, self.seeds_for(num_images, seed), [dict(attributes or {})] * num_images,
