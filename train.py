@@ -12,7 +12,17 @@ import sys
 
 from fashiongen.config import ConfigError, split_cli_args
 from fashiongen.data import DataError
-from fashiongen.train import TrainingDiverged, TrainingOutOfMemory, TrainingStopped, prepare, resolve_training_config, train
+from fashiongen.train import (
+    CheckpointWriteError,
+    ModelFileError,
+    TrainingDiverged,
+    TrainingOutOfMemory,
+    TrainingStopped,
+    prepare,
+    resolve_training_config,
+    train,
+)
+from fashiongen.train.checkpoint import DISK_ERRORS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,8 +39,13 @@ def main(argv: list[str] | None = None) -> int:
         config, checkpoint = resolve_training_config(paths, overrides, options.resume)
         run = prepare(config, resume=checkpoint, show_progress=not options.quiet)
         run_dir = train(run, show_progress=not options.quiet)
-    except (ConfigError, DataError) as error:
+    except (ConfigError, DataError, ModelFileError, CheckpointWriteError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if error.errno not in DISK_ERRORS:
+            raise
+        print(f"error: {error.filename or error.filename2 or ''}: {DISK_ERRORS[error.errno]} ({error.strerror})", file=sys.stderr)
         return 2
     except (TrainingDiverged, TrainingOutOfMemory) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -6,7 +6,16 @@
 from __future__ import annotations
 
 from ..config import ConfigError, ModelConfig
-from .unet import NONE_ATTRIBUTE, ConditionEmbedding, FashionUNet, UNetSpec, count_parameters
+from .unet import (
+    MAX_PARAMETERS,
+    NONE_ATTRIBUTE,
+    ConditionEmbedding,
+    FashionUNet,
+    UNetSpec,
+    check_description,
+    count_parameters,
+    parameters_of,
+)
 
 MODELS: dict[str, UNetSpec] = {
     "unet-tiny": UNetSpec((32, 64), layers_per_block=1, head_channels=32, native_resolution=32, norm_num_groups=8,
@@ -55,5 +64,5 @@ def build_model(config: ModelConfig, resolution: int, text_dim: int,
     return FashionUNet(spec, resolution, text_dim, config.pooled_text, attribute_vocab)
 
 
-__all__ = ["MODELS", "NONE_ATTRIBUTE", "ConditionEmbedding", "FashionUNet", "UNetSpec", "build_model",
-           "check_model_config", "count_parameters", "get_spec"]
+__all__ = ["MAX_PARAMETERS", "MODELS", "NONE_ATTRIBUTE", "ConditionEmbedding", "FashionUNet", "UNetSpec", "build_model", "check_description",
+           "check_model_config", "count_parameters", "get_spec", "parameters_of"]

@@ -8,14 +8,15 @@ upsampled low-res image as three extra input channels.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Callable
 
 import torch
 from diffusers import UNet2DConditionModel
 from torch import Tensor, nn
 
 NONE_ATTRIBUTE = 0  # row 0 of every attribute table: unknown value, or dropped for guidance
+MAX_PARAMETERS = 2_000_000_000  # a model file describing more is refused before anything is allocated (8 GB in float32)
 
 
 @dataclass(frozen=True)
@@ -141,11 +142,77 @@ class FashionUNet(nn.Module):
         }
 
     @classmethod
-    def from_description(cls, description: dict[str, Any]) -> FashionUNet:
+    def from_description(cls, description: dict[str, Any], max_parameters: int = MAX_PARAMETERS) -> FashionUNet:
+        """Rebuild from `description()`; a malformed or absurdly large one raises ValueError naming the field first."""
+        check_description(description, max_parameters)
+        return cls._from_checked(description)
+
+    @classmethod
+    def _from_checked(cls, description: dict[str, Any]) -> FashionUNet:
         spec = dict(description["spec"])
         spec["block_out_channels"] = tuple(spec["block_out_channels"])
         return cls(UNetSpec(**spec), description["resolution"], description["text_dim"],
                    description["pooled_text"], description["attribute_vocab"])
+
+
+def _field(value: Any, name: str, kind: type, low: float | None = None, high: float | None = None) -> Any:
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise ValueError(f"{name}: expected {kind.__name__}, got {value!r:.80}")
+    if low is not None and not low <= value <= high:
+        raise ValueError(f"{name}: {value} is outside {low}..{high}")
+    return value
+
+
+def check_description(description: Any, max_parameters: int = MAX_PARAMETERS) -> int:
+    """The parameter count a (possibly hostile) model description would build, checked field by field first and
+    counted on the meta device (no memory); ValueError('model.FIELD: ...') when malformed or above `max_parameters`."""
+    if not isinstance(description, dict):
+        raise ValueError(f"model: expected an object, got {type(description).__name__}")
+    for key in ("spec", "resolution", "text_dim", "pooled_text", "attribute_vocab"):
+        if key not in description:
+            raise ValueError(f"model.{key}: missing")
+    spec = _field(description["spec"], "model.spec", dict)
+    known = {f.name for f in fields(UNetSpec)}
+    if unknown := sorted(set(spec) - known):
+        raise ValueError(f"model.spec: unknown fields {unknown}")
+    channels = _field(spec.get("block_out_channels"), "model.spec.block_out_channels", list)
+    if not 1 <= len(channels) <= 8:
+        raise ValueError(f"model.spec.block_out_channels: {len(channels)} levels, expected 1..8")
+    for channel in channels:
+        _field(channel, "model.spec.block_out_channels", int, 1, 2**16)
+    _field(spec.get("layers_per_block"), "model.spec.layers_per_block", int, 1, 16)
+    _field(spec.get("head_channels"), "model.spec.head_channels", int, 1, 2**16)
+    _field(spec.get("native_resolution"), "model.spec.native_resolution", int, 1, 2**14)
+    _field(spec.get("max_attention_resolution", 16), "model.spec.max_attention_resolution", int, 1, 2**14)
+    groups = _field(spec.get("norm_num_groups", 32), "model.spec.norm_num_groups", int, 1, 2**16)
+    if any(channel % groups for channel in channels):
+        raise ValueError(f"model.spec.norm_num_groups: {groups} does not divide block_out_channels {channels}")
+    _field(spec.get("super_resolution", False), "model.spec.super_resolution", bool)
+    _field(spec.get("description", ""), "model.spec.description", str)
+    resolution = _field(description["resolution"], "model.resolution", int, 1, 2**14)
+    _field(description["text_dim"], "model.text_dim", int, 1, 2**16)
+    _field(description["pooled_text"], "model.pooled_text", bool)
+    vocab = _field(description["attribute_vocab"], "model.attribute_vocab", dict)
+    for name, values in vocab.items():
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise ValueError(f"model.attribute_vocab.{name}: expected a list of strings")
+        if len(values) > 10**6:
+            raise ValueError(f"model.attribute_vocab.{name}: {len(values)} values, more than 10^6")
+    try:
+        UNetSpec(**{**spec, "block_out_channels": tuple(channels)}).check_resolution(resolution)
+    except ValueError as error:
+        raise ValueError(f"model.resolution: {error}") from None
+    count = parameters_of(lambda: FashionUNet._from_checked(description))
+    if count > max_parameters:
+        raise ValueError(f"model.spec: describes {count / 1e9:.1f}B parameters, more than the {max_parameters / 1e9:.0f}B "
+                         "a FashionGen model file may (edited or corrupted architecture?)")
+    return count
+
+
+def parameters_of(build: Callable[[], nn.Module]) -> int:
+    """How many parameters `build()` makes, counted on the meta device so nothing is allocated."""
+    with torch.device("meta"):
+        return count_parameters(build())
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -1,6 +1,6 @@
 """Training: the loop in named steps, EMA, atomic resumable checkpoints, run directories, export."""
 
-from .checkpoint import checkpoint_dirs, resolve_resume
+from .checkpoint import CheckpointError, CheckpointWriteError, checkpoint_dirs, resolve_resume
 from .ema import EMA, ema_decay
 from .export import ModelFileError, export_model, load_checkpoint_model, load_exported, read_info
 from .loop import (
@@ -21,7 +21,7 @@ from .loop import (
 from .runs import MetricsLog, create_run_dir, run_dirs
 
 __all__ = [
-    "EMA", "MetricsLog", "ModelFileError", "TrainingDiverged", "TrainingOutOfMemory", "TrainingRun", "TrainingStopped", "checkpoint_dirs",
+    "CheckpointError", "CheckpointWriteError", "EMA", "MetricsLog", "ModelFileError", "TrainingDiverged", "TrainingOutOfMemory", "TrainingRun", "TrainingStopped", "checkpoint_dirs",
     "compute_loss", "create_run_dir", "ema_decay", "export", "export_model", "load_checkpoint_model", "load_exported", "lr_at", "prepare",
     "read_info", "resolve_resume", "resolve_training_config", "run_dirs", "save", "train", "train_step", "validate",
 ]

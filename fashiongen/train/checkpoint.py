@@ -4,13 +4,17 @@ runs/NNN-NAME/checkpoints/step_000500/ holds accelerate's state (model, optimize
 every process's RNG states), ema.safetensors, the resolved config.yaml and state.json (step, epoch,
 attribute vocabulary, ...). state.json is written last and the directory appears under its final
 name only by one rename, so a directory named step_* with a state.json is always complete; a kill
-mid-save leaves a .tmp-* directory that resume ignores and the next save clears.
+mid-save leaves a .tmp-* directory that resume ignores and clears (`clear_partial_checkpoints`). A save
+that fails for want of disk space (or a read-only or forbidden folder) removes its partial directory and
+raises CheckpointWriteError, which says so and names the path.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import re
 import shutil
 from pathlib import Path
@@ -27,7 +31,48 @@ from .runs import run_dirs
 logger = logging.getLogger("fashiongen.train")
 
 _STEP = re.compile(r"^step_(\d+)$")
+_PARTIAL = re.compile(r"^\.tmp-step_\d+$")
 STATE_FILE = "state.json"
+# Disk errors a save reports in one line (with the path) instead of a traceback.
+DISK_ERRORS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+               errno.EROFS: "read-only file system", errno.EACCES: "permission denied"}
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint's files cannot be read, or do not fit the run (a resume names the file)."""
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written: disk full, quota, read-only folder or no permission."""
+
+
+def disk_problem(error: BaseException, path: Path) -> str | None:
+    """'no space left on device' (etc.) when `error` is a disk error, else None. safetensors and torch.save
+    report a full disk as their own exceptions, so their messages are read too; a write failure on a
+    filesystem with (almost) no free space counts as a full disk."""
+    if isinstance(error, OSError) and error.errno in DISK_ERRORS:
+        return DISK_ERRORS[error.errno]
+    text = str(error)
+    if "No space left" in text or "StorageFull" in text or "os error 28" in text or "code: 28" in text:
+        return DISK_ERRORS[errno.ENOSPC]
+    if isinstance(error, (OSError, RuntimeError)):
+        try:
+            stats = os.statvfs(path if path.exists() else path.parent)
+            if stats.f_bavail * stats.f_frsize < 1 << 20:
+                return DISK_ERRORS[errno.ENOSPC]
+        except OSError:
+            pass
+    return None
+
+
+def clear_partial_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Remove .tmp-step_* directories that a killed or failed save left (they may hold most of a disk)."""
+    root = Path(run_dir) / "checkpoints"
+    partial = [p for p in root.iterdir() if _PARTIAL.match(p.name)] if root.is_dir() else []
+    for path in partial:
+        shutil.rmtree(path, ignore_errors=True)
+        logger.info("removed the partial checkpoint %s", path)
+    return partial
 
 
 def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
@@ -45,16 +90,24 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int, ema: EMA
     root = run_dir / "checkpoints"
     final = root / f"step_{step:06d}"
     temporary = root / f".tmp-step_{step:06d}"
-    if accelerator.is_main_process:
+    try:
+        if accelerator.is_main_process:
+            clear_partial_checkpoints(run_dir)
+            temporary.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(temporary), safe_serialization=True)
+        if accelerator.is_main_process:
+            if ema is not None:
+                save_file(ema.state_dict(), temporary / "ema.safetensors")
+            save_config(config, temporary / "config.yaml")
+            atomic_write_text(temporary / STATE_FILE, json.dumps({**state, "step": step}, indent=2) + "\n")
+    except Exception as error:
         shutil.rmtree(temporary, ignore_errors=True)
-        temporary.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(temporary), safe_serialization=True)
+        if (problem := disk_problem(error, temporary)) is None:
+            raise
+        raise CheckpointWriteError(f"{temporary.parent}: {problem}: checkpoint step {step} not saved "
+                                   "(free space there, then --resume)") from None
     if accelerator.is_main_process:
-        if ema is not None:
-            save_file(ema.state_dict(), temporary / "ema.safetensors")
-        save_config(config, temporary / "config.yaml")
-        atomic_write_text(temporary / STATE_FILE, json.dumps({**state, "step": step}, indent=2) + "\n")
         if final.exists():  # the same step saved again (e.g. a signal right after a periodic save)
             shutil.rmtree(final)
         temporary.rename(final)
@@ -66,14 +119,35 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int, ema: EMA
 
 
 def read_state(checkpoint: Path) -> dict[str, Any]:
-    return json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
+    """state.json of a checkpoint; CheckpointError naming the file when it is unreadable or not an object with a step."""
+    path = checkpoint / STATE_FILE
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: not a readable checkpoint state ({error})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int) or isinstance(state["step"], bool):
+        raise CheckpointError(f"{path}: step: missing or not an integer")
+    return state
 
 
 def load_checkpoint(accelerator: Accelerator, checkpoint: Path, ema: EMA) -> dict[str, Any]:
-    """Restore model, optimizer, RNG states (accelerate) and the EMA; returns state.json."""
-    accelerator.load_state(str(checkpoint))
-    ema.load_state_dict(load_file(checkpoint / "ema.safetensors", device=str(next(ema.module.parameters()).device)))
-    return read_state(checkpoint)
+    """Restore model, optimizer, RNG states (accelerate) and the EMA; returns state.json. A damaged file raises
+    CheckpointError naming the checkpoint."""
+    state = read_state(checkpoint)
+    try:
+        accelerator.load_state(str(checkpoint))
+    except Exception as error:  # torch, safetensors and accelerate each raise their own on a damaged file
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CheckpointError(f"{checkpoint}: training state cannot be restored ({reason}); resume from an older "
+                              "checkpoint of the run") from None
+    weights = checkpoint / "ema.safetensors"
+    try:
+        ema.load_state_dict(load_file(weights, device=str(next(ema.module.parameters()).device)))
+    except Exception as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CheckpointError(f"{weights}: EMA weights cannot be restored ({reason}); resume from an older "
+                              "checkpoint of the run") from None
+    return state
 
 
 def resolve_resume(resume: str, output_dir: str | Path, name: str) -> Path:

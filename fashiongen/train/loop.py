@@ -36,7 +36,15 @@ from ..diffusion import add_noise, alphas_cumprod_of, diffusion_loss, diffusion_
 from ..plots import training_curves
 from ..models import FashionUNet, build_model, check_model_config, count_parameters
 from ..text import CaptionEncoder
-from .checkpoint import checkpoint_dirs, load_checkpoint, read_state, resolve_resume, run_dir_of, save_checkpoint
+from .checkpoint import (
+    checkpoint_dirs,
+    clear_partial_checkpoints,
+    load_checkpoint,
+    read_state,
+    resolve_resume,
+    run_dir_of,
+    save_checkpoint,
+)
 from .data import DiffusionExamples, EpochSampler, attribute_vocabulary, collate_examples, precompute_captions
 from .ema import EMA
 from .export import ModelFileError, export_model, load_model
@@ -242,6 +250,8 @@ def prepare(config: Config, resume: Path | None = None, show_progress: bool = Tr
              or attribute_vocabulary(train_set.source, config.model.attributes))
     if resume is not None:
         run_dir = run_dir_of(resume)
+        if state.is_main_process:
+            clear_partial_checkpoints(run_dir)  # a killed save's leftovers (maybe most of a full disk)
     else:
         chosen = [str(create_run_dir(t.output_dir, config.name)) if state.is_main_process else None]
         broadcast_object_list(chosen)
@@ -403,7 +413,8 @@ def export(run: TrainingRun, dtype: str = "float32") -> Path:
                     "mixed_precision": run.config.train.mixed_precision, "device": str(run.accelerator.device),
                     "hardware": hardware_name(run.accelerator.device), **run_facts(run.metrics.read(), run.step),
                     "initialised_from": run.initialised_from}
-        export_model(run.ema.module, run.config, run.encoder.identity, path, dtype=dtype, training=training)
+        export_model(run.ema.module, run.config, run.encoder.identity, path, dtype=dtype, training=training,
+                     overwrite=True)  # the run's own export folder
     run.accelerator.wait_for_everyone()
     return path
 
