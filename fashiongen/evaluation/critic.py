@@ -44,10 +44,11 @@ from ..config import Config, ConfigError, config_to_dict, load_config, save_conf
 from ..data import FashionDataset, RecordError, SkipLog, Source, open_from_config
 from ..data.captions import build_caption
 from ..data.transforms import resize_square, to_tensor
+from ..models import MAX_PARAMETERS, parameters_of
 from ..text import CaptionEncoder
 from ..train.checkpoint import checkpoint_dirs, read_state, save_checkpoint
 from ..train.data import MISSING_VALUES, EpochSampler, attribute_vocabulary, example_seed, precompute_captions
-from ..train.export import ModelFileError, read_versioned_json, sha256_of
+from ..train.export import ModelFileError, load_weights, read_versioned_json, sha256_of
 from ..train.loop import lr_at
 from ..train.runs import MetricsLog
 from ..utils import atomic_path, atomic_write_text
@@ -470,9 +471,18 @@ def load_critic(path: str | Path, device: str | torch.device = "cpu",
     weights = directory / info["weights"]["file"]
     if not weights.is_file() or sha256_of(weights) != info["weights"]["sha256"]:
         raise ModelFileError(f"{weights}: missing, or its checksum does not match {INFO_FILE} (corrupted or replaced)")
-    critic = Critic.from_description(info["critic"])
     try:
-        critic.load_state_dict(load_file(weights), strict=True)
+        description = dict(info["critic"])
+        count = parameters_of(lambda: Critic.from_description(description))
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise ModelFileError(f"{info_path}: critic: not a valid critic description ({error})") from None
+    if count > MAX_PARAMETERS:
+        raise ModelFileError(f"{info_path}: critic: describes {count / 1e9:.1f}B parameters, more than the "
+                             f"{MAX_PARAMETERS / 1e9:.0f}B a model file may (edited or corrupted?)")
+    critic = Critic.from_description(description)
+    state = load_weights(weights)
+    try:
+        critic.load_state_dict(state, strict=True)
     except RuntimeError as error:
         raise ModelFileError(f"{weights}: weights do not fit the architecture in {INFO_FILE} ({error})") from None
     critic.encoder_identity = info["text"]["identity"]
