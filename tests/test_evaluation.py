@@ -71,6 +71,10 @@ def test_model_evaluation_writes_every_metric_for_generated_and_real(script, gar
     metrics = report["metrics"]
     assert np.isfinite(metrics["fid"]["value"]) and metrics["fid"]["num_generated"] == 6 and "biased" in metrics["fid"]["warning"]
     assert metrics["kid"]["subset_size"] == 4 and np.isfinite(metrics["kid"]["std"])
+    floor = metrics["real_vs_real"]  # 6 real training photos against the same validation photos
+    assert floor["num_train"] == 6 and floor["num_real"] == metrics["fid"]["num_real"] and floor["split"] == "train"
+    assert 0 < metrics["fid"]["real_vs_real"] == floor["fid"] < metrics["fid"]["value"]  # a 2-step tiny model is far off
+    assert metrics["kid"]["real_vs_real"]["mean"] < metrics["kid"]["mean"]
     for key in ("critic_score", "r_precision", "critic_is"):
         assert set(metrics[key]) == {"generated", "real", "count_generated", "count_real"}, key
         assert np.isfinite(metrics[key]["generated"]["mean"]) and np.isfinite(metrics[key]["real"]["mean"]), key
@@ -82,6 +86,7 @@ def test_model_evaluation_writes_every_metric_for_generated_and_real(script, gar
         assert (out / file).is_file(), file
     markdown = (out / "report.md").read_text()
     assert "| FID (TF-Inception pool3) |" in markdown and "real validation" in markdown and "Memorisation" in markdown
+    assert "real-vs-real floor: 6 train photos" in markdown
     assert len(list((out / "generated" / "images").iterdir())) == 6
 
 

@@ -174,4 +174,5 @@ def read_dataset_images(source: str | Path, split: str, resolution: int, limit: 
             break
     if not images:
         raise EvaluationInputError(f"{source} has no readable images in split '{split}'")
-    return ImageSet(images, captions, attributes, ids, str(source), {"kind": "dataset", "split": split})
+    return ImageSet(images, captions, attributes, ids, str(source),
+                    {"kind": "dataset", "split": split, "moved_to_train": getattr(opened, "moved_to_train", 0)})

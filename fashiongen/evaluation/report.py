@@ -105,11 +105,14 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["## Metrics", "", "| metric | generated | real validation | n generated / n real |", "|---|---|---|---|"]
     fid = metrics.get("fid")
     if fid:
-        lines.append(f"| FID (TF-Inception pool3) | {_fmt(fid.get('value'), 2)} | - | {fid.get('num_generated')} / {fid.get('num_real')} |")
+        lines.append(f"| FID (TF-Inception pool3) | {_fmt(fid.get('value'), 2)} | {_fmt(fid.get('real_vs_real'), 2)} | "
+                     f"{fid.get('num_generated')} / {fid.get('num_real')} |")
     kid = metrics.get("kid")
     if kid:
+        floor = kid.get("real_vs_real")
         lines.append(f"| KID x 1000 (subsets of {kid.get('subset_size')}) | {_fmt(1000 * kid['mean'], 2)} ± "
-                     f"{_fmt(1000 * kid['std'], 2)} | - | {kid.get('num_generated')} / {kid.get('num_real')} |")
+                     f"{_fmt(1000 * kid['std'], 2)} | {_fmt(1000 * floor['mean'], 2) + ' ± ' + _fmt(1000 * floor['std'], 2) if floor else '-'} | "
+                     f"{kid.get('num_generated')} / {kid.get('num_real')} |")
     for key, title in (("critic_score", "critic score (cosine)"), ("r_precision", "R-precision (1 of 100)"),
                        ("critic_is", "critic_is (category head; not Inception's IS)")):
         entry = metrics.get(key)
@@ -120,6 +123,10 @@ def markdown(report: dict[str, Any]) -> str:
         generated, real = entry.get("generated") or {}, entry.get("real") or {}
         lines.append(f"| {name} accuracy (critic head) | {_fmt(generated.get('accuracy'))} | {_fmt(real.get('accuracy'))} | "
                      f"{generated.get('count')} / {real.get('count')} |")
+    if fid and fid.get("real_vs_real") is not None:
+        lines += ["", f"FID and KID in the real column are the real-vs-real floor: {metrics['real_vs_real']['num_train']} "
+                      f"{metrics['real_vs_real']['split']} photos against the same validation photos, the score of a perfect "
+                      "generator at this count."]
     if fid and fid.get("warning"):
         lines += ["", f"> {fid['warning']}"]
     memorisation = report.get("memorisation") or {}
@@ -148,9 +155,12 @@ def headline_metrics(report: dict[str, Any]) -> dict[str, str]:
                              f"real validation photos ({settings.get('scheduler')}, {settings.get('num_inference_steps')} steps, "
                              f"guidance {settings.get('guidance_scale')})"}
     if fid := metrics.get("fid"):
-        found["FID"] = _fmt(fid.get("value"), 2)
+        floor = f" (real-vs-real floor {_fmt(fid['real_vs_real'], 2)})" if fid.get("real_vs_real") is not None else ""
+        found["FID"] = _fmt(fid.get("value"), 2) + floor
     if kid := metrics.get("kid"):
-        found["KID x 1000"] = f"{_fmt(1000 * kid['mean'], 2)} ± {_fmt(1000 * kid['std'], 2)}"
+        floor = (f" (real-vs-real floor {_fmt(1000 * kid['real_vs_real']['mean'], 2)} ± {_fmt(1000 * kid['real_vs_real']['std'], 2)})"
+                 if kid.get("real_vs_real") else "")
+        found["KID x 1000"] = f"{_fmt(1000 * kid['mean'], 2)} ± {_fmt(1000 * kid['std'], 2)}" + floor
     for key, title in (("critic_score", "critic score"), ("r_precision", "R-precision (1 of 100)")):
         if entry := metrics.get(key):
             found[title] = f"{_pm(entry.get('generated'))} (real photos {_pm(entry.get('real'))})"

@@ -112,10 +112,21 @@ def _train_cache_key(setup: EvaluationSetup, resolution: int, critic_sha: str) -
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-def _memorisation(setup: EvaluationSetup, generated: ImageSet, real: ImageSet, critic: Any, critic_info: dict[str, Any] | None,
-                  generated_emb: torch.Tensor | None, real_emb: torch.Tensor | None, out_dir: Path) -> tuple[dict[str, Any], dict[str, str]]:
+def _fid_floor(setup: EvaluationSetup, train: ImageSet, real_stats: FeatureStats, count: int, inception: Any) -> dict[str, Any]:
+    """FID and KID of `count` real training photos (a seeded draw) against the same validation photos: what a
+    generator indistinguishable from the data would score at this count, since FID is biased upward at small counts."""
+    chosen = np.sort(np.random.default_rng(0).choice(len(train), size=min(count, len(train)), replace=False))
+    features = extract_features([train.images[i] for i in chosen], device=setup.device, inception=inception,
+                                show_progress=setup.show_progress)
+    quality = fid_and_kid(real_stats, FeatureStats.from_features(features), subset_size=setup.kid_subset_size)
+    return {"fid": quality["fid"], "kid_mean": quality["kid_mean"], "kid_std": quality["kid_std"],
+            "num_train": quality["num_fake"], "num_real": quality["num_real"], "split": setup.train_split}
+
+
+def _memorisation(setup: EvaluationSetup, train: ImageSet, generated: ImageSet, real: ImageSet, critic: Any,
+                  critic_info: dict[str, Any] | None, generated_emb: torch.Tensor | None, real_emb: torch.Tensor | None,
+                  out_dir: Path) -> tuple[dict[str, Any], dict[str, str]]:
     """Nearest training images of generated and of real validation images, in critic space and in pixels."""
-    train = read_dataset_images(setup.reference, setup.train_split, generated.resolution, val_fraction=setup.val_fraction)
     results: dict[str, Any] = {}
     figures: dict[str, str] = {}
     if critic is not None and generated_emb is not None and real_emb is not None:
@@ -161,11 +172,15 @@ def evaluate_set(generated: ImageSet, setup: EvaluationSetup, out_dir: str | Pat
     fake_stats = FeatureStats.from_features(extract_features(generated.images, device=setup.device, inception=inception,
                                                              show_progress=setup.show_progress))
     quality = fid_and_kid(real_stats, fake_stats, subset_size=setup.kid_subset_size)
+    train = read_dataset_images(setup.reference, setup.train_split, resolution, val_fraction=setup.val_fraction)
+    floor = _fid_floor(setup, train, real_stats, len(generated), inception)
     metrics: dict[str, Any] = {
         "fid": {"value": quality["fid"], "num_generated": quality["num_fake"], "num_real": quality["num_real"],
-                "warning": quality.get("warning")},
+                "real_vs_real": floor["fid"], "warning": quality.get("warning")},
         "kid": {"mean": quality["kid_mean"], "std": quality["kid_std"], "subset_size": quality["kid_subset_size"],
-                "num_generated": quality["num_fake"], "num_real": quality["num_real"]},
+                "num_generated": quality["num_fake"], "num_real": quality["num_real"],
+                "real_vs_real": {"mean": floor["kid_mean"], "std": floor["kid_std"]}},
+        "real_vs_real": floor,
     }
     figures: dict[str, str] = {}
     per_category: dict[str, Any] = {}
@@ -191,7 +206,8 @@ def evaluate_set(generated: ImageSet, setup: EvaluationSetup, out_dir: str | Pat
             figures["critic score per category"] = "critic_per_category.png"
     memorisation: dict[str, Any] = {}
     if setup.memorisation:
-        memorisation, memorisation_figures = _memorisation(setup, generated, real, critic, critic_info, generated_emb, real_emb, out_dir)
+        memorisation, memorisation_figures = _memorisation(setup, train, generated, real, critic, critic_info, generated_emb,
+                                                           real_emb, out_dir)
         figures.update(memorisation_figures)
     shown = list(range(min(32, len(generated))))
     captions = [generated.captions[i] if generated.captions else generated.ids[i] for i in shown]
@@ -201,7 +217,8 @@ def evaluate_set(generated: ImageSet, setup: EvaluationSetup, out_dir: str | Pat
     report = {
         "meta": {**(meta or {}), "images": generated.source, "num_generated": len(generated), "resolution": resolution,
                  "set": generated.info, "setup": asdict(setup),
-                 "reference": {"source": setup.reference, "split": setup.reference_split, "count": len(real)},
+                 "reference": {"source": setup.reference, "split": setup.reference_split, "count": len(real),
+                               "moved_to_train": real.info.get("moved_to_train", 0)},
                  "critic": {"path": setup.critic, "sha256": critic_info["weights"]["sha256"]} if critic_info else None,
                  "seconds": round(time.time() - started, 1)},
         "metrics": metrics,
