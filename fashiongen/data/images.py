@@ -48,11 +48,17 @@ def open_image(data: ImageSource, where: str, max_pixels: int = DATASET_MAX_PIXE
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit, checked next, is lower
             image = Image.open(io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data)
         try:
+            size = image.size
             if min_size and image.format == "JPEG" and image.width * image.height > min_size * min_size * 4:
                 image.draft(image.mode, (min_size, min_size))  # sets the decoded size; nothing is decoded yet
             if image.width * image.height > max_pixels:
-                reduced = " (JPEG files are read at up to 1/8 size when a small image is needed)" if min_size else ""
-                raise RecordError(where, _too_large(image.size, max_pixels) + reduced)
+                if not min_size:
+                    reduced = ""
+                elif image.format == "JPEG":
+                    reduced = f" even when read at {image.width}x{image.height}, JPEG's smallest reduced size"
+                else:
+                    reduced = f" ({image.format or 'this format'} is decoded in full; a JPEG would be read at up to 1/8 size)"
+                raise RecordError(where, _too_large(size, max_pixels) + reduced)
             image.load()  # forces a full decode, so a truncated file fails here, not mid-training
         except BaseException:
             image.close()
