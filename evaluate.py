@@ -114,7 +114,7 @@ def check_options(options: argparse.Namespace) -> SamplingSettings:
     if options.resolution is not None:
         replace(settings, size=options.resolution).check({"size": "--resolution"})
     for point in parse_sweep(options.sweep or []):
-        replace(settings, **point).check({key: f"--sweep {key}" for key in SETTING_OPTIONS})
+        replace(settings, **point).check({field: f"--sweep {key}" for key, field in SWEEP_KEYS.items()})
     for name, value, low in (("--num-images", options.num_images, 1), ("--per-caption", options.per_caption, 1),
                              ("--num-real", options.num_real, 1), ("--kid-subset-size", options.kid_subset_size, 2)):
         if value is not None:

@@ -130,6 +130,9 @@ def read_inputs(options: argparse.Namespace, attributes: dict[str, str]) -> list
     if options.edit:
         if len(options.prompts) != 1:
             raise PipelineInputError("--edit takes exactly one prompt: the new description")
+        for name, path in (("--edit", options.edit), ("--mask", options.mask)):
+            if path is not None and not Path(path).is_file():
+                raise PipelineInputError(f"{name} {path}: no such image file")
         check_seeds("--seed", options.seed, options.num_images)
         return []
     items = [PromptItem(prompt, attributes) for prompt in options.prompts]
