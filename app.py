@@ -2,7 +2,7 @@
 
     python app.py                                          # the default model shipped with the package
     python app.py --model runs/001-small64/export --products ../shared/data/fashion-products
-    python app.py --model MODEL --host 0.0.0.0 --port 7860 --concurrency 1 --max-queue 32
+    python app.py --model MODEL --host 0.0.0.0 --port 7860 --concurrency 1 --max-queue 32 --max-upload-mb 20
 
 The model is loaded once, before the server starts. --products (default: the dataset the model was
 trained on, when it is on this machine) enables the Nearest products tab; its critic embeddings are
@@ -19,7 +19,7 @@ from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from an offline studio machine
 
-from fashiongen.app import ProductIndex, build_demo  # noqa: E402
+from fashiongen.app import Limits, ProductIndex, build_demo  # noqa: E402
 from fashiongen.data import DataError  # noqa: E402
 from fashiongen.evaluation.suite import BUNDLED_CRITIC  # noqa: E402
 from fashiongen.pipeline import FashionGenPipeline, ModelFileError, default_model_path  # noqa: E402
@@ -40,6 +40,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--concurrency", type=int, default=1, help="model jobs run at once (default 1; more only on a GPU)")
     parser.add_argument("--max-queue", type=int, default=32, help="requests that may wait before new ones are refused")
+    parser.add_argument("--max-upload-mb", type=int, default=Limits.max_upload_mb,
+                        help=f"largest uploaded file in MB (default {Limits.max_upload_mb})")
+    parser.add_argument("--max-upload-megapixels", type=float, default=Limits.max_upload_pixels / 1e6,
+                        help=f"largest uploaded image in megapixels, checked before decoding (default {Limits.max_upload_pixels / 1e6:g})")
     return parser.parse_args(argv)
 
 
@@ -71,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelFileError, EncoderNotFoundError, DataError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    limits = Limits(max_upload_mb=args.max_upload_mb, max_upload_pixels=int(args.max_upload_megapixels * 1e6))
     demo = build_demo(pipeline, products, examples=products.examples(8) if products is not None else None,
-                      concurrency=args.concurrency, max_queue=args.max_queue)
+                      limits=limits, concurrency=args.concurrency, max_queue=args.max_queue)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, ssr_mode=False, footer_links=["api"])
     return 0
 

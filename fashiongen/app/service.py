@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..data.images import UPLOAD_MAX_PIXELS, open_image, to_rgb
+from ..data.records import RecordError
 from ..grid import save_image
 from ..jobs import STRIP_FILE, save_interpolation_files
 from ..pipeline import FashionGenPipeline, PipelineInputError, SamplingSettings, StepPreview
@@ -53,6 +55,9 @@ class Limits:
     max_frames: int = 16
     max_description_chars: int = 2000  # longer text is cut here, before the tokenizer
     max_neighbours: int = 16
+    max_upload_mb: int = 20  # one uploaded file; Gradio refuses a larger one while it arrives (launch(max_file_size))
+    max_upload_pixels: int = UPLOAD_MAX_PIXELS  # one uploaded image, checked from its header before it is decoded
+    photo_side: int = 1024  # uploads are kept at about this many px on the short side (the models work at 64-256)
 
 
 class JobCancelled(Exception):
@@ -155,6 +160,30 @@ class Studio:
     def close(self) -> None:
         if self._own_output:
             shutil.rmtree(self.output_dir, ignore_errors=True)
+
+    # ------------------------------------------------------------------ uploads
+
+    def read_upload(self, source: str | Path | bytes, what: str = "photo", keep_alpha: bool = False) -> np.ndarray:
+        """An uploaded image file -> uint8 [H, W, 3] (RGBA [H, W, 4] with `keep_alpha`), within the upload limits.
+
+        An image over `max_upload_pixels` is refused from its header, before any pixel is decoded; a JPEG is
+        decoded at 1/2-1/8 scale and anything larger reduced (box filter) to about `photo_side` px on the short
+        side, so a big photo costs a few MB however large its file says it is. Transparency is composited on white.
+        """
+        name = f"{what} '{Path(source).name}'" if isinstance(source, (str, Path)) else what
+        side = self.limits.photo_side
+        try:
+            with open_image(source, name, self.limits.max_upload_pixels, min_size=side) as image:
+                factor = min(image.size) // side
+                if keep_alpha:
+                    picture = image.convert("RGBA")
+                    return np.asarray(picture.reduce(factor) if factor >= 2 else picture)
+                pixels = to_rgb(image, name)  # [H, W, 3]
+        except RecordError as error:
+            raise PipelineInputError(f"The {name} cannot be used: {error.reason}. Uploads may be up to "
+                                     f"{self.limits.max_upload_mb} MB and {self.limits.max_upload_pixels / 1e6:g} megapixels "
+                                     "(e.g. 4000x4000); a photo of 1000-2000 px a side is plenty.") from None
+        return np.asarray(Image.fromarray(pixels).reduce(factor)) if factor >= 2 else pixels
 
     # ------------------------------------------------------------------ checks
 

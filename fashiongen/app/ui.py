@@ -10,6 +10,7 @@ its cores) and a bounded queue. Bad input comes back as a Gradio message, never 
 
 from __future__ import annotations
 
+import base64
 import functools
 import logging
 from collections.abc import Callable, Iterator
@@ -19,7 +20,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from ..pipeline import FashionGenPipeline, PipelineInputError
+from ..pipeline import FashionGenPipeline, PipelineInputError, check_mask_shape
 from .products import ProductIndex
 from .service import ANY, ATTRIBUTES, EditRequest, GenerateRequest, InterpolateRequest, Limits, Studio, Update
 
@@ -39,8 +40,9 @@ def _messages(function: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[
             yield from function(*args, **kwargs)
         except gr.Error:
             raise
-        except PipelineInputError as error:
-            raise gr.Error(str(error), title="Please check the input") from None
+        except PipelineInputError as error:  # the visitor's to fix: a line in the log, no traceback
+            logger.info("refused: %s", error)
+            raise gr.Error(str(error), title="Please check the input", print_exception=False) from None
         except Exception as error:  # the app keeps serving; the log has the traceback
             logger.exception("request failed")
             raise gr.Error(f"Something went wrong: {type(error).__name__}: {error}. The app is still running; "
@@ -63,6 +65,42 @@ def _strip(images: list[Image.Image]) -> Image.Image:
     return Image.fromarray(np.concatenate([np.asarray(image.convert("RGB")) for image in images], axis=1))
 
 
+def read_uploads_checked(component: gr.ImageEditor | gr.Image, studio: Studio) -> None:
+    """Make an image input hand its uploads to Studio.read_upload (pixel limit checked before decoding, JPEGs decoded
+    reduced) instead of Gradio decoding every file at full size: the editor's photo comes as RGB on white, its painted
+    layers as RGBA, a gr.Image's upload as RGB. Set on the instance, with closures, because Gradio writes a .pyi stub
+    next to any module that subclasses a component, and copies components with their attributes."""
+
+    def read(source: str | bytes, what: str, keep_alpha: bool = False) -> np.ndarray:
+        try:
+            return studio.read_upload(source, what, keep_alpha)
+        except PipelineInputError as error:
+            logger.info("refused an upload: %s", error)
+            raise gr.Error(str(error), title="Please check the upload", print_exception=False) from None
+
+    def convert_and_format_image(file: Any, flatten_on_white: bool = False) -> np.ndarray | None:  # gr.ImageEditor's
+        source = getattr(file, "path", None) or (bytes(file) if isinstance(file, (bytes, bytearray, memoryview)) else None)
+        if source is None:
+            return None
+        return read(source, "photo" if flatten_on_white else "painted layer", keep_alpha=not flatten_on_white)
+
+    def preprocess(payload: Any) -> np.ndarray | None:  # gr.Image's
+        if payload is None:
+            return None
+        source: str | bytes | None = payload.path
+        if source is None and (payload.url or "").startswith("data:"):
+            source = base64.b64decode(payload.url.partition(",")[2])
+        if source is None:
+            raise gr.Error("The image did not arrive as a file; upload it again.", title="Please check the upload",
+                           print_exception=False)
+        return read(source, "image")
+
+    if isinstance(component, gr.ImageEditor):
+        component.convert_and_format_image = convert_and_format_image
+    else:
+        component.preprocess = preprocess
+
+
 def editor_parts(value: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
     """An ImageEditor value -> (photo uint8 [H, W, 3] or None, mask bool [H, W] of drawn strokes or None)."""
     if value is None:
@@ -78,8 +116,9 @@ def editor_parts(value: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
     mask = np.zeros(photo.shape[:2], dtype=bool)
     for layer in value.get("layers") or []:
         layer = np.asarray(layer)
-        if layer.shape[:2] != mask.shape:
-            continue
+        if layer.shape[:2] != mask.shape:  # a layer of another size: fitted when its proportions match, else refused
+            check_mask_shape(mask.shape, layer.shape)
+            layer = np.asarray(Image.fromarray(layer).resize(mask.shape[::-1], Image.Resampling.NEAREST))
         mask |= (layer[..., 3] > 0) if layer.ndim == 3 and layer.shape[-1] == 4 else (layer.reshape(*mask.shape, -1).max(-1) > 0)
     return photo, (mask if mask.any() else None)
 
@@ -112,7 +151,10 @@ def build_demo(pipeline: FashionGenPipeline, neighbours: ProductIndex | None = N
                examples: list[dict[str, Any]] | None = None, limits: Limits = Limits(), concurrency: int = 1,
                max_queue: int = 32, output_dir: str | None = None) -> gr.Blocks:
     """The app over a loaded pipeline; `neighbours` enables the Nearest products tab; `examples` are dataset captions
-    ({"caption", "attributes"}) shown under the description (default: the model's validation prompts)."""
+    ({"caption", "attributes"}) shown under the description (default: the model's validation prompts).
+
+    Uploads are bounded by `limits`: files over max_upload_mb are refused while they arrive (the returned demo's
+    launch sets Gradio's max_file_size), images over max_upload_pixels before they are decoded."""
     studio = Studio(pipeline, neighbours, limits, output_dir)
     choices = studio.attribute_choices
     samplers = studio.samplers
@@ -186,7 +228,8 @@ def build_demo(pipeline: FashionGenPipeline, neighbours: ProductIndex | None = N
             raise gr.Error("Generate an image first, then pick it in the gallery.", title="Nothing to search for")
         return path, gr.Tabs(selected="nearest")
 
-    with gr.Blocks(title="FashionGen", analytics_enabled=False) as demo:
+    # Uploads (and results) in Gradio's cache are deleted after an hour, checked every 10 minutes, and at shutdown.
+    with gr.Blocks(title="FashionGen", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
         gr.Markdown(f"# FashionGen\n{INTRO}\n\n*Model: {studio.describe_model()}*")
         chosen = gr.State(None)  # index of the picked gallery image
         with gr.Tabs() as tabs:
@@ -247,6 +290,7 @@ def build_demo(pipeline: FashionGenPipeline, neighbours: ProductIndex | None = N
                         editor = gr.ImageEditor(label="Photo: upload one (or send a design here); paint over what to change",
                                                 type="numpy", sources=("upload", "clipboard"), elem_id="editor",
                                                 brush=gr.Brush(colors=["#ff00ff"], default_size=12))
+                        read_uploads_checked(editor, studio)
                         description_e = gr.Textbox(label="New description", lines=2)
                         strength = gr.Slider(0.0, 1.0, value=0.6, step=0.05,
                                              label="Strength (0 keeps the photo, 1 ignores it; with a painted mask only that part changes)")
@@ -272,6 +316,7 @@ def build_demo(pipeline: FashionGenPipeline, neighbours: ProductIndex | None = N
                                 "embedding, so you can see whether a design is new.")
                 with gr.Row():
                     query = gr.Image(label="Design", type="numpy", sources=("upload", "clipboard"), elem_id="query")
+                    read_uploads_checked(query, studio)
                     with gr.Column():
                         count = gr.Slider(1, limits.max_neighbours, value=6, step=1, label="Products")
                         run_n = gr.Button("Find nearest products", variant="primary", interactive=neighbours is not None)
@@ -293,6 +338,8 @@ def build_demo(pipeline: FashionGenPipeline, neighbours: ProductIndex | None = N
                     [gallery_e, status_e, files_e], api_name="edit", **{**model_job, "show_progress_on": [status_e]})
         run_n.click(nearest, [query, count], [gallery_n, verdict], api_name="nearest", concurrency_limit=4)
     demo.queue(max_size=max_queue, default_concurrency_limit=concurrency)
+    # The upload limit is a launch setting in Gradio; it comes with the demo so no launch forgets it (a caller may override).
+    demo.launch = functools.partial(demo.launch, max_file_size=f"{limits.max_upload_mb}mb")
     demo.studio = studio  # for scripts and tests: the service behind the page
     return demo
 
