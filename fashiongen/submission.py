@@ -517,17 +517,24 @@ def _caption_problems(rows: list[dict[str, Any]], captions: Sequence[CaptionItem
 # ---------------------------------------------------------------- command line
 
 
+class _ArgumentParser(argparse.ArgumentParser):
+    """A bad command line is one `error: ...` line and exit 2, like every other bad input."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise SubmissionError(message)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fashiongen.submission", description="Check a submission set.")
+    parser = _ArgumentParser(prog="python -m fashiongen.submission", description="Check a submission set.")
     commands = parser.add_subparsers(dest="command", required=True)
     validate = commands.add_parser("validate", help="check a submission folder; exit 0 when valid, 1 when not")
     validate.add_argument("dir", help="the submission folder")
     validate.add_argument("--captions", help="caption list (JSONL or dataset source) every caption of which must be present")
     validate.add_argument("--split", help="split of a dataset source (default: the source's own: all of one .h5 file, "
                                           "else validation)")
-    options = parser.parse_args(argv)
-    out_dir = Path(options.dir)
     try:
+        options = parser.parse_args(argv)
+        out_dir = Path(options.dir)
         if not out_dir.is_dir():
             raise SubmissionError(f"{out_dir} is not a folder")
         captions = read_caption_list(options.captions, options.split) if options.captions else None

@@ -397,3 +397,12 @@ def test_a_resumed_prompt_sheet_lists_each_image_once_even_after_a_partial_line(
     again = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert sorted(r["file"] for r in again) == sorted(json.loads(r)["file"] for r in rows)
     assert np.asarray(Image.open(out / again[-1]["file"])).shape == (16, 16, 3)
+
+
+@pytest.mark.parametrize("args, name", [(["validate"], "dir"), (["validate", "X", "--bogus"], "--bogus"),
+                                        (["check", "X"], "check"), (["validate", "nowhere"], "nowhere")])
+def test_the_validator_command_line_answers_bad_arguments_in_one_line(args: list[str], name: str, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    args = [str(tmp_path) if a == "X" else str(tmp_path / a) if a == "nowhere" else a for a in args]
+    assert submission.main(args) == 2
+    assert_one_error(capsys.readouterr().err, name)
