@@ -14,6 +14,7 @@ once no process holds them open.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import h5py
 import numpy as np
@@ -37,6 +38,30 @@ from .transforms import resize_square
 
 ATTRIBUTE_TO_KEY = {name: key for key, name in TEXT_FIELDS.items()}
 logger = logging.getLogger("fashiongen.data")
+
+
+# Disk errors a save reports in one line (with the path) instead of a traceback.
+DISK_ERRORS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+               errno.EROFS: "read-only file system", errno.EACCES: "permission denied"}
+
+
+def disk_problem(error: BaseException, path: Path) -> str | None:
+    """'no space left on device' (etc.) when `error` is a disk error, else None. safetensors and torch.save
+    report a full disk as their own exceptions, so their messages are read too; a write failure on a
+    filesystem with (almost) no free space counts as a full disk."""
+    if isinstance(error, OSError) and error.errno in DISK_ERRORS:
+        return DISK_ERRORS[error.errno]
+    text = str(error)
+    if "No space left" in text or "StorageFull" in text or "os error 28" in text or "code: 28" in text:
+        return DISK_ERRORS[errno.ENOSPC]
+    if isinstance(error, (OSError, RuntimeError)):
+        try:
+            stats = os.statvfs(path if path.exists() else path.parent)
+            if stats.f_bavail * stats.f_frsize < 1 << 20:
+                return DISK_ERRORS[errno.ENOSPC]
+        except OSError:
+            pass
+    return None
 
 
 class OutputError(ValueError):
@@ -102,15 +127,15 @@ def _open_by_any_process(paths: set[str]) -> set[str]:
     return held
 
 
-def clear_stale_temporaries(out: Path) -> list[Path]:
-    """Remove `.OUT.XXXXXXXX.tmp` files (utils.atomic_path's temporaries for exactly this OUT, or its summary)
-    that no live process holds open: what a killed conversion left behind."""
-    out = Path(out).absolute()
-    if not out.parent.is_dir():
+def remove_stale_temporaries(folder: Path, targets: Iterable[str] | None = None) -> list[Path]:
+    """Remove utils.atomic_path temporaries (`.NAME.XXXXXXXX.tmp`) in `folder` for the `targets` names (all names
+    when None) that no live process holds open: what a killed writer left behind."""
+    folder = Path(folder).absolute()
+    if not folder.is_dir():
         return []
-    names = "|".join(re.escape(path.name) for path in (out, result_path(out)))
+    names = "|".join(re.escape(name) for name in targets) if targets is not None else r"[^/]+"
     pattern = re.compile(rf"^\.(?:{names})\.[A-Za-z0-9_]{{8}}\.tmp$")
-    candidates = {str(path): path for path in out.parent.iterdir() if pattern.match(path.name) and path.is_file()}
+    candidates = {str(path): path for path in folder.iterdir() if pattern.match(path.name) and path.is_file()}
     if not candidates:
         return []
     held = _open_by_any_process(set(candidates))
@@ -120,10 +145,16 @@ def clear_stale_temporaries(out: Path) -> list[Path]:
             try:
                 path.unlink()
                 removed.append(path)
-                logger.info("removed %s, left by an interrupted conversion", path)
+                logger.info("removed %s, left by an interrupted write", path)
             except OSError:
                 pass
     return removed
+
+
+def clear_stale_temporaries(out: Path) -> list[Path]:
+    """A killed conversion's temporaries for exactly this OUT and its summary."""
+    out = Path(out).absolute()
+    return remove_stale_temporaries(out.parent, [out.name, result_path(out).name])
 
 
 @dataclass
@@ -163,34 +194,39 @@ def convert_source(
     keys = split_keys(source)
     skipped = SkipLog(skip=skip_bad_records)
     columns: dict[str, list[Any]] = {"ids": [], "split_keys": [], "captions": [], "concat": [], "attributes": []}
-    with atomic_path(out) as temporary:
-        with h5py.File(temporary, "w") as handle:
-            images = handle.create_dataset(
-                IMAGE_KEY, shape=(0, resolution, resolution, 3), maxshape=(None, resolution, resolution, 3),
-                dtype=np.uint8, chunks=(1, resolution, resolution, 3), compression="gzip", compression_opts=4,
-            )
-            buffer: list[np.ndarray] = []
-            for index in tqdm(range(len(source)), desc=f"convert -> {out.name}", unit="img", disable=not progress):
-                try:
-                    record: Record = source[index]
-                except RecordError as error:
-                    skipped.defect(error)
-                    continue
-                buffer.append(resize_square(record.image, resolution, resize_mode, pad_value))
-                columns["ids"].append(record.id)
-                columns["split_keys"].append(keys[index])
-                columns["captions"].append(record.caption)
-                columns["concat"].append(build_caption(record.caption, record.attributes, "both", template))
-                columns["attributes"].append(record.attributes)
-                if len(buffer) == 256:
-                    _append(images, buffer)
-            _append(images, buffer)
-            _write_metadata(handle, columns)
-            handle.attrs.update({
-                "fashiongen_version": __version__, "source": str(source.path), "source_format": source.format,
-                "resolution": resolution, "resize_mode": resize_mode, "text_encoding": "utf-8", "caption_template": template,
-                "num_skipped": len(skipped) + len(source.skipped),
-            })
+    try:
+        with atomic_path(out) as temporary:
+            with h5py.File(temporary, "w") as handle:
+                images = handle.create_dataset(
+                    IMAGE_KEY, shape=(0, resolution, resolution, 3), maxshape=(None, resolution, resolution, 3),
+                    dtype=np.uint8, chunks=(1, resolution, resolution, 3), compression="gzip", compression_opts=4,
+                )
+                buffer: list[np.ndarray] = []
+                for index in tqdm(range(len(source)), desc=f"convert -> {out.name}", unit="img", disable=not progress):
+                    try:
+                        record: Record = source[index]
+                    except RecordError as error:
+                        skipped.defect(error)
+                        continue
+                    buffer.append(resize_square(record.image, resolution, resize_mode, pad_value))
+                    columns["ids"].append(record.id)
+                    columns["split_keys"].append(keys[index])
+                    columns["captions"].append(record.caption)
+                    columns["concat"].append(build_caption(record.caption, record.attributes, "both", template))
+                    columns["attributes"].append(record.attributes)
+                    if len(buffer) == 256:
+                        _append(images, buffer)
+                _append(images, buffer)
+                _write_metadata(handle, columns)
+                handle.attrs.update({
+                    "fashiongen_version": __version__, "source": str(source.path), "source_format": source.format,
+                    "resolution": resolution, "resize_mode": resize_mode, "text_encoding": "utf-8", "caption_template": template,
+                    "num_skipped": len(skipped) + len(source.skipped),
+                })
+    except Exception as error:  # h5py reports a full disk as OSError or RuntimeError
+        if (problem := disk_problem(error, out)) is None:
+            raise
+        raise OutputError(f"{out}: {problem}; nothing was written") from None
     seconds = time.perf_counter() - start
     count = len(columns["ids"])
     return ConvertResult(

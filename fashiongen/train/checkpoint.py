@@ -11,10 +11,8 @@ raises CheckpointWriteError, which says so and names the path.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
-import os
 import re
 import shutil
 from pathlib import Path
@@ -24,6 +22,7 @@ from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
 from ..config import Config, ConfigError, save_config
+from ..data.convert import DISK_ERRORS, disk_problem
 from ..utils import atomic_write_text
 from .ema import EMA
 from .runs import run_dirs
@@ -33,36 +32,12 @@ logger = logging.getLogger("fashiongen.train")
 _STEP = re.compile(r"^step_(\d+)$")
 _PARTIAL = re.compile(r"^\.tmp-step_\d+$")
 STATE_FILE = "state.json"
-# Disk errors a save reports in one line (with the path) instead of a traceback.
-DISK_ERRORS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
-               errno.EROFS: "read-only file system", errno.EACCES: "permission denied"}
-
-
 class CheckpointError(ConfigError):
     """A checkpoint's files cannot be read, or do not fit the run (a resume names the file)."""
 
 
 class CheckpointWriteError(RuntimeError):
     """A checkpoint could not be written: disk full, quota, read-only folder or no permission."""
-
-
-def disk_problem(error: BaseException, path: Path) -> str | None:
-    """'no space left on device' (etc.) when `error` is a disk error, else None. safetensors and torch.save
-    report a full disk as their own exceptions, so their messages are read too; a write failure on a
-    filesystem with (almost) no free space counts as a full disk."""
-    if isinstance(error, OSError) and error.errno in DISK_ERRORS:
-        return DISK_ERRORS[error.errno]
-    text = str(error)
-    if "No space left" in text or "StorageFull" in text or "os error 28" in text or "code: 28" in text:
-        return DISK_ERRORS[errno.ENOSPC]
-    if isinstance(error, (OSError, RuntimeError)):
-        try:
-            stats = os.statvfs(path if path.exists() else path.parent)
-            if stats.f_bavail * stats.f_frsize < 1 << 20:
-                return DISK_ERRORS[errno.ENOSPC]
-        except OSError:
-            pass
-    return None
 
 
 def clear_partial_checkpoints(run_dir: str | Path) -> list[Path]:
@@ -102,8 +77,9 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int, ema: EMA
             save_config(config, temporary / "config.yaml")
             atomic_write_text(temporary / STATE_FILE, json.dumps({**state, "step": step}, indent=2) + "\n")
     except Exception as error:
+        problem = disk_problem(error, temporary)  # before the partial folder's space is freed
         shutil.rmtree(temporary, ignore_errors=True)
-        if (problem := disk_problem(error, temporary)) is None:
+        if problem is None:
             raise
         raise CheckpointWriteError(f"{temporary.parent}: {problem}: checkpoint step {step} not saved "
                                    "(free space there, then --resume)") from None

@@ -32,6 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..config import Config, ConfigError, config_to_dict, load_config
+from ..data.convert import disk_problem
 from ..diffusion import diffusion_settings
 from ..models import FashionUNet, build_model, check_description, get_spec
 from .checkpoint import STATE_FILE, checkpoint_dirs, read_state
@@ -190,6 +191,12 @@ def replacing_directory(out_dir: str | Path, overwrite: bool = False, protected:
     try:
         yield temporary
         replace_directory(temporary, out_dir)
+    except Exception as error:  # safetensors and json report a full disk as their own exceptions
+        problem = disk_problem(error, temporary)
+        shutil.rmtree(temporary, ignore_errors=True)
+        if problem is None:
+            raise
+        raise ModelFileError(f"{out_dir}: {problem}; nothing was replaced") from None
     finally:
         shutil.rmtree(temporary, ignore_errors=True)  # still there only when something failed
 

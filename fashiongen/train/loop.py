@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from ..config import Config, ConfigError, config_to_dict, load_config, save_config
 from ..data import FashionDataset
+from ..data.convert import remove_stale_temporaries
 from ..diffusion import add_noise, alphas_cumprod_of, diffusion_loss, diffusion_settings, snr, training_target
 from ..plots import training_curves
 from ..models import FashionUNet, build_model, check_model_config, count_parameters
@@ -250,8 +251,10 @@ def prepare(config: Config, resume: Path | None = None, show_progress: bool = Tr
              or attribute_vocabulary(train_set.source, config.model.attributes))
     if resume is not None:
         run_dir = run_dir_of(resume)
-        if state.is_main_process:
-            clear_partial_checkpoints(run_dir)  # a killed save's leftovers (maybe most of a full disk)
+        if state.is_main_process:  # a killed run's leftovers (a partial checkpoint may fill most of a disk)
+            clear_partial_checkpoints(run_dir)
+            for folder in (run_dir, run_dir / "samples"):
+                remove_stale_temporaries(folder)
     else:
         chosen = [str(create_run_dir(t.output_dir, config.name)) if state.is_main_process else None]
         broadcast_object_list(chosen)
