@@ -22,7 +22,7 @@ from fashiongen.train import (
     resolve_training_config,
     train,
 )
-from fashiongen.train.checkpoint import DISK_ERRORS
+from fashiongen.utils import DISK_ERRORS
 
 
 def main(argv: list[str] | None = None) -> int:

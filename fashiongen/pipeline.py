@@ -41,8 +41,6 @@ from .train.export import (
     INFO_FILE,
     ModelFileError,
     load_model,
-    replace_directory,
-    temporary_directory,
     write_model_files,
 )
 

@@ -14,22 +14,20 @@ once no process holds them open.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import h5py
 import numpy as np
 from tqdm import tqdm
 
 from .. import __version__
-from ..utils import atomic_path, atomic_write_text
+from ..utils import atomic_path, atomic_write_text, disk_problem, remove_stale_temporaries
 from .captions import build_caption
 from .fashiongen_h5 import IMAGE_KEY, NUMERIC_FIELDS, RECORD_ID_KEY, SPLIT_KEY_KEY, TEXT_FIELDS
 from .records import Record, RecordError, SkipLog, Source
@@ -38,30 +36,6 @@ from .transforms import resize_square
 
 ATTRIBUTE_TO_KEY = {name: key for key, name in TEXT_FIELDS.items()}
 logger = logging.getLogger("fashiongen.data")
-
-
-# Disk errors a save reports in one line (with the path) instead of a traceback.
-DISK_ERRORS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
-               errno.EROFS: "read-only file system", errno.EACCES: "permission denied"}
-
-
-def disk_problem(error: BaseException, path: Path) -> str | None:
-    """'no space left on device' (etc.) when `error` is a disk error, else None. safetensors and torch.save
-    report a full disk as their own exceptions, so their messages are read too; a write failure on a
-    filesystem with (almost) no free space counts as a full disk."""
-    if isinstance(error, OSError) and error.errno in DISK_ERRORS:
-        return DISK_ERRORS[error.errno]
-    text = str(error)
-    if "No space left" in text or "StorageFull" in text or "os error 28" in text or "code: 28" in text:
-        return DISK_ERRORS[errno.ENOSPC]
-    if isinstance(error, (OSError, RuntimeError)):
-        try:
-            stats = os.statvfs(path if path.exists() else path.parent)
-            if stats.f_bavail * stats.f_frsize < 1 << 20:
-                return DISK_ERRORS[errno.ENOSPC]
-        except OSError:
-            pass
-    return None
 
 
 class OutputError(ValueError):
@@ -105,50 +79,6 @@ def check_output(out: str | Path, overwrite: bool = False) -> Path:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"{out}: cannot write in {parent} (read-only or no permission)")
     return out
-
-
-def _open_by_any_process(paths: set[str]) -> set[str]:
-    """Which of `paths` some live process holds open (Linux /proc); all of them where that cannot be known."""
-    proc = Path("/proc")
-    if not (proc / "self" / "fd").is_dir():
-        return paths
-    held: set[str] = set()
-    for fd_dir in proc.glob("[0-9]*/fd"):
-        try:
-            for fd in fd_dir.iterdir():
-                try:
-                    target = os.readlink(fd)
-                except OSError:
-                    continue
-                if target in paths:
-                    held.add(target)
-        except OSError:
-            continue
-    return held
-
-
-def remove_stale_temporaries(folder: Path, targets: Iterable[str] | None = None) -> list[Path]:
-    """Remove utils.atomic_path temporaries (`.NAME.XXXXXXXX.tmp`) in `folder` for the `targets` names (all names
-    when None) that no live process holds open: what a killed writer left behind."""
-    folder = Path(folder).absolute()
-    if not folder.is_dir():
-        return []
-    names = "|".join(re.escape(name) for name in targets) if targets is not None else r"[^/]+"
-    pattern = re.compile(rf"^\.(?:{names})\.[A-Za-z0-9_]{{8}}\.tmp$")
-    candidates = {str(path): path for path in folder.iterdir() if pattern.match(path.name) and path.is_file()}
-    if not candidates:
-        return []
-    held = _open_by_any_process(set(candidates))
-    removed = []
-    for name, path in candidates.items():
-        if name not in held:
-            try:
-                path.unlink()
-                removed.append(path)
-                logger.info("removed %s, left by an interrupted write", path)
-            except OSError:
-                pass
-    return removed
 
 
 def clear_stale_temporaries(out: Path) -> list[Path]:

@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 
 from ..config import ConfigError
-from .checkpoint import DISK_ERRORS, resolve_resume
+from ..utils import DISK_ERRORS
+from .checkpoint import resolve_resume
 from .export import DTYPES, ModelFileError, check_output_dir, load_checkpoint_model, replacing_directory, write_model_files
 
 

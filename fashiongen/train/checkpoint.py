@@ -22,8 +22,7 @@ from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
 from ..config import Config, ConfigError, save_config
-from ..data.convert import DISK_ERRORS, disk_problem
-from ..utils import atomic_write_text
+from ..utils import atomic_write_text, disk_problem
 from .ema import EMA
 from .runs import run_dirs
 

@@ -32,7 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..config import Config, ConfigError, config_to_dict, load_config
-from ..data.convert import disk_problem
+from ..utils import disk_problem
 from ..diffusion import diffusion_settings
 from ..models import FashionUNet, build_model, check_description, get_spec
 from .checkpoint import STATE_FILE, checkpoint_dirs, read_state

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from ..config import Config, ConfigError, config_to_dict, load_config, save_config
 from ..data import FashionDataset
-from ..data.convert import remove_stale_temporaries
+from ..utils import remove_stale_temporaries
 from ..diffusion import add_noise, alphas_cumprod_of, diffusion_loss, diffusion_settings, snr, training_target
 from ..plots import training_curves
 from ..models import FashionUNet, build_model, check_model_config, count_parameters
