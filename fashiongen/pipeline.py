@@ -41,8 +41,10 @@ from .train.export import (
     INFO_FILE,
     ModelFileError,
     load_model,
+    read_versioned_json,
     write_model_files,
 )
+from .utils import file_inside
 
 logger = logging.getLogger(__name__)
 
@@ -282,10 +284,14 @@ class FashionGenPipeline:
                            dtype)
         path = Path(path)
         if _is_pipeline_dir(path):
-            manifest = json.loads((path / PIPELINE_FILE).read_text(encoding="utf-8"))
-            if manifest.get("format") != PIPELINE_FORMAT:
-                raise ModelFileError(f"{path / PIPELINE_FILE}: format is {manifest.get('format')!r}, expected {PIPELINE_FORMAT!r}")
-            paths = [path / stage for stage in manifest["stages"]]
+            manifest = read_versioned_json(path / PIPELINE_FILE, PIPELINE_FORMAT, 1)
+            stage_names = manifest.get("stages")
+            if not isinstance(stage_names, list) or not stage_names:
+                raise ModelFileError(f"{path / PIPELINE_FILE}: stages: expected a list of the stages' folders")
+            try:
+                paths = [file_inside(path, stage) for stage in stage_names]  # a stage is a folder inside the pipeline's
+            except ValueError as error:
+                raise ModelFileError(f"{path / PIPELINE_FILE}: stages: {error}") from None
         else:
             paths = [path]
         stages = [_load_stage(p, device, dtype, verify) for p in [*paths, *map(Path, superres)]]

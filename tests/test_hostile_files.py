@@ -286,6 +286,28 @@ def test_export_into_a_read_only_folder_is_refused(cli: Runner, run_dir: Path, t
         assert snapshot(folder) == {"keep.txt": hashlib.sha256(b"mine").hexdigest()}
 
 
+PIPELINE_JSON_CASES = {
+    "stage-climbs-out": (lambda m: m.update(stages=["../elsewhere"]), "climbs out"),
+    "stage-absolute": (lambda m: m.update(stages=["/etc"]), "absolute path"),
+    "no-stages": (lambda m: m.update(stages=[]), "stages"),
+    "not-ours": (lambda m: m.update(format="someone-elses"), "format"),
+}
+
+
+@pytest.mark.parametrize("case", list(PIPELINE_JSON_CASES))
+def test_an_edited_pipeline_json_is_refused(cli: Runner, run_dir: Path, tmp_path: Path, case: str) -> None:
+    pipeline = tmp_path / "pipeline"
+    assert cli.run("model", "publish", run_dir / "export", pipeline, "--critic", "none").code == 0
+    manifest = json.loads((pipeline / "pipeline.json").read_text())
+    edit, reason = PIPELINE_JSON_CASES[case]
+    edit(manifest)
+    (pipeline / "pipeline.json").write_text(json.dumps(manifest))
+    before = snapshot(tmp_path)
+    refused = cli.run("model", "publish", pipeline, tmp_path / "again", "--critic", "none")
+    assert_refused(refused, str(pipeline / "pipeline.json"), reason)
+    assert snapshot(tmp_path) == before
+
+
 # ---------------------------------------------------------------- 2. model.json: the whole description is verified
 
 
