@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from fashiongen.data.content import cache_dir, content_hashes
+from fashiongen.data.__main__ import main as data_cli
 from fashiongen.data.convert import convert_source
 from fashiongen.data.sources import open_source, split_keys
 from fashiongen.data.splits import join_identical, split_of
@@ -57,6 +58,17 @@ def test_copies_of_training_photos_leave_validation(catalogue) -> None:
     assert sorted(held_out.meta(i).id for i in range(len(held_out))) == sorted(validation[2:])
     assert sorted(training.meta(i).id for i in range(len(training))) == sorted(train + validation[:2])
     assert held_out.moved_to_train == training.moved_to_train == 2
+
+
+def test_inspect_reports_how_many_moved(catalogue, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    folder, _, validation = catalogue
+    argv = ["inspect", str(folder), "--split", "validation", "--val-fraction", str(VAL_FRACTION), "--samples", "2",
+            "--out", str(tmp_path / "report")]
+    assert data_cli([*argv, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert (report["num_records"], report["moved_to_train"]) == (len(validation) - 2, 2)
+    assert data_cli(argv) == 0
+    assert "2 row(s) moved to train: pixel-identical to training photos" in capsys.readouterr().out
 
 
 def test_a_group_without_training_copies_stays_in_validation() -> None:

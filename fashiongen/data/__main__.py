@@ -88,6 +88,8 @@ def _print_report(report: dict) -> None:
           f"{report['num_records']} records, {report['num_skipped']} skipped")
     for reason, count in report["skipped_by_reason"].items():
         print(f"  skipped {count}: {reason}")
+    if report["moved_to_train"]:
+        print(f"  {report['moved_to_train']} row(s) moved to train: pixel-identical to training photos under other ids")
     words = report["caption_words"]
     if words:
         print(f"caption words: min {words['min']} median {words['median']} mean {words['mean']} "

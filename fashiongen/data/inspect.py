@@ -57,6 +57,7 @@ def inspect_source(source: Source, split: str = "all", caption_mode: str = "both
         "path": str(source.path),
         "split": split,
         "num_records": count,
+        "moved_to_train": getattr(source, "moved_to_train", 0),  # pixel copies of training photos (sources.split_keys)
         "num_skipped": skipped_all,
         "skipped_by_reason": {**source.skipped.by_reason(), **skipped.by_reason()},
         "caption_template": template,
