@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -267,20 +268,28 @@ def test_sample_edit_refuses_a_bomb_and_a_mismatched_mask_with_one_line(model: P
 # ------------------------------------------------------------------ train.py
 
 
-def test_training_skips_a_bomb_in_a_dataloader_worker_and_finishes(garments16: Path, tmp_path: Path,
-                                                                   text_cache_dir: Path) -> None:
+def test_training_skips_a_bomb_in_a_dataloader_worker_or_stops_with_one_line(garments16: Path, tmp_path: Path,
+                                                                            text_cache_dir: Path) -> None:
     data = tmp_path / "garments"
-    data.mkdir()
     for path in garments16.rglob("*"):
         if path.is_file():
             (data / path.relative_to(garments16)).parent.mkdir(parents=True, exist_ok=True)
             (data / path.relative_to(garments16)).write_bytes(path.read_bytes())
     first = json.loads((data / "captions.jsonl").read_text().splitlines()[0])
     write_png_bomb(data / first["file"], 20000, 20000)
-    overrides = tiny_overrides(data, tmp_path / "runs", text_cache_dir, **{"train.max_steps": 4, "train.num_workers": 1})
-    result = subprocess.run([sys.executable, str(REPO / "train.py"), *overrides, "--quiet"], cwd=REPO, capture_output=True,
-                            text=True, timeout=240, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert f"{first['file'].split('/')[-1]}: image is 400 megapixels" in result.stderr
-    assert "Traceback" not in result.stderr
+    defect = f"{data / first['file']}: image is 400 megapixels"
+
+    def train(out: str, **extra: object) -> subprocess.CompletedProcess:
+        overrides = tiny_overrides(data, tmp_path / out, text_cache_dir, **{"train.max_steps": 4, "train.num_workers": 1, **extra})
+        return subprocess.run([sys.executable, str(REPO / "train.py"), *overrides, "--quiet"], cwd=REPO, capture_output=True,
+                              text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+    strict = train("strict", **{"data.skip_bad_records": "false"})  # the worker raises; the run used to hang at exit
+    errors = [line for line in strict.stderr.splitlines() if line.startswith("error:")]
+    assert strict.returncode == 2 and errors == [f"error: {defect} (PIL refuses it as a decompression bomb), over the limit "
+                                                 "of 64 megapixels"], strict.stderr[-3000:]
+    assert "Traceback" not in strict.stderr
+    skipping = train("runs")
+    assert skipping.returncode == 0, skipping.stderr[-3000:]
+    assert defect in skipping.stderr and "Traceback" not in skipping.stderr
     assert next((tmp_path / "runs").glob("001-*/checkpoints/*"), None) is not None

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import signal
 from typing import Any, Iterator, Sequence
 
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, Sampler, get_worker_info
 from tqdm import tqdm
 
 from ..config import ConfigError
-from ..data import FashionDataset, RecordError, Source
+from ..data import DataError, FashionDataset, RecordError, Source
 from ..data.records import iter_meta
 from ..diffusion.superres import low_res_condition
 from ..models import NONE_ATTRIBUTE
@@ -86,6 +87,21 @@ class EpochSampler(Sampler[int]):
         return self.size // self.multiple * self.multiple
 
 
+class DataLoaderWorkerError(DataError):
+    """A defective record (with data.skip_bad_records off) met while preparing an example, maybe in a DataLoader worker.
+
+    torch re-raises a worker's exception in the main process by calling its class with the worker's formatted
+    traceback; keeping only that traceback's last line keeps the message the record's, so train.py reports it as
+    one `error:` line and exits 2, with workers as without (a RecordError, which takes two arguments, became a
+    RuntimeError traceback there)."""
+
+    def __init__(self, message: str) -> None:
+        lines = [line for line in message.strip().splitlines() if line.strip()]
+        last = lines[-1] if lines else message
+        prefix = f"{type(self).__module__}.{type(self).__qualname__}: "
+        super().__init__(last[len(prefix):] if last.startswith(prefix) else last)
+
+
 class DiffusionExamples(Dataset):
     """FashionDataset items with noise [3, H, W], timestep, cached caption embedding and attribute ids."""
 
@@ -111,7 +127,15 @@ class DiffusionExamples(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        example = self.dataset[index]
+        try:
+            example = self.dataset[index]  # skips defective records unless data.skip_bad_records is off
+        except (RecordError, DataError) as error:
+            if get_worker_info() is not None:
+                # The run ends here: let the main process's exit stop this worker. Workers ignore SIGTERM (train/loop.py)
+                # so a scheduler's signal cannot kill a run before it saves, but multiprocessing ends workers with
+                # SIGTERM at exit, and an ignoring worker kept the failed run from ever exiting.
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            raise DataLoaderWorkerError(str(error)) from None
         pixels = example["pixel_values"]  # [3, H, W]
         generator = torch.Generator().manual_seed(example_seed(self.seed, self.epoch, index))
         noise = torch.randn(pixels.shape, generator=generator)  # [3, H, W]
