@@ -68,8 +68,8 @@ def _strip(images: list[Image.Image]) -> Image.Image:
 def read_uploads_checked(component: gr.ImageEditor | gr.Image, studio: Studio) -> None:
     """Make an image input hand its uploads to Studio.read_upload (pixel limit checked before decoding, JPEGs decoded
     reduced) instead of Gradio decoding every file at full size: the editor's photo comes as RGB on white, its painted
-    layers as RGBA, a gr.Image's upload as RGB. Set on the instance, with closures, because Gradio writes a .pyi stub
-    next to any module that subclasses a component, and copies components with their attributes."""
+    layers as RGBA, a gr.Image's upload as RGB. Set on the instance, with closures: Gradio writes a .pyi stub next to
+    any module that subclasses a component, and a component given the studio as an argument stalled the page."""
 
     def read(source: str | bytes, what: str, keep_alpha: bool = False) -> np.ndarray:
         try:
