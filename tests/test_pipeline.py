@@ -17,6 +17,7 @@ from fashiongen.config import TextConfig
 from fashiongen.pipeline import FashionGenPipeline, ModelFileError, PipelineInputError
 from fashiongen.text import CaptionEncoder
 from fashiongen.train import prepare, train
+from fashiongen.train.export import DESCRIPTION_DIGEST, description_digest
 from pipeline_helpers import export_tiny
 from training_helpers import tiny_config
 
@@ -248,6 +249,7 @@ def test_model_paths_that_are_not_models(models: dict[str, Path], tmp_path: Path
     other = shutil.copytree(models["base"], tmp_path / "other-encoder")
     info = json.loads((other / "model.json").read_text())
     info["text"]["identity"] = "minilm-000000000000-L64-float32-norm"
+    info[DESCRIPTION_DIGEST] = description_digest(info)  # a model really trained with another encoder: a valid file
     (other / "model.json").write_text(json.dumps(info))
     with pytest.raises(ModelFileError, match="trained with caption encoder minilm-000000000000"):
         FashionGenPipeline.from_pretrained(other)
