@@ -82,3 +82,11 @@ def test_whole_source_errors(tmp_path: Path) -> None:
         FolderReader(tmp_path)
     with pytest.raises(DataError, match=r"no caption column 'name'"):
         FolderReader(tmp_path, caption_field="name")
+
+
+def test_an_id_of_zero_is_kept(tmp_path: Path) -> None:
+    write_jpeg(tmp_path / "a.jpg")
+    write_jpeg(tmp_path / "b.jpg")
+    (tmp_path / "captions.jsonl").write_text('{"id": 0, "file": "a.jpg", "caption": "red dress"}\n'
+                                             '{"id": "", "file": "b.jpg", "caption": "white sneakers"}\n')
+    assert [record.id for record in iter_records(FolderReader(tmp_path))] == ["0", "b"]

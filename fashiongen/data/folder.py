@@ -133,7 +133,8 @@ class FolderReader:
                 self.skipped.defect(error)
                 continue
             image_path = self.path / str(row[file_column])
-            record_id = str(row.get("id", "") or Path(str(row[file_column])).stem)
+            given = row.get("id")
+            record_id = str(given) if given not in (None, "") else Path(str(row[file_column])).stem  # id 0 is an id
             if record_id in seen:
                 self.skipped.defect(RecordError(where, f"duplicate id '{record_id}'"))
                 continue
