@@ -50,6 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     except (TrainingDiverged, TrainingOutOfMemory) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except RuntimeError as error:
+        if "DataLoader worker" not in str(error):
+            raise
+        reason = str(error).strip().splitlines()[0].rstrip(".")  # torch: "DataLoader worker (pid(s) N) exited unexpectedly" / "is killed by signal"
+        print(f"error: {reason}; a worker killed for memory is the usual cause: lower train.num_workers or "
+              "train.batch_size, then resume with --resume latest", file=sys.stderr)
+        return 1
     except TrainingStopped as stopped:
         print(str(stopped), file=sys.stderr)
         return stopped.exit_code
