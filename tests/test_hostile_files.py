@@ -363,10 +363,13 @@ def test_a_model_json_that_is_not_a_json_object_is_refused(cli: Runner, run_dir:
     assert not (tmp_path / "out").exists()
 
 
-def test_the_shipped_model_json_without_a_digest_still_passes_the_checks() -> None:
+def test_the_shipped_model_json_is_signed_and_its_version_1_form_still_loads(tmp_path: Path) -> None:
     info = read_info(DEFAULT_MODEL_DIR)
-    assert info["version"] == 1 and DESCRIPTION_DIGEST not in info
+    assert info["version"] == 2 and info[DESCRIPTION_DIGEST] == description_digest(info)
     assert 10**6 < check_description(info["model"]) < MAX_PARAMETERS
+    old = {key: value for key, value in info.items() if key != DESCRIPTION_DIGEST} | {"version": 1}  # as published before
+    (tmp_path / "model.json").write_text(json.dumps(old))
+    assert read_info(tmp_path)["model"] == info["model"]
 
 
 # ---------------------------------------------------------------- 3. damaged safetensors with a matching checksum
