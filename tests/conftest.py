@@ -89,6 +89,7 @@ def write_garment_set(root: Path, count: int, size: int = 32) -> Path:
         else:  # a body with sleeves
             image[inset : size - inset, size // 4 : 3 * size // 4] = rgb
             image[inset : size // 2, inset : size - inset] = rgb
+        image[-1, -1] = (255 - i % 64, 255 - i // 64 % 64, 255)  # no two products are pixel copies (the content split joins those)
         path = root / "images" / f"{i}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(path)
