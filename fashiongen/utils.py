@@ -126,6 +126,12 @@ def file_inside(folder: str | Path, name: Any) -> Path:
     return path
 
 
+def first_line(error: BaseException) -> str:
+    """An exception's first message line (libraries such as safetensors and torch raise multi-line ones), or its type."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 # Disk errors a save reports in one line (with the path) instead of a traceback.
 DISK_ERRORS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
                errno.EROFS: "read-only file system", errno.EACCES: "permission denied"}

@@ -22,7 +22,7 @@ from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
 from ..config import Config, ConfigError, save_config
-from ..utils import atomic_write_text, disk_problem
+from ..utils import atomic_write_text, disk_problem, first_line
 from .ema import EMA
 from .runs import run_dirs
 
@@ -112,14 +112,14 @@ def load_checkpoint(accelerator: Accelerator, checkpoint: Path, ema: EMA) -> dic
     try:
         accelerator.load_state(str(checkpoint))
     except Exception as error:  # torch, safetensors and accelerate each raise their own on a damaged file
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        reason = first_line(error)
         raise CheckpointError(f"{checkpoint}: training state cannot be restored ({reason}); resume from an older "
                               "checkpoint of the run") from None
     weights = checkpoint / "ema.safetensors"
     try:
         ema.load_state_dict(load_file(weights, device=str(next(ema.module.parameters()).device)))
     except Exception as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        reason = first_line(error)
         raise CheckpointError(f"{weights}: EMA weights cannot be restored ({reason}); resume from an older "
                               "checkpoint of the run") from None
     return state

@@ -32,7 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..config import Config, ConfigError, config_to_dict, load_config
-from ..utils import disk_problem
+from ..utils import disk_problem, first_line
 from ..diffusion import diffusion_settings
 from ..models import FashionUNet, build_model, check_description, get_spec
 from .checkpoint import STATE_FILE, checkpoint_dirs, read_state
@@ -69,7 +69,7 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(path)
     except Exception as error:  # safetensors raises SafetensorError, OSError, or others on a damaged file
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        reason = first_line(error)
         raise ModelFileError(f"{path}: not a readable safetensors file ({reason})") from None
 
 
