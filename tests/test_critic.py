@@ -18,7 +18,6 @@ from fashiongen.evaluation.critic import (
     Critic,
     EncoderMismatchError,
     attribute_accuracy,
-    contrastive_loss,
     critic_inception_score,
     critic_score,
     embed_captions,
@@ -27,10 +26,10 @@ from fashiongen.evaluation.critic import (
     load_critic,
     r_precision,
     r_precision_draws,
-    train_critic,
 )
 from fashiongen.text import CaptionEncoder
 from fashiongen.train import checkpoint_dirs
+from fashiongen.train.critic import contrastive_loss, train_critic
 
 
 def _unit(rows: int, dim: int, seed: int) -> torch.Tensor:
@@ -211,6 +210,28 @@ def test_resume_after_interruption_continues_and_matches(trained: tuple[Config, 
 
     with pytest.raises(ConfigError, match="critic.embed_dim"):
         train_critic(_critic_config(garments, interrupted, text_cache_dir, **{"critic.embed_dim": 16}), show_progress=False)
+
+
+def test_the_critic_command_finishes_a_run_and_names_a_bad_setting(trained: tuple[Config, Path], garments: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m fashiongen.train critic CONFIG [key=value ...]` on a copy of a run whose newest checkpoint is its last
+    step: no step is trained, the critic is saved again from it; a setting that does not fit the run is one error line."""
+    from fashiongen.train.__main__ import main
+
+    _, full_dir = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(full_dir, copy)
+    for name in ("critic.safetensors", "critic.json"):
+        (copy / name).unlink()
+    assert main(["critic", str(copy / "config.yaml"), f"critic.output_dir={copy}", "--quiet"]) == 0
+    assert capsys.readouterr().out.strip() == str(copy)
+    again, info = load_critic(copy)
+    assert info["training"]["steps"] == 40
+    images = [open_source(garments)[i].image for i in range(8)]
+    assert torch.equal(embed_images(again, images), embed_images(load_critic(full_dir)[0], images))
+
+    assert main(["critic", str(copy / "config.yaml"), f"critic.output_dir={copy}", "critic.embed_dim=16", "--quiet"]) == 2
+    assert capsys.readouterr().err.startswith("error: critic.output_dir holds")
 
 
 def test_garment_captions_are_eight_distinct() -> None:

@@ -15,9 +15,9 @@ from PIL import Image
 from conftest import write_garment_set
 from fashiongen.config import TextConfig, load_config
 from fashiongen.data import open_source
-from fashiongen.evaluation.critic import train_critic
 from fashiongen.evaluation.images import EvaluationInputError, read_image_folder
 from fashiongen.text import CaptionEncoder
+from fashiongen.train.critic import train_critic
 from pipeline_helpers import export_tiny
 from script_helpers import load_script
 

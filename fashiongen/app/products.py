@@ -30,7 +30,7 @@ from ..data.captions import build_caption
 from ..data.transforms import resize_square
 from ..evaluation.critic import Critic, embed_images, load_critic
 from ..evaluation.neighbours import NeighbourIndex
-from ..evaluation.suite import BUNDLED_CRITIC
+from ..models.files import BUNDLED_CRITIC
 from ..utils import atomic_path, atomic_write_text
 
 logger = logging.getLogger("fashiongen.app")

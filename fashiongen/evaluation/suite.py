@@ -21,15 +21,16 @@ import torch
 
 from ..config import TextConfig
 from ..grid import captioned_grid, save_image
+from ..models.files import BUNDLED_CRITIC
 from ..text import CaptionEncoder
-from .critic import (
+from .critic import load_critic
+from .critic_scores import (
     attribute_accuracy,
     check_encoder,
     critic_inception_score,
     critic_score,
     embed_captions,
     embed_images,
-    load_critic,
     predict_attributes,
     r_precision,
 )
@@ -47,8 +48,6 @@ from .neighbours import (
 from .report import category_bars, write_report
 
 logger = logging.getLogger(__name__)
-
-BUNDLED_CRITIC = Path(__file__).resolve().parents[1] / "pretrained" / "critic"  # ships with the default model
 
 
 @dataclass

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from ..config import ConfigError
 from ..data import DataError, FashionDataset, RecordError, Source
+from ..data.captions import MISSING_VALUES
 from ..data.records import iter_meta
 from ..diffusion.superres import low_res_condition
 from ..models import NONE_ATTRIBUTE
@@ -28,7 +29,6 @@ from ..text import CaptionEncoder, EmbeddingCache
 logger = logging.getLogger("fashiongen.train")
 
 TOKEN_MULTIPLE = 8  # caption token states are padded to a multiple of this
-MISSING_VALUES = {"", "na", "n/a", "nan", "none", "null", "unknown"}
 
 
 def attribute_vocabulary(source: Source, names: Sequence[str]) -> dict[str, list[str]]:
