@@ -141,7 +141,7 @@ class TrainConfig:
         "blue denim jeans", "grey wool sweater", "women's black handbag", "yellow sports t-shirt",
     ])
     validation_seeds: list[int] = field(default_factory=lambda: [0, 1])  # one image per (prompt, seed)
-    validation_sampler: str = "ddim"  # ddim | dpm++ | euler | ddpm
+    validation_sampler: str = "ddim"  # a sampler of the model's family (fashiongen.diffusion.SAMPLERS; checked by train)
     validation_inference_steps: int = 20
     validation_guidance: float = 3.0
     validation_batches: int = 4  # held-out batches for the validation loss (fixed noise and timesteps)
@@ -165,12 +165,12 @@ class TrainConfig:
         _check_range("train.validation_guidance", self.validation_guidance, 0.0, 100.0)
         _check_choice("train.lr_schedule", self.lr_schedule, ("cosine", "constant"))
         _check_choice("train.mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
-        _check_choice("train.validation_sampler", self.validation_sampler, ("ddim", "dpm++", "euler", "ddpm"))
 
 
 @dataclass
 class CriticConfig:
-    """The text-image critic (evaluation/critic.py): a small CNN and a caption projection trained contrastively."""
+    """The text-image critic (evaluation/critic.py; trained by train/critic.py): a small CNN and a caption projection
+    trained contrastively."""
 
     resolution: int = 64  # images are resized to this (with data.resize_mode) before the image tower
     channels: list[int] = field(default_factory=lambda: [32, 64, 128, 256])  # image tower stages, each halves the size
@@ -227,7 +227,7 @@ class Config:
     text: TextConfig = field(default_factory=TextConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    critic: CriticConfig = field(default_factory=CriticConfig)  # used by evaluation/critic.py only
+    critic: CriticConfig = field(default_factory=CriticConfig)  # used by train/critic.py only
 
 
 def _field_types(cls: type) -> dict[str, Any]:

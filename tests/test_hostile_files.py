@@ -32,7 +32,7 @@ from training_helpers import tiny_overrides
 
 from fashiongen.models import MAX_PARAMETERS, check_description
 from fashiongen.pipeline import DEFAULT_MODEL_DIR
-from fashiongen.train.export import DESCRIPTION_DIGEST, check_output_dir, description_digest, read_info, sha256_of
+from fashiongen.models.files import DESCRIPTION_DIGEST, check_output_dir, description_digest, read_info, sha256_of
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -273,7 +273,7 @@ def test_a_model_folder_of_ours_is_replaced_and_overwrite_replaces_anything(cli:
     (ours / "stale.txt").write_text("from an older export")
     assert cli.run("model", "export", run_dir, ours, "--dtype", "float16").code == 0  # ours: replaced without a flag
     assert sorted(p.name for p in ours.iterdir()) == ["model.json", "model.safetensors"]
-    assert read_info(ours)["weights"]["dtype"] == "float16"
+    assert read_info(ours).weights.dtype == "float16"
     theirs = user_files(tmp_path / "theirs")
     assert cli.run("model", "export", run_dir, theirs, "--overwrite").code == 0
     assert sorted(p.name for p in theirs.iterdir()) == ["model.json", "model.safetensors"]
@@ -364,12 +364,12 @@ def test_a_model_json_that_is_not_a_json_object_is_refused(cli: Runner, run_dir:
 
 
 def test_the_shipped_model_json_is_signed_and_its_version_1_form_still_loads(tmp_path: Path) -> None:
-    info = read_info(DEFAULT_MODEL_DIR)
+    info = read_info(DEFAULT_MODEL_DIR).raw
     assert info["version"] == 2 and info[DESCRIPTION_DIGEST] == description_digest(info)
     assert 10**6 < check_description(info["model"]) < MAX_PARAMETERS
     old = {key: value for key, value in info.items() if key != DESCRIPTION_DIGEST} | {"version": 1}  # as published before
     (tmp_path / "model.json").write_text(json.dumps(old))
-    assert read_info(tmp_path)["model"] == info["model"]
+    assert read_info(tmp_path).network == info["model"]
 
 
 # ---------------------------------------------------------------- 3. damaged safetensors with a matching checksum
@@ -610,7 +610,7 @@ def test_kill_9_during_training_keeps_every_complete_checkpoint(cli: Runner, run
         for name in before.keys() & after.keys():
             assert after[name] == before[name], name  # complete checkpoints are never rewritten
         info = read_info(run / "export")  # the export is the old one or a complete new one
-        assert sha256_of(run / "export" / "model.safetensors") == info["weights"]["sha256"]
+        assert sha256_of(run / "export" / "model.safetensors") == info.weights.sha256
     result = cli.run("train", *argv(steps + 1))
     assert result.code == 0, result.stderr[-3000:]
     assert leftovers(run) == []

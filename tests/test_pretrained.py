@@ -40,7 +40,7 @@ def test_the_shipped_files_are_small_and_their_checksum_is_recorded(shipped: Fas
 
 
 def test_the_model_card_and_config_say_how_it_was_trained(shipped: FashionGenPipeline) -> None:
-    training = shipped.stages[0].info["training"]
+    training = shipped.stages[0].info.training
     for key in ("steps", "images_seen", "hardware", "wall_time", "final_loss", "images_per_step"):
         assert training.get(key) not in (None, ""), key
     card = (DEFAULT_MODEL_DIR / "README.md").read_text()

@@ -23,16 +23,24 @@ from fashiongen.train import (
     checkpoint_dirs,
     create_run_dir,
     ema_decay,
-    load_checkpoint_model,
-    load_exported,
     lr_at,
     prepare,
     resolve_resume,
     resolve_training_config,
     train,
 )
+from fashiongen.families import load_generator
 from fashiongen.train.data import DiffusionExamples, EpochSampler, attribute_ids, attribute_vocabulary, collate_examples
 
+
+
+def load_exported(path: Path) -> tuple[torch.nn.Module, dict]:
+    """An export's network and its model.json as written (what the tests below check)."""
+    generator = load_generator(path)
+    return generator.model, generator.info.raw
+
+
+load_checkpoint_model = load_exported  # a checkpoint loads through the same call, with the model.json an export would have
 
 def test_ema_decay_warms_up_and_caps() -> None:
     assert ema_decay(0, 0.999, 0.75) == 0.0
@@ -265,8 +273,8 @@ def test_export_loads_back_and_detects_corruption(tmp_path: Path, garments16: Pa
     path.write_bytes(bytes(data))
     with pytest.raises(ModelFileError, match="checksum does not match"):
         load_exported(run_dir / "export")
-    with pytest.raises(ModelFileError, match="is not an exported FashionGen model"):
-        load_exported(tmp_path)
+    with pytest.raises(ModelFileError, match="is not a FashionGen model"):
+        load_exported(tmp_path)  # a folder with neither model.json, a checkpoint nor a run's
 
 
 @pytest.mark.parametrize("model_overrides", [
@@ -309,7 +317,7 @@ def test_tensorboard_without_the_package_is_a_config_error(tmp_path: Path, garme
 
 
 def test_run_facts_count_training_time_but_not_the_pause_before_a_resume() -> None:
-    from fashiongen.train.runs import hardware_name, run_facts
+    from fashiongen.runs import hardware_name, run_facts
 
     records = [{"step": 10, "loss": 0.5, "time": 1000.0}, {"step": 20, "loss": 0.4, "time": 1060.0},
                {"step": 30, "loss": 0.3, "time": 5000.0},  # stopped, resumed an hour later

@@ -2,7 +2,8 @@
 
 from .checkpoint import CheckpointError, CheckpointWriteError, checkpoint_dirs, resolve_resume
 from .ema import EMA, ema_decay
-from .export import ModelFileError, export_model, load_checkpoint_model, load_exported, read_info
+from ..models.files import ModelFileError, read_info
+from .export import export_checkpoint, export_model
 from .loop import (
     TrainingDiverged,
     TrainingOutOfMemory,
@@ -18,10 +19,10 @@ from .loop import (
     train_step,
     validate,
 )
-from .runs import MetricsLog, create_run_dir, run_dirs
+from ..runs import MetricsLog, create_run_dir, run_dirs
 
 __all__ = [
     "CheckpointError", "CheckpointWriteError", "EMA", "MetricsLog", "ModelFileError", "TrainingDiverged", "TrainingOutOfMemory", "TrainingRun", "TrainingStopped", "checkpoint_dirs",
-    "compute_loss", "create_run_dir", "ema_decay", "export", "export_model", "load_checkpoint_model", "load_exported", "lr_at", "prepare",
+    "compute_loss", "create_run_dir", "ema_decay", "export", "export_checkpoint", "export_model", "lr_at", "prepare",
     "read_info", "resolve_resume", "resolve_training_config", "run_dirs", "save", "train", "train_step", "validate",
 ]

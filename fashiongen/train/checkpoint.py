@@ -24,17 +24,11 @@ from safetensors.torch import load_file, save_file
 from ..config import Config, ConfigError, save_config
 from ..utils import atomic_write_text, disk_problem, first_line
 from .ema import EMA
-from .runs import run_dirs
+from ..runs import EMA_FILE, STATE_FILE, CheckpointError, checkpoint_dirs, read_state, run_dirs
 
 logger = logging.getLogger("fashiongen.train")
 
-_STEP = re.compile(r"^step_(\d+)$")
 _PARTIAL = re.compile(r"^\.tmp-step_\d+$")
-STATE_FILE = "state.json"
-class CheckpointError(ConfigError):
-    """A checkpoint's files cannot be read, or do not fit the run (a resume names the file)."""
-
-
 class CheckpointWriteError(RuntimeError):
     """A checkpoint could not be written: disk full, quota, read-only folder or no permission."""
 
@@ -47,15 +41,6 @@ def clear_partial_checkpoints(run_dir: str | Path) -> list[Path]:
         shutil.rmtree(path, ignore_errors=True)
         logger.info("removed the partial checkpoint %s", path)
     return partial
-
-
-def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
-    """Complete checkpoints of a run, oldest first."""
-    root = Path(run_dir) / "checkpoints"
-    if not root.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP.match(p.name)) and (p / STATE_FILE).is_file()]
-    return [p for _, p in sorted(found)]
 
 
 def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int, ema: EMA | None, config: Config,
@@ -72,7 +57,7 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int, ema: EMA
         accelerator.save_state(str(temporary), safe_serialization=True)
         if accelerator.is_main_process:
             if ema is not None:
-                save_file(ema.state_dict(), temporary / "ema.safetensors")
+                save_file(ema.state_dict(), temporary / EMA_FILE)
             save_config(config, temporary / "config.yaml")
             atomic_write_text(temporary / STATE_FILE, json.dumps({**state, "step": step}, indent=2) + "\n")
     except Exception as error:
@@ -93,18 +78,6 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int, ema: EMA
     return final
 
 
-def read_state(checkpoint: Path) -> dict[str, Any]:
-    """state.json of a checkpoint; CheckpointError naming the file when it is unreadable or not an object with a step."""
-    path = checkpoint / STATE_FILE
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{path}: not a readable checkpoint state ({error})") from None
-    if not isinstance(state, dict) or not isinstance(state.get("step"), int) or isinstance(state["step"], bool):
-        raise CheckpointError(f"{path}: step: missing or not an integer")
-    return state
-
-
 def load_checkpoint(accelerator: Accelerator, checkpoint: Path, ema: EMA) -> dict[str, Any]:
     """Restore model, optimizer, RNG states (accelerate) and the EMA; returns state.json. A damaged file raises
     CheckpointError naming the checkpoint."""
@@ -115,7 +88,7 @@ def load_checkpoint(accelerator: Accelerator, checkpoint: Path, ema: EMA) -> dic
         reason = first_line(error)
         raise CheckpointError(f"{checkpoint}: training state cannot be restored ({reason}); resume from an older "
                               "checkpoint of the run") from None
-    weights = checkpoint / "ema.safetensors"
+    weights = checkpoint / EMA_FILE
     try:
         ema.load_state_dict(load_file(weights, device=str(next(ema.module.parameters()).device)))
     except Exception as error:

@@ -13,7 +13,6 @@ import dataclasses
 import importlib.util
 import json
 import logging
-import math
 import os
 import resource
 import signal
@@ -33,7 +32,7 @@ from tqdm import tqdm
 from ..config import Config, ConfigError, config_to_dict, load_config, save_config
 from ..data import FashionDataset
 from ..utils import remove_stale_temporaries
-from ..diffusion import add_noise, alphas_cumprod_of, diffusion_loss, diffusion_settings, snr, training_target
+from ..diffusion import SAMPLERS, add_noise, alphas_cumprod_of, diffusion_loss, diffusion_settings, snr, training_target
 from ..plots import training_curves
 from ..models import FashionUNet, build_model, check_model_config, count_parameters
 from ..text import CaptionEncoder
@@ -48,8 +47,23 @@ from .checkpoint import (
 )
 from .data import DiffusionExamples, EpochSampler, attribute_vocabulary, collate_examples, precompute_captions
 from .ema import EMA
-from .export import ModelFileError, export_model, load_model
-from .runs import MetricsLog, create_run_dir, hardware_name, run_facts
+from ..families import load_generator
+from ..models.files import ModelFileError
+from .export import export_model
+from ..runs import MetricsLog, create_run_dir, hardware_name, run_facts
+from .schedule import (
+    StopSignals,
+    Throughput,
+    TrainingDiverged,
+    TrainingStopped,
+    across_processes,
+    epoch_batches,
+    log_due,
+    lr_at,
+    save_last_checkpoint,
+    validate_and_checkpoint,
+    write_metrics,
+)
 from .validation import sample_grid
 
 logger = logging.getLogger("fashiongen.train")
@@ -59,21 +73,8 @@ _FROZEN_KEYS = ("seed", "model", "text", "data.source", "data.resolution", "data
                 "train.init_from")
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
-
-
 class TrainingOutOfMemory(RuntimeError):
     """The GPU ran out of memory; the message names the settings that reduce memory."""
-
-
-class TrainingStopped(Exception):
-    """SIGTERM or SIGINT arrived; a checkpoint was saved. `exit_code` follows the shell convention 128 + signal."""
-
-    def __init__(self, signum: int, checkpoint: Path) -> None:
-        super().__init__(f"stopped by {signal.Signals(signum).name} at {checkpoint}; continue with --resume {checkpoint.parent.parent}")
-        self.exit_code = 128 + signum
-        self.checkpoint = checkpoint
 
 
 @dataclass
@@ -105,18 +106,6 @@ class TrainingRun:
         return t.batch_size * t.gradient_accumulation_steps * self.accelerator.num_processes
 
 
-def lr_at(step: int, config: Any) -> float:
-    """Learning rate for optimizer step `step` (0-based): linear warmup, then cosine or constant."""
-    if config.warmup_steps and step < config.warmup_steps:
-        return config.learning_rate * (step + 1) / config.warmup_steps
-    if config.lr_schedule == "constant":
-        return config.learning_rate
-    span = max(1, config.max_steps - config.warmup_steps)
-    progress = min(1.0, (step - config.warmup_steps) / span)
-    floor = config.learning_rate * config.min_lr_ratio
-    return floor + (config.learning_rate - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 def _get(config: Config, dotted: str) -> Any:
     value: Any = config_to_dict(config)
     for part in dotted.split("."):
@@ -142,18 +131,19 @@ def _initial_model(config: Config) -> tuple[FashionUNet, dict[str, Any]]:
     """
     path = config.train.init_from
     try:
-        start, info, found = load_model(path)
+        generator = load_generator(path)
     except ModelFileError as error:
         raise ConfigError(f"train.init_from: {error}") from None
+    start, info = generator.model, generator.info
     built = build_model(config.model, config.data.resolution, start.description()["text_dim"], start.attribute_vocab)
     problems = (_differences(start.description(), built.description(), "model", "init_from")
-                + _differences(info["diffusion"], diffusion_settings(config.model), "diffusion", "init_from"))
+                + _differences(info.section("diffusion"), diffusion_settings(config.model), "diffusion", "init_from"))
     if sorted(start.attribute_vocab) != sorted(config.model.attributes):
         problems.append(f"model.attributes: init_from has {sorted(start.attribute_vocab)}, now {sorted(config.model.attributes)}")
     if problems:
         raise ConfigError(f"train.init_from {path}: the model does not match this config: " + "; ".join(sorted(problems)))
-    training = info.get("training", {})
-    facts = {"path": str(found), "sha256": info["weights"]["sha256"], "text_identity": info["text"]["identity"],
+    training = info.training
+    facts = {"path": generator.source, "sha256": info.sha256, "text_identity": info.text.identity,
              **{key: training[key] for key in _INHERITED_FACTS if training.get(key) is not None}}
     return start, facts
 
@@ -181,6 +171,8 @@ def resolve_training_config(paths: list[str], overrides: list[str], resume: str 
 def check_config(config: Config) -> None:
     """Fail before any work on settings that cannot train, naming the key."""
     check_model_config(config.model, config.data.resolution)
+    if config.train.validation_sampler not in SAMPLERS:
+        raise ConfigError(f"train.validation_sampler: '{config.train.validation_sampler}' is not one of {', '.join(SAMPLERS)}")
     if config.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("train.tensorboard: TensorBoard is not installed; `pip install tensorboard` or set train.tensorboard=false")
     if config.train.mixed_precision == "fp16" and not torch.cuda.is_available():
@@ -422,28 +414,6 @@ def export(run: TrainingRun, dtype: str = "float32") -> Path:
     return path
 
 
-class _StopSignals:
-    """Remember SIGTERM/SIGINT instead of dying, so the loop can save first; a second SIGINT interrupts at once."""
-
-    def __init__(self) -> None:
-        self.received = 0
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.received = signum
-        if signum == signal.SIGINT:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    def __enter__(self) -> _StopSignals:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-
 def _memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -451,7 +421,7 @@ def _memory_mb(device: torch.device) -> float:
 
 
 def train(run: TrainingRun, show_progress: bool = True) -> Path:
-    """Train until train.max_steps; checkpoint, validate and log on schedule; export at the end."""
+    """Train until train.max_steps; checkpoint, validate and log on schedule (schedule.py); export at the end."""
     accelerator, t = run.accelerator, run.config.train
     is_main = accelerator.is_main_process
     progress = tqdm(total=t.max_steps, initial=run.step, desc=run.run_dir.name, unit="step", dynamic_ncols=True,
@@ -459,61 +429,42 @@ def train(run: TrainingRun, show_progress: bool = True) -> Path:
     loss_sum = torch.zeros((), device=accelerator.device)
     loss_count = torch.zeros((), device=accelerator.device)
     nonfinite = torch.zeros((), device=accelerator.device)
-    interval_start, interval_steps, grad_norm = time.perf_counter(), 0, None
+    clock, grad_norm = Throughput(), None
     try:
-        with _StopSignals() as stop:
-            while run.step < t.max_steps:
-                epoch, offset = divmod(run.step, run.steps_per_epoch)
-                run.train_loader.set_epoch(epoch)
-                run.train_examples.set_epoch(epoch)
-                loader = run.train_loader
-                if offset:
-                    loader = accelerator.skip_first_batches(run.train_loader, offset * t.gradient_accumulation_steps)
-                for batch in loader:
-                    loss, norm = train_step(run, batch)
-                    loss_sum += loss.sum()
-                    loss_count += loss.numel()
-                    nonfinite = torch.maximum(nonfinite, (~torch.isfinite(loss)).any().float())
-                    if not accelerator.sync_gradients:
-                        continue
-                    grad_norm = norm
-                    run.step += 1
-                    interval_steps += 1
-                    run.ema.update(accelerator.unwrap_model(run.model), run.step)
-                    flags = accelerator.gather(torch.stack([nonfinite, torch.tensor(float(stop.received), device=accelerator.device)]))
-                    flags = flags.view(-1, 2).max(dim=0).values
-                    if flags[0] > 0:
-                        checkpoints = checkpoint_dirs(run.run_dir)
-                        kept = f"the last checkpoint before it is {checkpoints[-1]}" if checkpoints else "no checkpoint was written before it"
-                        raise TrainingDiverged(f"loss became NaN/inf at step {run.step}; {kept}. Lower train.learning_rate, "
-                                               "keep train.max_grad_norm > 0, or use bf16 instead of fp16")
-                    progress.update(1)
-                    if run.step % t.log_every == 0 or run.step == t.max_steps:
-                        totals = accelerator.gather(torch.stack([loss_sum, loss_count])).view(-1, 2).sum(dim=0)
-                        elapsed = time.perf_counter() - interval_start
-                        record = {"step": run.step, "epoch": epoch, "loss": float(totals[0] / totals[1]), "lr": lr_at(run.step - 1, t),
-                                  "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                                  "images_per_s": interval_steps * run.images_per_step / max(elapsed, 1e-9),
-                                  "memory_mb": _memory_mb(accelerator.device), "time": time.time()}
-                        if is_main:
-                            run.metrics.write(record)
-                            progress.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.1f}")
-                        accelerator.log({k: v for k, v in record.items() if isinstance(v, float) and k != "time"}, step=run.step)
-                        loss_sum.zero_(), loss_count.zero_()
-                        interval_start, interval_steps = time.perf_counter(), 0
-                    if flags[1] > 0:
-                        checkpoint = save(run)
-                        raise TrainingStopped(int(flags[1]), checkpoint)
-                    paused = time.perf_counter()
-                    if t.validate_every and run.step % t.validate_every == 0 and run.step < t.max_steps:
-                        _log_validation(run, validate(run))
-                    if run.step % t.checkpoint_every == 0 and run.step < t.max_steps:
-                        save(run)
-                    interval_start += time.perf_counter() - paused  # images/s counts training time only
-                    if run.step >= t.max_steps:
-                        break
-            if not checkpoint_dirs(run.run_dir) or checkpoint_dirs(run.run_dir)[-1].name != f"step_{run.step:06d}":
-                save(run)
+        with StopSignals() as stop:
+            for epoch, batch in epoch_batches(run, t.max_steps, t.gradient_accumulation_steps):
+                loss, norm = train_step(run, batch)
+                loss_sum += loss.sum()
+                loss_count += loss.numel()
+                nonfinite = torch.maximum(nonfinite, (~torch.isfinite(loss)).any().float())
+                if not accelerator.sync_gradients:
+                    continue
+                grad_norm = norm
+                run.step += 1
+                clock.count_step()
+                run.ema.update(accelerator.unwrap_model(run.model), run.step)
+                diverged, signum = across_processes(accelerator, nonfinite, stop.received)
+                if diverged:
+                    checkpoints = checkpoint_dirs(run.run_dir)
+                    kept = f"the last checkpoint before it is {checkpoints[-1]}" if checkpoints else "no checkpoint was written before it"
+                    raise TrainingDiverged(f"loss became NaN/inf at step {run.step}; {kept}. Lower train.learning_rate, "
+                                           "keep train.max_grad_norm > 0, or use bf16 instead of fp16")
+                progress.update(1)
+                if log_due(run.step, t):
+                    totals = accelerator.gather(torch.stack([loss_sum, loss_count])).view(-1, 2).sum(dim=0)
+                    record = {"epoch": epoch, "loss": float(totals[0] / totals[1]), "lr": lr_at(run.step - 1, t),
+                              "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                              "images_per_s": clock.images_per_s(run.images_per_step), "memory_mb": _memory_mb(accelerator.device)}
+                    write_metrics(run, record)
+                    progress.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.1f}")
+                    accelerator.log({k: v for k, v in record.items() if isinstance(v, float)}, step=run.step)
+                    loss_sum.zero_(), loss_count.zero_()
+                    clock.restart()
+                if signum:
+                    raise TrainingStopped(int(signum), save(run))
+                validate_and_checkpoint(run.step, t, clock, validate=lambda: _log_validation(run, validate(run)),
+                                        save=lambda: save(run))
+            save_last_checkpoint(run.run_dir, run.step, lambda: save(run))
             _log_validation(run, validate(run))
             export(run)
     except torch.OutOfMemoryError as error:
@@ -529,9 +480,9 @@ def train(run: TrainingRun, show_progress: bool = True) -> Path:
 
 def _log_validation(run: TrainingRun, results: dict[str, float]) -> None:
     """Log validation results and redraw run_dir/curves.png."""
+    write_metrics(run, results)
     if run.accelerator.is_main_process:
         if results:
-            run.metrics.write({"step": run.step, **results, "time": time.time()})
             logger.info("step %d: %s", run.step, json.dumps(results))
         training_curves(run.metrics.read(), run.run_dir / "curves.png", title=f"{run.run_dir.name} ({run.config.model.name})")
     if results:

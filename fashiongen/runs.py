@@ -1,4 +1,4 @@
-"""Run directories (runs/NNN-NAME/) and their metrics log."""
+"""Run directories (runs/NNN-NAME/), their metrics log and the facts read back from it (training time, final loss)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,17 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..utils import atomic_write_text
+from .config import ConfigError
+from .utils import atomic_write_text
 
 _RUN = re.compile(r"^(\d{3,})-(.+)$")
+_STEP = re.compile(r"^step_(\d+)$")
+STATE_FILE = "state.json"  # a checkpoint's step, epoch, vocabulary...; written last, so its presence means complete
+EMA_FILE = "ema.safetensors"  # a checkpoint's EMA weights: what inference loads
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint's files cannot be read, or do not fit the run (a resume names the file)."""
 
 
 def slug(name: str) -> str:
@@ -98,3 +106,24 @@ def run_facts(records: list[dict[str, Any]], up_to_step: int, max_gap_s: float =
             seconds += gap
     return {"final_loss": round(float(lines[-1]["loss"]), 5), "wall_time_s": round(seconds, 1),
             "wall_time": f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"}
+
+
+def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP.match(p.name)) and (p / STATE_FILE).is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def read_state(checkpoint: Path) -> dict[str, Any]:
+    """state.json of a checkpoint; CheckpointError naming the file when it is unreadable or not an object with a step."""
+    path = checkpoint / STATE_FILE
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: not a readable checkpoint state ({error})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int) or isinstance(state["step"], bool):
+        raise CheckpointError(f"{path}: step: missing or not an integer")
+    return state

@@ -1,0 +1,83 @@
+"""Publish a model as a complete folder a user loads by path: the pipeline's files, the headline numbers of an
+evaluate.py report in model.json and the model card, the critic that judged it, and extra card notes.
+
+    python -m fashiongen.release runs/001-default64 my-model/ --dtype float16 \\
+        --report docs/default-model/report.json --notes docs/default-model/card-notes.md
+    python -m fashiongen.release runs/001-default64 fashiongen/pretrained --overwrite ...   # the shipped model
+
+OUT must be new, empty, or a model folder of ours (model.json or pipeline.json), which is replaced atomically;
+anything else (a file, a folder of other files) is refused unless --overwrite. The package's own default model
+(fashiongen/pretrained) is replaced only with --overwrite, and there is no default OUT, so it is never replaced by
+accident. (`python -m fashiongen.train publish` is the same command.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .evaluation.report import headline_metrics
+from .models.files import BUNDLED_CRITIC, DEFAULT_MODEL_DIR, DTYPES, ModelFileError, check_output_dir
+from .pipeline import FashionGenPipeline
+from .settings import PipelineInputError
+from .utils import DISK_ERRORS
+
+
+def publish(model: Path, out: Path, dtype: str = "float16", critic: Path | None = None, report: Path | None = None,
+            notes: Path | None = None, overwrite: bool = False) -> Path:
+    """A model folder a user loads by path (or by default, in fashiongen/pretrained/)."""
+    check_output_dir(out, overwrite, (DEFAULT_MODEL_DIR,))  # before loading anything
+    pipe = FashionGenPipeline.from_pretrained(model)
+    if report is not None:
+        try:
+            metrics = headline_metrics(json.loads(report.read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError) as error:
+            raise ModelFileError(f"{report}: not a readable evaluate.py report.json ({error})") from None
+        pipe.stages[0].info = pipe.stages[0].info.replace(metrics=metrics)
+    text = notes.read_text(encoding="utf-8") if notes is not None else ""
+    return pipe.save_pretrained(out, dtype=dtype, critic=critic, notes=text, overwrite=overwrite)
+
+
+def one_line(error: BaseException) -> str:
+    """An error as the one line a CLI prints: OSError as 'PATH: reason', disk errors named as such."""
+    if isinstance(error, OSError) and error.errno is not None:
+        reason = DISK_ERRORS.get(error.errno, error.strerror or str(error))
+        return f"{error.filename or ''}: {reason}" if error.filename else reason
+    return " ".join(str(error).split())
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="a run, checkpoint, export or saved pipeline")
+    parser.add_argument("out", help=f"output directory (the package's default model is {DEFAULT_MODEL_DIR}: "
+                                    "replacing it needs --overwrite)")
+    parser.add_argument("--dtype", default="float16", choices=sorted(DTYPES))
+    parser.add_argument("--critic", default=str(BUNDLED_CRITIC), help="critic to ship beside it ('none': no critic)")
+    parser.add_argument("--report", help="evaluate.py report.json whose headline numbers go into the card")
+    parser.add_argument("--notes", help="markdown file added to the model card")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace OUT even when it is not a model folder of ours, or is the package's default model")
+
+
+def run(options: argparse.Namespace) -> int:
+    critic = None if options.critic.lower() == "none" else Path(options.critic)
+    try:
+        print(publish(Path(options.model), Path(options.out), options.dtype, critic,
+                      Path(options.report) if options.report else None, Path(options.notes) if options.notes else None,
+                      overwrite=options.overwrite))
+    except (ModelFileError, PipelineInputError, OSError) as error:
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fashiongen.release", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
