@@ -21,7 +21,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 
 from fashiongen.app import Limits, ProductIndex, build_demo  # noqa: E402
 from fashiongen.data import DataError  # noqa: E402
-from fashiongen.evaluation.suite import BUNDLED_CRITIC  # noqa: E402
+from fashiongen.models.files import BUNDLED_CRITIC  # noqa: E402
 from fashiongen.pipeline import FashionGenPipeline, ModelFileError, default_model_path  # noqa: E402
 from fashiongen.text.encoder import EncoderNotFoundError  # noqa: E402
 
@@ -52,7 +52,7 @@ def products_source(args: argparse.Namespace, pipeline: FashionGenPipeline) -> P
         return None
     if args.products:
         return Path(args.products)
-    trained_on = pipeline.stages[0].info.get("data", {}).get("source")
+    trained_on = pipeline.stages[0].info.data.source
     if trained_on and Path(trained_on).exists():
         return Path(trained_on)
     logging.warning("the model's training data (%s) is not here; start with --products DATASET for the Nearest products tab",
@@ -68,10 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         source = products_source(args, pipeline)
         products = None
         if source is not None:
-            data = pipeline.stages[0].info.get("data", {})
+            data = pipeline.stages[0].info.data
             products = ProductIndex.build(source, critic=args.critic, cache_dir=args.cache_dir, device=args.device,
-                                          caption_mode=data.get("caption_mode", "raw"),
-                                          caption_template=data.get("caption_template", ""))
+                                          caption_mode=data.caption_mode, caption_template=data.caption_template)
     except (ModelFileError, EncoderNotFoundError, DataError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -24,14 +24,17 @@ from pathlib import Path
 
 from fashiongen.config import ConfigError, load_config
 from fashiongen.data import DataError
-from fashiongen.evaluation.critic import EncoderMismatchError, train_critic
+from fashiongen.evaluation.critic import EncoderMismatchError
 from fashiongen.evaluation.fid import reference_stats
 from fashiongen.evaluation.images import EvaluationInputError, read_image_folder
 from fashiongen.evaluation.report import sweep_plot
 from fashiongen.evaluation.suite import EvaluationSetup, evaluate_set
-from fashiongen.pipeline import (
-    FashionGenPipeline,
-    ModelFileError,
+from fashiongen.families import sampler_names
+from fashiongen.pipeline import FashionGenPipeline, ModelFileError
+from fashiongen.settings import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
     PipelineInputError,
     SamplingSettings,
     check_range,
@@ -67,9 +70,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                         "else validation)")
     parser.add_argument("--num-images", type=int, default=200, help="images to generate (default 200)")
     parser.add_argument("--per-caption", type=int, default=1, help="images per caption (default 1)")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--guidance", type=float, default=3.0)
-    parser.add_argument("--scheduler", default="dpm++")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
+    parser.add_argument("--scheduler", default=DEFAULT_SAMPLER)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--attributes", choices=("auto", "on", "off"), default="auto",
                         help="condition on each caption's attributes (auto: when the model was trained with them)")
@@ -106,15 +109,21 @@ def parse_sweep(items: list[str]) -> list[dict[str, object]]:
     return [dict(zip(axes, combination)) for combination in itertools.product(*axes.values())]
 
 
+def sweep_point(settings: SamplingSettings, point: dict[str, object]) -> SamplingSettings:
+    """The settings of one --sweep point: `settings` with the point's values, checked under the --sweep names."""
+    return SamplingSettings.parse(names={field: f"--sweep {key}" for key, field in SWEEP_KEYS.items()},
+                                  samplers=sampler_names(), **{**settings.to_dict(), **point})
+
+
 def check_options(options: argparse.Namespace) -> SamplingSettings:
-    """Every number of the command line in range (SamplingSettings.check's bounds for the sampling settings and
+    """Every number of the command line in range (SamplingSettings' bounds for the sampling settings and
     every --sweep point) before anything is read or written; PipelineInputError naming the option."""
-    settings = SamplingSettings(options.steps, options.guidance, options.scheduler)
-    settings.check(SETTING_OPTIONS)
+    settings = SamplingSettings.parse(names=SETTING_OPTIONS, samplers=sampler_names(), num_inference_steps=options.steps,
+                                      guidance_scale=options.guidance, scheduler=options.scheduler)
     if options.resolution is not None:
-        replace(settings, size=options.resolution).check({"size": "--resolution"})
+        SamplingSettings.parse(names={"size": "--resolution"}, size=options.resolution)
     for point in parse_sweep(options.sweep or []):
-        replace(settings, **point).check({field: f"--sweep {key}" for key, field in SWEEP_KEYS.items()})
+        sweep_point(settings, point)
     for name, value, low in (("--num-images", options.num_images, 1), ("--per-caption", options.per_caption, 1),
                              ("--num-real", options.num_real, 1), ("--kid-subset-size", options.kid_subset_size, 2)):
         if value is not None:
@@ -136,12 +145,12 @@ def setup_from(options: argparse.Namespace, reference: str) -> EvaluationSetup:
 def read_captions(pipe: FashionGenPipeline, options: argparse.Namespace) -> list[CaptionItem]:
     """--captions, built the way the model's training captions were."""
     return read_caption_list(options.captions, split=options.split,
-                             caption_mode=pipe.stages[0].info.get("data", {}).get("caption_mode", "raw"))
+                             caption_mode=pipe.stages[0].info.data.caption_mode)
 
 
 def use_attributes(pipe: FashionGenPipeline, options: argparse.Namespace) -> bool:
     """--attributes: auto conditions on them exactly when the model has an attribute vocabulary."""
-    has_vocab = bool(pipe.stages[0].model.attribute_vocab)
+    has_vocab = bool(pipe.attribute_vocab)
     if options.attributes == "on" and not has_vocab:
         raise PipelineInputError("--attributes on: this model was trained without attributes")
     return options.attributes == "on" or (options.attributes == "auto" and has_vocab)
@@ -162,10 +171,17 @@ def generate(pipe: FashionGenPipeline, options: argparse.Namespace, captions: li
 
 
 def run(options: argparse.Namespace) -> str:
-    if options.train_critic:
+    if options.train_critic:  # the same training as `python -m fashiongen.train critic`; Accelerate loads only here
+        from fashiongen.train import TrainingStopped
+        from fashiongen.train.critic import train_critic
+
         config = load_config([p for p in options.rest if p.endswith((".yaml", ".yml"))] or ["configs/critic.yaml"],
                              [f"data.source={options.train_critic}"] + [o for o in options.rest if "=" in o])
-        return f"critic saved in {train_critic(config, show_progress=not options.quiet)}"
+        try:
+            return f"critic saved in {train_critic(config, show_progress=not options.quiet)}"
+        except TrainingStopped as stopped:  # a checkpoint was saved; the same command resumes from it
+            print(stopped, file=sys.stderr)
+            raise SystemExit(stopped.exit_code) from None
     settings = check_options(options)
     out = Path(options.out)
     if options.stats_only:
@@ -192,8 +208,8 @@ def evaluate_model(options: argparse.Namespace, settings: SamplingSettings, out:
     """Generate a submission-format set under out/generated (or one per --sweep point), then score it."""
     pipe = FashionGenPipeline.from_pretrained(options.model, device=options.device)
     pipe.show_progress = not options.quiet
-    reference = options.reference or pipe.stages[0].info.get("data", {}).get("source") or BUNDLED_DATA
-    meta = {"model": pipe.describe(), "settings": settings.__dict__ | {"seed": options.seed, "per_caption": options.per_caption,
+    reference = options.reference or pipe.stages[0].info.data.source or BUNDLED_DATA
+    meta = {"model": pipe.describe(), "settings": settings.to_dict() | {"seed": options.seed, "per_caption": options.per_caption,
                                                                        "attributes": use_attributes(pipe, options)}}
     captions = read_captions(pipe, options)
     if not options.sweep:
@@ -204,10 +220,10 @@ def evaluate_model(options: argparse.Namespace, settings: SamplingSettings, out:
     rows = []
     for point in parse_sweep(options.sweep):
         name = "-".join(f"{key}={value}" for key, value in point.items())
-        point_settings = replace(settings, **point)
+        point_settings = sweep_point(settings, point)
         folder = generate(pipe, options, captions, point_settings, out / "sweep" / name / "generated")
         setup = replace(setup_from(options, reference), memorisation=False)
-        report = evaluate_set(read_image_folder(folder), setup, out / "sweep" / name, {**meta, "settings": point_settings.__dict__})
+        report = evaluate_set(read_image_folder(folder), setup, out / "sweep" / name, {**meta, "settings": point_settings.to_dict()})
         critic = report["metrics"].get("critic_score", {}).get("generated") or {}
         rows.append({"setting": point, "fid": report["metrics"]["fid"]["value"], "kid": report["metrics"]["kid"]["mean"],
                      "critic_score": critic.get("mean"), "num_images": report["meta"]["num_generated"], "report": f"sweep/{name}"})

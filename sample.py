@@ -20,25 +20,25 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import replace
 from pathlib import Path
 
-from fashiongen.pipeline import (
-    FashionGenPipeline,
-    ModelFileError,
+from fashiongen.families import sampler_names
+from fashiongen.pipeline import FashionGenPipeline, ModelFileError, default_model_path
+from fashiongen.settings import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
     PipelineInputError,
     SamplingSettings,
     check_range,
     check_seeds,
-    default_model_path,
 )
-from fashiongen.diffusion import SAMPLERS
 from fashiongen.jobs import MAX_JOB_IMAGES, PromptItem, read_prompts, write_edits, write_interpolation, write_samples
 from fashiongen.submission import CaptionItem, SubmissionError, generate_submission, read_caption_list
 from fashiongen.text.encoder import EncoderNotFoundError
 from fashiongen.utils import OutputFolderError, output_lock
 
-# The option each sampling setting is given by, so that SamplingSettings.check's messages name it.
+# The option each sampling setting is given by, so that SamplingSettings.parse's messages name it.
 SETTING_OPTIONS = {"num_inference_steps": "--steps", "guidance_scale": "--guidance", "scheduler": "--scheduler", "size": "--size"}
 
 
@@ -58,9 +58,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", default="samples", help="output folder (default: samples/)")
     parser.add_argument("--prompts", dest="prompt_file", help="text file (one prompt per line) or JSONL of prompts")
     parser.add_argument("--num-images", type=int, default=1, help="images per prompt (default 1)")
-    parser.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
-    parser.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default 3; 1 = none)")
-    parser.add_argument("--scheduler", default="dpm++", choices=list(SAMPLERS), help="sampler (default dpm++)")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"sampling steps (default {DEFAULT_STEPS})")
+    parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
+                        help=f"classifier-free guidance scale (default {DEFAULT_GUIDANCE:g}; 1 = none)")
+    parser.add_argument("--scheduler", default=DEFAULT_SAMPLER, choices=sampler_names(), help=f"sampler (default {DEFAULT_SAMPLER})")
     parser.add_argument("--seed", type=int, default=0, help="first seed; image i gets seed + i (default 0)")
     parser.add_argument("--negative", default="", help="negative prompt, used in place of the empty caption")
     parser.add_argument("--attribute", action="append", default=[], metavar="NAME=VALUE",
@@ -101,11 +102,11 @@ def parse_attributes(pairs: list[str]) -> dict[str, str]:
 
 
 def check_options(options: argparse.Namespace) -> SamplingSettings:
-    """Every number of the command line in range (SamplingSettings.check's bounds for the sampling settings),
-    before any input is read; PipelineInputError naming the option."""
-    settings = SamplingSettings(options.steps, options.guidance, options.scheduler, options.negative, options.size)
-    settings.check(SETTING_OPTIONS)
-    replace(settings, size=options.resolution).check({"size": "--resolution"})
+    """Every number of the command line in range (SamplingSettings' bounds for the sampling settings), before any
+    input is read; PipelineInputError naming the option. The settings are built here, once, and passed through."""
+    settings = SamplingSettings.parse(names=SETTING_OPTIONS, num_inference_steps=options.steps, guidance_scale=options.guidance,
+                                      scheduler=options.scheduler, negative_prompt=options.negative, size=options.size)
+    SamplingSettings.parse(names={"size": "--resolution"}, size=options.resolution)
     counts = {"--num-images": (options.num_images, 1), "--per-caption": (options.per_caption, 1), "--frames": (options.frames, 2),
               "--batch-size": (options.batch_size, 1), "--limit": (options.limit, 1)}
     for name, (value, low) in counts.items():

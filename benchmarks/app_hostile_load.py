@@ -44,6 +44,7 @@ from gradio_client.exceptions import AppError  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from benchmarks.common import machine  # noqa: E402
+from fashiongen.settings import DEFAULT_SAMPLER  # noqa: E402
 
 RSS_LIMIT = 2 * 2**30
 UPLOAD_MB = 100
@@ -152,7 +153,7 @@ def hostile_request(url: str, kind: str, files: dict[str, Path]) -> dict[str, An
     else:
         editor = {"background": handle_file(str(files[kind])), "layers": [], "composite": None}
         try:
-            Client(url, verbose=False).predict(editor, "a navy blue shirt", 0.6, 1, 10, 3.0, "dpm++", 0, api_name="/edit")
+            Client(url, verbose=False).predict(editor, "a navy blue shirt", 0.6, 1, 10, 3.0, DEFAULT_SAMPLER, 0, api_name="/edit")
             answer, refused = "accepted", False
         except AppError as error:
             answer, refused = str(error), True
@@ -165,7 +166,7 @@ def generate_request(url: str, client_number: int, request_number: int, steps: i
     started = time.perf_counter()
     seed = 1000 * client_number + request_number
     # description, negative, category, gender, colour, season, num_images, steps, guidance, sampler, seed, random_seed
-    inputs = ["red floral summer dress", "", "any", "any", "any", "any", 1, steps, 3.0, "dpm++", seed, False]
+    inputs = ["red floral summer dress", "", "any", "any", "any", "any", 1, steps, 3.0, DEFAULT_SAMPLER, seed, False]
     try:
         gallery, status, _, _ = Client(url, verbose=False).predict(*inputs, api_name="/generate")
         ok, answer = len(gallery) == 1, status
@@ -208,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         photo = folder / "photo.jpg"
         Image.new("RGB", (800, 1000), (30, 40, 120)).save(photo)
         editor = {"background": handle_file(str(photo)), "layers": [], "composite": None}
-        edit_after = Client(url, verbose=False).predict(editor, "a red shirt", 0.6, 1, args.steps, 3.0, "dpm++", 0,
+        edit_after = Client(url, verbose=False).predict(editor, "a red shirt", 0.6, 1, args.steps, 3.0, DEFAULT_SAMPLER, 0,
                                                         api_name="/edit")
         peak_server = watch.high_water_mark()
     finally:

@@ -38,6 +38,7 @@ from benchmarks.common import machine  # noqa: E402
 from benchmarks.sampling import load_pipeline  # noqa: E402
 from fashiongen.app import ProductIndex, build_demo  # noqa: E402
 from fashiongen.pipeline import FashionGenPipeline, SamplingSettings  # noqa: E402
+from fashiongen.settings import DEFAULT_SAMPLER  # noqa: E402
 
 PROMPTS = ["red floral summer dress", "black leather ankle boots", "men's navy check shirt", "white sneakers"]
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -45,7 +46,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 
 
 def request(prompt: str, images: int, steps: int, seed: int) -> list[Any]:
-    return [prompt, "", "any", "any", "any", "any", images, steps, 3.0, "dpm++", seed, False]
+    return [prompt, "", "any", "any", "any", "any", images, steps, 3.0, DEFAULT_SAMPLER, seed, False]
 
 
 def timed_request(client: Client, prompt: str, images: int, steps: int, seed: int) -> dict[str, float]:
@@ -117,8 +118,7 @@ def serve(model: str, products: str | None, port: int, threads: int, output_dir:
     pipe = FashionGenPipeline.from_pretrained(model)
     index = None
     if products:
-        data = pipe.stages[0].info.get("data", {})
-        index = ProductIndex.build(products, cache_dir="~/.cache/fashiongen", caption_mode=data.get("caption_mode", "raw"),
+        index = ProductIndex.build(products, cache_dir="~/.cache/fashiongen", caption_mode=pipe.stages[0].info.data.caption_mode,
                                    show_progress=False)
     demo = build_demo(pipe, index, examples=index.examples(8) if index else None, output_dir=output_dir)
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, ssr_mode=False, quiet=True)
@@ -174,7 +174,7 @@ def main() -> None:
         batch = round(statistics.median(baseline), 2)
         result: dict[str, Any] = {
             "machine": machine(torch.device("cpu")), "source": source,
-            "request": {"images": args.images, "steps": args.steps, "guidance": 3.0, "sampler": "dpm++"},
+            "request": {"images": args.images, "steps": args.steps, "guidance": 3.0, "sampler": DEFAULT_SAMPLER},
             "app": latency, "app_runs": runs,
             "baseline_direct_batch_s": batch,
             "ratios": {"first_image_app_vs_batch": round(batch / latency["first_image_s"], 2),

@@ -56,8 +56,10 @@ from benchmarks.common import machine, synchronize  # noqa: E402
 from fashiongen.config import TextConfig, load_config  # noqa: E402
 from fashiongen.data.transforms import to_uint8  # noqa: E402
 from fashiongen.diffusion import SAMPLERS, make_sampler  # noqa: E402
+from fashiongen.settings import DEFAULT_SAMPLER  # noqa: E402
 from fashiongen.models import MODELS, FashionUNet, build_model, count_parameters  # noqa: E402
-from fashiongen.pipeline import FashionGenPipeline, SamplingSettings, _Rows  # noqa: E402
+from fashiongen.generators import GenerationInputs  # noqa: E402
+from fashiongen.pipeline import FashionGenPipeline, SamplingSettings  # noqa: E402
 from fashiongen.text import CaptionEncoder, TextEncoding  # noqa: E402
 from fashiongen.train import export_model  # noqa: E402
 
@@ -94,15 +96,15 @@ def load_pipeline(model: str, resolution: int | None, device: str, dtype: str, s
         raise SystemExit(f"--resolution {resolution}: the model at {model} generates {stage.resolution} px")
     pipe.show_progress = False
     source.update(resolution=stage.resolution, params=count_parameters(stage.model),
-                  diffusion=stage.info["diffusion"], attributes=list(stage.model.attribute_vocab))
+                  diffusion=stage.info.section("diffusion"), attributes=list(stage.model.attribute_vocab))
     return pipe, source
 
 
 def ours(pipe: FashionGenPipeline, text: TextEncoding, unconditional: TextEncoding, seeds: list[int],
          settings: SamplingSettings) -> Tensor:
     """What pipe(prompts, ...) runs once its prompts are encoded (before PIL conversion): [N, 3, R, R] in [-1, 1]."""
-    rows = _Rows(text, unconditional, seeds, [{} for _ in seeds])
-    return pipe._generate(rows, settings, None)
+    inputs = GenerationInputs(text, unconditional, seeds, [{} for _ in seeds])
+    return pipe._generate(inputs, settings, None)
 
 
 def padded(text: TextEncoding, length: int) -> TextEncoding:
@@ -218,7 +220,7 @@ def compare(args: argparse.Namespace, pipe: FashionGenPipeline, source: dict[str
     prompts, seeds, text, unconditional = pipeline_inputs(pipe, args.images, args.seed)
     settings = SamplingSettings(args.steps, args.guidance, args.scheduler)
     model = pipe.stages[0].model
-    scheduler = make_sampler(args.scheduler, pipe.stages[0].info["diffusion"])  # held by the "pipeline", reused
+    scheduler = make_sampler(args.scheduler, pipe.stages[0].info.section("diffusion"))  # held by the "pipeline", reused
     runs = {
         "ours": lambda: ours(pipe, text, unconditional, seeds, settings),
         "diffusers": lambda: diffusers_loop(model, scheduler, text, unconditional, seeds, args.steps, args.guidance),
@@ -267,7 +269,7 @@ def steps_table(args: argparse.Namespace, pipe: FashionGenPipeline, device: torc
         from fashiongen.evaluation.inception import load_inception
         from fashiongen.submission import read_caption_list
 
-        mode = pipe.stages[0].info.get("data", {}).get("caption_mode", "raw")
+        mode = pipe.stages[0].info.data.caption_mode
         every = [item.caption for item in read_caption_list(args.fid_reference, "validation", mode)]
         captions = every[:: max(1, len(every) // args.images)][: args.images]  # spread over the split, not its first rows
         inception = load_inception()
@@ -340,7 +342,7 @@ def main() -> None:
                         "--seed, --seed + 1, ...)")
     parser.add_argument("--steps", type=int, default=20, help="sampling steps (comparison mode)")
     parser.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (1 = none)")
-    parser.add_argument("--scheduler", choices=list(SAMPLERS), default="dpm++", help="sampler (comparison mode)")
+    parser.add_argument("--scheduler", choices=list(SAMPLERS), default=DEFAULT_SAMPLER, help="sampler (comparison mode)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each, after one untimed warm-up run")
     parser.add_argument("--seed", type=int, default=0, help="first image seed; also the seed of random weights")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")

@@ -23,7 +23,8 @@ import numpy as np
 from PIL import Image
 
 from .grid import captioned_grid, save_animation, save_image
-from .pipeline import FashionGenPipeline, ImageInput, PipelineInputError, SamplingSettings, check_seeds
+from .pipeline import FashionGenPipeline, ImageInput
+from .settings import PipelineInputError, SamplingSettings, check_seeds, image_seeds
 from .utils import atomic_write_text
 
 MANIFEST = "manifest.jsonl"
@@ -135,9 +136,9 @@ def write_samples(pipe: FashionGenPipeline, items: Sequence[PromptItem], setting
                   num_images: int = 1, seed: int = 0, batch_size: int | None = None) -> list[dict[str, Any]]:
     """`num_images` per prompt as out_dir/images/PPP_K_<prompt>.png, grid.png and manifest.jsonl; returns the manifest rows.
 
-    Image k of prompt p gets seed `seed + p * num_images + k` unless the prompt item brings its own seed (then + k).
+    Prompt p's images have the seeds image_seeds(seed + p * num_images, num_images), or image_seeds(item.seed, ...)
+    when the prompt item brings its own seed.
     """
-    settings.check()
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     manifest = out_dir / MANIFEST
@@ -145,8 +146,8 @@ def write_samples(pipe: FashionGenPipeline, items: Sequence[PromptItem], setting
     done = _latest(listed)
     jobs = []
     for p, item in enumerate(items):
-        for k in range(num_images):
-            image_seed = (item.seed if item.seed is not None else seed + p * num_images) + k
+        first = item.seed if item.seed is not None else seed + p * num_images
+        for k, image_seed in enumerate(image_seeds(first, num_images, f"prompt {p}'s seed")):
             file = f"images/{p:03d}_{k}_{slug(item.prompt)}.png"
             row = _record(pipe, settings, prompt=item.prompt, attributes=item.attributes, seed=image_seed, file=file, index=p, k=k)
             previous = done.get(file)
@@ -200,8 +201,7 @@ def write_interpolation(pipe: FashionGenPipeline, prompt_a: str, prompt_b: str, 
                         attributes: dict[str, str] | None = None) -> list[Path]:
     """Frames as out_dir/frames/frame_NN.png, strip.png, interpolation.gif and .webp, manifest.jsonl."""
     out_dir = Path(out_dir)
-    frames = pipe.interpolate(prompt_a, prompt_b, seed_a, seed_b, num_frames, settings.num_inference_steps,
-                              settings.guidance_scale, settings.scheduler, settings.negative_prompt, attributes, settings.size)
+    frames = pipe.interpolate(prompt_a, prompt_b, seed_a, seed_b, num_frames, attributes=attributes, settings=settings)
     paths = save_interpolation_files(frames, prompt_a, prompt_b, out_dir)
     fractions = [number / (num_frames - 1) for number in range(num_frames)]
     rows = [_record(pipe, settings, prompt_a=prompt_a, prompt_b=prompt_b, seed_a=seed_a, seed_b=seed_b, t=t, attributes=attributes or {},
@@ -215,21 +215,21 @@ def write_edits(pipe: FashionGenPipeline, image: ImageInput, prompt: str, settin
                 attributes: dict[str, str] | None = None) -> list[Path]:
     """Edited versions of a photo as out_dir/edits/edit_K.png, a grid (input first) and manifest.jsonl."""
     out_dir = Path(out_dir)
-    edits = pipe.edit(image, prompt, strength, mask, num_images, seed, settings.num_inference_steps, settings.guidance_scale,
-                      settings.scheduler, settings.negative_prompt, attributes, settings.size)
+    seeds = image_seeds(seed, num_images)
+    edits = pipe.edit(image, prompt, strength, mask, num_images, seeds, attributes=attributes, settings=settings)
     paths = []
     for k, edited in enumerate(edits):
         paths.append(out_dir / "edits" / f"edit_{k}.png")
         save_image(edited, paths[-1])
     original = (pipe.prepare_image(image).add(1).mul(127.5).round().clamp(0, 255).byte().permute(1, 2, 0).numpy())
     pictures = [original] + [np.asarray(edited) for edited in edits]
-    captions = ["input" + (" (+ mask)" if mask is not None else "")] + [f"{prompt} (seed {seed + k})" for k in range(len(edits))]
+    captions = ["input" + (" (+ mask)" if mask is not None else "")] + [f"{prompt} (seed {one})" for one in seeds]
     save_image(captioned_grid(pictures, captions, columns=len(pictures), tile=max(128, edits[0].width), caption_lines=3),
                out_dir / "grid.png")
     source = str(image) if isinstance(image, (str, Path)) else "<in-memory image>"
     rows = [_record(pipe, settings, prompt=prompt, input=source, mask=None if mask is None else str(mask) if isinstance(mask, (str, Path))
-                    else "<in-memory mask>", strength=strength, seed=seed + k, attributes=attributes or {}, file=str(path.relative_to(out_dir)))
-            for k, path in enumerate(paths)]
+                    else "<in-memory mask>", strength=strength, seed=one, attributes=attributes or {}, file=str(path.relative_to(out_dir)))
+            for one, path in zip(seeds, paths)]
     _write_manifest(out_dir, rows)
     return paths
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import secrets
 import shutil
 from collections.abc import Sequence
@@ -32,82 +31,39 @@ from .config import TextConfig
 from .data.images import UPLOAD_MAX_PIXELS, decode_image, to_rgb
 from .data.records import RecordError, as_rgb_uint8
 from .data.transforms import resize_square, to_tensor, to_uint8
-from .diffusion import SAMPLERS, Inpainting, lerp_text, make_sampler, noise_from, sample, slerp
-from .diffusion.superres import low_res_condition, upsample
-from .models import FashionUNet
-from .text import CaptionEncoder, TextEncoding
-from .train.export import (
+from .diffusion import lerp_text, noise_from, slerp
+from .families import load_generator
+from .generators import LOW_RES, GenerationInputs, Generator
+from .models.files import (
+    DEFAULT_MODEL_DIR,
     DTYPES,
     INFO_FILE,
+    PIPELINE_INFO_FILE,
     ModelFileError,
-    load_model,
     read_versioned_json,
-    write_model_files,
+    replacing_directory,
 )
+from .settings import (
+    DEFAULT_SAMPLER,
+    MAX_SEED,
+    PipelineInputError,
+    SamplingSettings,
+    check_range,
+    check_seeds,
+    image_seeds,
+)
+from .text import CaptionEncoder, TextEncoding
 from .utils import file_inside
 
 logger = logging.getLogger(__name__)
 
-PIPELINE_FILE = "pipeline.json"
+PIPELINE_FILE = PIPELINE_INFO_FILE
 PIPELINE_FORMAT = "fashiongen-pipeline"
 CARD_FILE = "README.md"
 CRITIC_DIR = "critic"
-MAX_GUIDANCE = 50.0
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "pretrained"  # the shipped default model, inside the package
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
 Attributes = Union[dict[str, str], Sequence[dict[str, str]], None]
-
-
-class PipelineInputError(ValueError):
-    """A prompt, setting or input image the pipeline cannot use; the message names which and why."""
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    """Everything besides prompt and seed that decides an image (written to manifests and submissions)."""
-
-    num_inference_steps: int = 20
-    guidance_scale: float = 3.0
-    scheduler: str = "dpm++"
-    negative_prompt: str = ""
-    size: int | None = None  # output size in px; None = the last stage's resolution
-
-    def check(self, names: dict[str, str] | None = None) -> None:
-        """Raise PipelineInputError for a value out of its range; `names` gives fields the names the caller
-        knows them by (sample.py: {"num_inference_steps": "--steps", ...})."""
-        names = names or {}
-        if self.scheduler not in SAMPLERS:
-            raise PipelineInputError(f"{names.get('scheduler', 'scheduler')} '{self.scheduler}' is not one of {', '.join(SAMPLERS)}")
-        check_range(names.get("num_inference_steps", "num_inference_steps"), self.num_inference_steps, 1, 1000)
-        check_range(names.get("guidance_scale", "guidance_scale"), self.guidance_scale, 0.0, MAX_GUIDANCE, "(1 = no guidance)")
-        if self.size is not None:
-            check_range(names.get("size", "size"), self.size, 8, 4096, "px")
-
-
-def check_range(name: str, value: Any, low: float, high: float | None = None, unit: str = "") -> None:
-    """Raise PipelineInputError naming `name` unless `value` is a (finite) number in [low, high]."""
-    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not number or value < low or (high is not None and value > high):
-        bounds = f"between {low:g} and {high:g}" if high is not None else f">= {low:g}"
-        raise PipelineInputError(f"{name} must be {bounds}{' ' + unit if unit else ''}, got {value!r}")
-
-
-# Seeds are unsigned 64-bit: torch.Generator.manual_seed takes [-2**63, 2**64) but maps a negative seed s to
-# 2**64 + s, so -1 and 2**64 - 1 would make the same image under two recorded seeds. Negative seeds are refused.
-MAX_SEED = 2**64 - 1
-
-
-def check_seeds(name: str, first: int, count: int = 1) -> None:
-    """Raise PipelineInputError unless the seeds first .. first + count - 1 all lie in [0, 2**64)."""
-    if isinstance(first, bool) or not isinstance(first, (int, np.integer)):
-        raise PipelineInputError(f"{name} must be an integer, got {first!r}")
-    first, count = int(first), max(count, 1)
-    if count == 1 and not 0 <= first <= MAX_SEED:
-        raise PipelineInputError(f"{name} must be between 0 and 2**64 - 1, got {first}")
-    if not 0 <= first <= MAX_SEED - count + 1:
-        raise PipelineInputError(f"{name} must be between 0 and {MAX_SEED - count + 1} (2**64 - {count}): its {count} images "
-                                 f"get seeds {first} .. {first + count - 1}, which must lie in [0, 2**64 - 1]; got {first}")
 
 
 @dataclass(frozen=True)
@@ -125,54 +81,6 @@ class StepPreview:
 
 
 Preview = Callable[[StepPreview], None]
-
-
-@dataclass
-class Stage:
-    """One model of the cascade: the base generator or a super-resolution stage, with its model.json."""
-
-    model: FashionUNet
-    info: dict[str, Any]
-    source: str  # where it was loaded from (for messages and the model card)
-
-    @property
-    def resolution(self) -> int:
-        return self.model.resolution
-
-    @property
-    def super_resolution(self) -> bool:
-        return self.model.super_resolution
-
-    @property
-    def low_res_resolution(self) -> int:
-        return int(self.info["config"]["model"]["low_res_resolution"])
-
-    @property
-    def sha256(self) -> str:
-        return self.info["weights"]["sha256"]
-
-
-@dataclass
-class _Rows:
-    """Per-image inputs of one generation call; `take` slices them into batches."""
-
-    text: TextEncoding  # [N, L, D]
-    unconditional: TextEncoding  # [N, L', D]
-    seeds: list[int]
-    attributes: list[dict[str, str]]
-    stage_noise: list[Tensor] | None = None  # per stage [N, 3, R, R]; replaces the seeds' first draw (interpolation)
-    init_image: Tensor | None = None  # [N, 3, R, R] SDEdit input at base resolution
-    mask: Tensor | None = None  # [N, 1, R, R] inpainting mask, 1 = repaint
-    strength: float = 1.0
-
-    def take(self, rows: slice) -> _Rows:
-        def cut(text: TextEncoding) -> TextEncoding:
-            return TextEncoding(text.token_states[rows], text.mask[rows], text.pooled[rows])
-
-        return _Rows(cut(self.text), cut(self.unconditional), self.seeds[rows], self.attributes[rows],
-                     None if self.stage_noise is None else [n[rows] for n in self.stage_noise],
-                     None if self.init_image is None else self.init_image[rows],
-                     None if self.mask is None else self.mask[rows], self.strength)
 
 
 def default_model_path() -> Path:
@@ -204,12 +112,6 @@ def _with_start(training: dict[str, Any], key: str) -> str:
 
 def _is_pipeline_dir(path: Path) -> bool:
     return (path / PIPELINE_FILE).is_file()
-
-
-def _load_stage(path: Path, device: str | torch.device, dtype: str, verify: bool) -> Stage:
-    """An exported model, a checkpoint (its EMA weights) or a run directory (its newest checkpoint, else its export)."""
-    model, info, found = load_model(path, device, dtype, verify)
-    return Stage(model, info, str(found))
 
 
 def load_image(image: ImageInput, where: str = "image", max_pixels: int = UPLOAD_MAX_PIXELS,
@@ -246,18 +148,18 @@ def check_mask_shape(photo: tuple[int, ...], mask: tuple[int, ...]) -> None:
 class FashionGenPipeline:
     """A base model, its super-resolution stages (ascending resolution) and the caption encoder they were trained with."""
 
-    def __init__(self, stages: Sequence[Stage], encoder: CaptionEncoder, batch_size: int | None = None) -> None:
-        if not stages or stages[0].super_resolution:
+    def __init__(self, stages: Sequence[Generator], encoder: CaptionEncoder, batch_size: int | None = None) -> None:
+        if not stages or LOW_RES in stages[0].conditioning:
             raise ModelFileError("a pipeline needs a base (text-to-image) model as its first stage")
         for previous, stage in zip(stages, stages[1:]):
-            if not stage.super_resolution:
+            if LOW_RES not in stage.conditioning:
                 raise ModelFileError(f"{stage.source}: only super-resolution stages may follow the base model")
             if stage.resolution <= previous.resolution:
                 raise ModelFileError(f"{stage.source}: super-resolution stages must go up in size "
                                      f"({previous.resolution} px, then {stage.resolution} px)")
         for stage in stages:
-            if stage.info["text"]["identity"] != encoder.identity:
-                raise ModelFileError(f"{stage.source} was trained with caption encoder {stage.info['text']['identity']}, "
+            if stage.info.text.identity != encoder.identity:
+                raise ModelFileError(f"{stage.source} was trained with caption encoder {stage.info.text.identity}, "
                                      f"but the encoder loaded is {encoder.identity}: the model would read other embeddings")
         self.stages = list(stages)
         self.encoder = encoder
@@ -284,7 +186,7 @@ class FashionGenPipeline:
                            dtype)
         path = Path(path)
         if _is_pipeline_dir(path):
-            manifest = read_versioned_json(path / PIPELINE_FILE, PIPELINE_FORMAT, 1)
+            manifest = read_versioned_json(path / PIPELINE_FILE, {PIPELINE_FORMAT: 1})
             stage_names = manifest.get("stages")
             if not isinstance(stage_names, list) or not stage_names:
                 raise ModelFileError(f"{path / PIPELINE_FILE}: stages: expected a list of the stages' folders")
@@ -294,12 +196,11 @@ class FashionGenPipeline:
                 raise ModelFileError(f"{path / PIPELINE_FILE}: stages: {error}") from None
         else:
             paths = [path]
-        stages = [_load_stage(p, device, dtype, verify) for p in [*paths, *map(Path, superres)]]
+        stages = [load_generator(p, device, dtype, verify) for p in [*paths, *map(Path, superres)]]
         stages = [stages[0], *sorted(stages[1:], key=lambda stage: stage.resolution)]
-        text = stages[0].info["text"]
-        text_dtype = stages[0].info.get("config", {}).get("text", {}).get("dtype", "float32")
-        encoder = CaptionEncoder(TextConfig(encoder=text_encoder or text["encoder"], max_length=text["max_length"],
-                                            normalize_pooled=text["normalize_pooled"], device=str(device), dtype=text_dtype,
+        text = stages[0].info.text
+        encoder = CaptionEncoder(TextConfig(encoder=text_encoder or text.encoder, max_length=text.max_length,
+                                            normalize_pooled=text.normalize_pooled, device=str(device), dtype=text.dtype,
                                             cache_dir=cache_dir))
         return cls(stages, encoder)
 
@@ -309,9 +210,7 @@ class FashionGenPipeline:
         `critic`: a saved critic directory copied into `path/critic/`, so model and judge travel together;
         `notes`: markdown added to the model card (what the model can and cannot do).
         `path` must be new, empty or a model folder of ours; anything else, and the package's own default model,
-        is replaced only with `overwrite=True` (see train.export.check_output_dir)."""
-        from .train.export import replacing_directory
-
+        is replaced only with `overwrite=True` (see models.files.check_output_dir)."""
         path = Path(path)
         critic_files = []
         if critic is not None:
@@ -325,8 +224,8 @@ class FashionGenPipeline:
             for name, stage in zip(names, self.stages):
                 directory = temporary / name
                 directory.mkdir(exist_ok=True)
-                write_model_files(stage.model, {k: v for k, v in stage.info.items() if k != "weights"}, directory, dtype)
-            manifest = {"format": PIPELINE_FORMAT, "version": 1, "stages": names, "text": self.stages[0].info["text"],
+                stage.write(directory, dtype)
+            manifest = {"format": PIPELINE_FORMAT, "version": 1, "stages": names, "text": self.stages[0].info.raw["text"],
                         "resolutions": [stage.resolution for stage in self.stages]}
             if critic_files:
                 (temporary / CRITIC_DIR).mkdir()
@@ -341,30 +240,26 @@ class FashionGenPipeline:
     def model_card(self, notes: str = "", critic: str | None = None) -> str:
         """A README for the saved model: what it is, what it was trained on, how long, and known metrics."""
         base = self.stages[0].info
-        config = base.get("config", {})
         lines = ["# FashionGen text-to-image model", "",
-                 "Caption-conditioned diffusion model trained with [FashionGen](https://github.com/fashiongen/fashiongen).", "",
+                 f"Caption-conditioned {base.family} model trained with [FashionGen](https://github.com/fashiongen/fashiongen).", "",
                  "```python", "from fashiongen.pipeline import FashionGenPipeline",
                  'pipe = FashionGenPipeline.from_pretrained("PATH")',
                  'images = pipe(["a black leather biker jacket with silver zips"], num_images_per_prompt=4, seed=0)',
                  "```", "", "## Stages", "", "| stage | model | resolution | parameters | training steps | images seen |",
                  "|---|---|---|---|---|---|"]
         for number, stage in enumerate(self.stages):
-            training = stage.info.get("training", {})
-            kind = "super-resolution" if stage.super_resolution else "base"
+            training = stage.info.training
+            kind = "super-resolution" if LOW_RES in stage.conditioning else "base"
             parameters = sum(p.numel() for p in stage.model.parameters()) / 1e6
-            name = stage.info.get("config", {}).get("model", {}).get("name", "?")
-            lines.append(f"| {number} ({kind}) | {name} | {stage.resolution} px | {parameters:.1f}M | "
+            lines.append(f"| {number} ({kind}) | {stage.info.model_name} | {stage.resolution} px | {parameters:.1f}M | "
                          f"{_with_start(training, 'steps')} | {_with_start(training, 'images_seen')} |")
-        data = base.get("data", {})
+        data = base.data
         lines += ["", "## Training data", "",
-                  f"- source: `{data.get('source', '?')}` (split `{data.get('split', '?')}`, {data.get('resolution', '?')} px)",
-                  f"- captions: {data.get('caption_mode', '?')}", f"- caption encoder: `{base['text']['identity']}`",
-                  f"- attributes: {', '.join(self.stages[0].model.attribute_vocab) or 'none'}",
-                  f"- diffusion: {base['diffusion']['prediction_type']}, {base['diffusion']['beta_schedule']} betas, "
-                  f"{base['diffusion']['num_train_timesteps']} steps"
-                  + (", zero terminal SNR" if base["diffusion"].get("rescale_betas_zero_snr") else "")]
-        training = base.get("training", {})
+                  f"- source: `{data.source or '?'}` (split `{data.split or '?'}`, {data.resolution or '?'} px)",
+                  f"- captions: {data.caption_mode}", f"- caption encoder: `{base.text.identity}`",
+                  f"- attributes: {', '.join(self.stages[0].attribute_vocab) or 'none'}",
+                  f"- {self.stages[0].card_line()}"]
+        training = base.training
         if training:
             lines += ["", "## Training run", ""] + [f"- {key}: {value}" for key, value in training.items()
                                                     if value is not None and key != "initialised_from"]
@@ -373,11 +268,11 @@ class FashionGenPipeline:
                                   if start.get(key) is not None)
                 lead = "initialised from" if depth == 0 else "which was itself initialised from"
                 lines.append(f"- {lead} `{start['path']}` (sha256 {start['sha256'][:16]}: {facts})")
-        train = config.get("train", {})
+        train = base.config.get("train") or {}
         if train:
             lines += [f"- batch size {train.get('batch_size')}, learning rate {train.get('learning_rate')}, "
                       f"EMA decay {train.get('ema_decay')}, mixed precision {train.get('mixed_precision')}"]
-        metrics = base.get("metrics", {})
+        metrics = base.metrics
         lines += ["", "## Metrics", ""]
         lines += [f"- {key}: {value}" for key, value in metrics.items()] if metrics else ["No evaluation recorded with this model."]
         if critic:
@@ -403,7 +298,7 @@ class FashionGenPipeline:
         """Identifies the weights of every stage and the text encoder (submissions refuse to mix models)."""
         return "+".join(stage.sha256[:16] for stage in self.stages) + "/" + self.encoder.identity
 
-    def stages_for(self, size: int | None) -> list[Stage]:
+    def stages_for(self, size: int | None) -> list[Generator]:
         """The stages needed for `size`: up to the first that reaches it (all of them when none does)."""
         if size is None:
             return self.stages
@@ -412,32 +307,25 @@ class FashionGenPipeline:
                 return self.stages[: number + 1]
         return self.stages
 
-    def attribute_ids(self, model: FashionUNet, attributes: list[dict[str, str]], warn: bool = True) -> Tensor | None:
-        """[N, K] ids for a model's attribute vocabulary; names or values it does not know raise PipelineInputError."""
-        if not model.attribute_vocab:
-            if warn and any(attributes):
-                logger.warning("this model was trained without attributes; ignoring %s", attributes[0] or attributes[-1])
-            return None
-        names = list(model.attribute_vocab)
-        ids = torch.zeros(len(attributes), len(names), dtype=torch.long)
-        for row, wanted in enumerate(attributes):
-            for name, value in wanted.items():
-                if name not in model.attribute_vocab:
-                    raise PipelineInputError(f"attribute '{name}' is not one this model knows ({', '.join(names)})")
-                values = model.attribute_vocab[name]
-                if value in (None, "", "any"):
-                    continue
-                matches = [i for i, known in enumerate(values) if known.lower() == str(value).lower()]
-                if not matches:
-                    shown = ", ".join(values[:20]) + (" ..." if len(values) > 20 else "")
-                    raise PipelineInputError(f"attribute {name}='{value}' is not in the model's vocabulary ({shown})")
-                ids[row, names.index(name)] = matches[0] + 1
-        return ids.to(self.device)
+    @property
+    def samplers(self) -> tuple[str, ...]:
+        """The scheduler names the base model's family takes (every stage is sampled with the same one)."""
+        return self.stages[0].samplers
+
+    @property
+    def deterministic_samplers(self) -> tuple[str, ...]:
+        """Samplers whose images depend on the starting draw only (interpolation needs one)."""
+        return tuple(getattr(self.stages[0], "deterministic_samplers", self.samplers))
+
+    @property
+    def attribute_vocab(self) -> dict[str, list[str]]:
+        """The attributes (and their values) the base model conditions on; {} for a model trained without."""
+        return self.stages[0].attribute_vocab
 
     def known_attributes(self, attributes: dict[str, Any]) -> dict[str, str]:
         """The part of a dataset record's attributes the base model conditions on: its attribute names with values
         in its vocabulary (anything else is left to 'none', as in training)."""
-        vocab = self.stages[0].model.attribute_vocab
+        vocab = self.attribute_vocab
         known = {}
         for name, values in vocab.items():
             value = str(attributes.get(name, "")).strip()
@@ -468,9 +356,8 @@ class FashionGenPipeline:
         """`seed` (image i gets seed + i), one seed per image, or fresh random seeds (recorded, so still reproducible)."""
         if seed is None:
             seed = secrets.randbelow(2**31 - count)
-        if isinstance(seed, int):
-            check_seeds("seed", seed, count)
-            return [seed + i for i in range(count)]
+        if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+            return image_seeds(seed, count)
         seeds = [int(s) for s in seed]
         if len(seeds) != count:
             raise PipelineInputError(f"got {len(seeds)} seeds for {count} images")
@@ -495,43 +382,59 @@ class FashionGenPipeline:
             raise PipelineInputError(f"{name}: got {len(values)} values for {count} prompts")
         return values
 
+    def sampling_settings(self, settings: SamplingSettings | None = None, **values: Any) -> SamplingSettings:
+        """The settings of a keyword call: `settings` as built at an edge, or the keywords given (None = default),
+        checked once here against the library's bounds and the base model's samplers; not both."""
+        given = {key: value for key, value in values.items() if value is not None}
+        if settings is not None:
+            if given:
+                raise PipelineInputError(f"give settings or {', '.join(sorted(given))}, not both")
+            if settings.scheduler not in self.samplers:
+                raise PipelineInputError(f"scheduler '{settings.scheduler}' is not one of {', '.join(self.samplers)}")
+            return settings
+        if "scheduler" not in given and DEFAULT_SAMPLER not in self.samplers:
+            given["scheduler"] = self.samplers[0]  # a family without the default sampler: its own first
+        return SamplingSettings.parse(samplers=self.samplers, **given)
+
     def __call__(self, prompts: str | Sequence[str], negative_prompt: str | Sequence[str] | None = None,
-                 num_images_per_prompt: int = 1, num_inference_steps: int = 20, guidance_scale: float = 3.0,
-                 seed: int | Sequence[int] | None = None, scheduler: str = "dpm++", attributes: Attributes = None,
+                 num_images_per_prompt: int = 1, num_inference_steps: int | None = None, guidance_scale: float | None = None,
+                 seed: int | Sequence[int] | None = None, scheduler: str | None = None, attributes: Attributes = None,
                  size: int | None = None, progress: Callable[[int, int], None] | None = None,
                  generator: torch.Generator | Sequence[torch.Generator] | None = None,
-                 preview: Preview | None = None) -> list[Image.Image]:
+                 preview: Preview | None = None, settings: SamplingSettings | None = None) -> list[Image.Image]:
         """Images for prompts, prompt-major (all images of prompt 0 first); image i has seed `seed + i`.
 
-        `generator` (one, or one per image) is the diffusers-style alternative to `seed`: each image's
-        seed is drawn from it, so the same generator state gives the same images. `preview` is called after every
-        sampling step with the current estimate of the batch's images (live previews; raising in it stops the call).
+        Sampling settings come as keywords (None = the default) or as one `settings`. `generator` (one, or one per
+        image) is the diffusers-style alternative to `seed`: each image's seed is drawn from it, so the same
+        generator state gives the same images. `preview` is called after every sampling step with the current
+        estimate of the batch's images (live previews; raising in it stops the call).
         """
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
             raise PipelineInputError("no prompts given")
         if num_images_per_prompt < 1:
             raise PipelineInputError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}")
-        settings = SamplingSettings(num_inference_steps, float(guidance_scale), scheduler, "", size)
-        settings.check()
+        settings = self.sampling_settings(settings, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                                          scheduler=scheduler, size=size)
         negatives = self._per_prompt(negative_prompt, len(prompts), "negative_prompt")
         wanted = self._per_prompt(attributes, len(prompts), "attributes")
         expand = [i for i in range(len(prompts)) for _ in range(num_images_per_prompt)]
         text = self.encode_prompts([prompts[i] for i in expand])
-        unconditional = self.encode_prompts([negatives[i] or "" for i in expand], "negative prompt", allow_empty=True)
+        unconditional = self.encode_prompts([negatives[i] or settings.negative_prompt for i in expand], "negative prompt",
+                                            allow_empty=True)
         if generator is not None:
             if seed is not None:
                 raise PipelineInputError("give seed or generator, not both")
             seed = self.seeds_from(generator, len(expand))
-        rows = _Rows(text, unconditional, self.seeds_for(len(expand), seed), [dict(wanted[i] or {}) for i in expand])
-        return self._to_pil(self._generate(rows, settings, progress, preview), settings.size)
+        inputs = GenerationInputs(text, unconditional, self.seeds_for(len(expand), seed), [dict(wanted[i] or {}) for i in expand])
+        return self._to_pil(self._generate(inputs, settings, progress, preview), settings.size)
 
     def generate_images(self, prompts: Sequence[str], seeds: Sequence[int], settings: SamplingSettings,
                         attributes: Sequence[dict[str, str]] | None = None,
                         progress: Callable[[int, int], None] | None = None,
                         preview: Preview | None = None) -> list[Image.Image]:
-        """One image per (prompt, seed) pair with fixed settings: what sample.py, submissions and the app call."""
-        settings.check()
+        """One image per (prompt, seed) pair with settings built at the edge: what sample.py, submissions and the app call."""
+        settings = self.sampling_settings(settings)
         if len(seeds) != len(prompts) or (attributes is not None and len(attributes) != len(prompts)):
             raise PipelineInputError(f"{len(prompts)} prompts need as many seeds (got {len(seeds)}) and attribute sets "
                                      f"(got {'none' if attributes is None else len(attributes)})")
@@ -539,23 +442,25 @@ class FashionGenPipeline:
             check_seeds(f"seed {number}", seed)
         text = self.encode_prompts(list(prompts))
         unconditional = self.encode_prompts([settings.negative_prompt] * len(prompts), "negative prompt", allow_empty=True)
-        rows = _Rows(text, unconditional, list(seeds), [dict(a) for a in (attributes or [{}] * len(prompts))])
-        return self._to_pil(self._generate(rows, settings, progress, preview), settings.size)
+        inputs = GenerationInputs(text, unconditional, list(seeds), [dict(a) for a in (attributes or [{}] * len(prompts))])
+        return self._to_pil(self._generate(inputs, settings, progress, preview), settings.size)
 
     # ---------------------------------------------------------------- interpolation
 
     def interpolate(self, prompt_a: str, prompt_b: str, seed_a: int = 0, seed_b: int = 1, num_frames: int = 8,
-                    num_inference_steps: int = 20, guidance_scale: float = 3.0, scheduler: str = "dpm++",
-                    negative_prompt: str = "", attributes: dict[str, str] | None = None, size: int | None = None,
-                    progress: Callable[[int, int], None] | None = None, preview: Preview | None = None) -> list[Image.Image]:
-        """Frames from (prompt_a, seed_a) to (prompt_b, seed_b): slerp of every stage's noise, lerp of the caption
+                    num_inference_steps: int | None = None, guidance_scale: float | None = None, scheduler: str | None = None,
+                    negative_prompt: str | None = None, attributes: dict[str, str] | None = None, size: int | None = None,
+                    progress: Callable[[int, int], None] | None = None, preview: Preview | None = None,
+                    settings: SamplingSettings | None = None) -> list[Image.Image]:
+        """Frames from (prompt_a, seed_a) to (prompt_b, seed_b): slerp of every stage's starting draw, lerp of the caption
         embeddings, one deterministic sampler; frame 0 and the last frame equal the two single samples."""
         if num_frames < 2:
             raise PipelineInputError(f"num_frames must be >= 2, got {num_frames}")
-        if scheduler == "ddpm":
-            raise PipelineInputError("interpolation needs a deterministic sampler (ddim, dpm++ or euler), not ddpm")
-        settings = SamplingSettings(num_inference_steps, float(guidance_scale), scheduler, negative_prompt, size)
-        settings.check()
+        settings = self.sampling_settings(settings, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                                          scheduler=scheduler, negative_prompt=negative_prompt, size=size)
+        if settings.scheduler not in self.deterministic_samplers:
+            raise PipelineInputError(f"interpolation needs a deterministic sampler ({', '.join(self.deterministic_samplers)}), "
+                                     f"not {settings.scheduler}")
         check_seeds("seed_a", seed_a)
         check_seeds("seed_b", seed_b)
         both = self.encode_prompts([prompt_a, prompt_b])
@@ -565,14 +470,14 @@ class FashionGenPipeline:
         text = TextEncoding(torch.cat([t.token_states for t in texts]), torch.cat([t.mask for t in texts]),
                             torch.cat([t.pooled for t in texts]))
         generators = [torch.Generator().manual_seed(seed) for seed in (seed_a, seed_b)]
-        stage_noise = []
-        for stage in self.stages_for(size):
-            noise_a, noise_b = noise_from(generators, (3, stage.resolution, stage.resolution))
-            stage_noise.append(torch.stack([slerp(noise_a, noise_b, t) for t in fractions]))
-        unconditional = self.encode_prompts([negative_prompt] * num_frames, "negative prompt", allow_empty=True)
+        stage_latents = []
+        for stage in self.stages_for(settings.size):
+            latent_a, latent_b = noise_from(generators, stage.latent_shape)
+            stage_latents.append(torch.stack([slerp(latent_a, latent_b, t) for t in fractions]))
+        unconditional = self.encode_prompts([settings.negative_prompt] * num_frames, "negative prompt", allow_empty=True)
         seeds = [seed_a if t < 0.5 else seed_b for t in fractions]  # only for the record: every draw is given
-        rows = _Rows(text, unconditional, seeds, [dict(attributes or {})] * num_frames, stage_noise=stage_noise)
-        return self._to_pil(self._generate(rows, settings, progress, preview), size)
+        inputs = GenerationInputs(text, unconditional, seeds, [dict(attributes or {})] * num_frames, stage_latents=stage_latents)
+        return self._to_pil(self._generate(inputs, settings, progress, preview), settings.size)
 
     # ---------------------------------------------------------------- editing
 
@@ -590,7 +495,7 @@ class FashionGenPipeline:
         return self._square_mask(load_image(mask, where, min_size=self.input_size), where)
 
     def _resize_mode(self) -> str:
-        return self.stages[0].info.get("config", {}).get("data", {}).get("resize_mode", "center-crop")
+        return self.stages[0].info.data.resize_mode
 
     def _square_photo(self, array: np.ndarray) -> Tensor:
         return to_tensor(resize_square(array, self.stages[0].resolution, self._resize_mode()))  # [3, R, R]
@@ -603,18 +508,22 @@ class FashionGenPipeline:
         return binary
 
     def edit(self, image: ImageInput, prompt: str, strength: float = 0.6, mask: ImageInput | None = None,
-             num_images: int = 1, seed: int | Sequence[int] | None = 0, num_inference_steps: int = 20,
-             guidance_scale: float = 3.0, scheduler: str = "dpm++", negative_prompt: str = "",
+             num_images: int = 1, seed: int | Sequence[int] | None = 0, num_inference_steps: int | None = None,
+             guidance_scale: float | None = None, scheduler: str | None = None, negative_prompt: str | None = None,
              attributes: dict[str, str] | None = None, size: int | None = None,
-             progress: Callable[[int, int], None] | None = None, preview: Preview | None = None) -> list[Image.Image]:
+             progress: Callable[[int, int], None] | None = None, preview: Preview | None = None,
+             settings: SamplingSettings | None = None) -> list[Image.Image]:
         """Text-guided editing: SDEdit (noise the photo to `strength`, denoise with the new caption); with a
-        mask, only the white region is repainted and the rest is kept (RePaint-style). strength 0 returns the input."""
+        mask, only the white region is repainted and the rest is kept (RePaint-style). strength 0 returns the input.
+        A model whose family cannot edit is refused before any work."""
+        if not self.stages[0].can_edit:
+            raise PipelineInputError(f"this model ({self.stages[0].family}) cannot edit photos; generate from a description instead")
         if not (isinstance(strength, (int, float)) and 0.0 <= strength <= 1.0):
             raise PipelineInputError(f"strength must be between 0 (keep the photo) and 1 (ignore it), got {strength}")
         if num_images < 1:
             raise PipelineInputError(f"num_images must be >= 1, got {num_images}")
-        settings = SamplingSettings(num_inference_steps, float(guidance_scale), scheduler, negative_prompt, size)
-        settings.check()
+        settings = self.sampling_settings(settings, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                                          scheduler=scheduler, negative_prompt=negative_prompt, size=size)
         photo_pixels = load_image(image, "image", min_size=self.input_size)
         photo, repaint = self._square_photo(photo_pixels), None
         if mask is not None:
@@ -622,25 +531,28 @@ class FashionGenPipeline:
             check_mask_shape(photo_pixels.shape, mask_pixels.shape)
             repaint = self._square_mask(mask_pixels)
         text = self.encode_prompts([prompt] * num_images)
-        unconditional = self.encode_prompts([negative_prompt] * num_images, "negative prompt", allow_empty=True)
-        rows = _Rows(text, unconditional, self.seeds_for(num_images, seed), [dict(attributes or {})] * num_images,
-                     init_image=photo.expand(num_images, -1, -1, -1).clone(),
-                     mask=None if repaint is None else repaint.expand(num_images, -1, -1, -1).clone(), strength=float(strength))
-        return self._to_pil(self._generate(rows, settings, progress, preview), size)
+        unconditional = self.encode_prompts([settings.negative_prompt] * num_images, "negative prompt", allow_empty=True)
+        inputs = GenerationInputs(text, unconditional, self.seeds_for(num_images, seed), [dict(attributes or {})] * num_images,
+                                  init_image=photo.expand(num_images, -1, -1, -1).clone(),
+                                  mask=None if repaint is None else repaint.expand(num_images, -1, -1, -1).clone(),
+                                  strength=float(strength))
+        return self._to_pil(self._generate(inputs, settings, progress, preview), settings.size)
 
     # ---------------------------------------------------------------- the cascade
 
-    def _generate(self, rows: _Rows, settings: SamplingSettings, progress: Callable[[int, int], None] | None,
+    def _generate(self, inputs: GenerationInputs, settings: SamplingSettings, progress: Callable[[int, int], None] | None,
                   preview: Preview | None = None) -> Tensor:
         """All rows through the cascade in batches of self.batch_size: [N, 3, R, R] in [-1, 1]. On GPU out-of-memory the
         batch is halved and retried, and the smaller batch size is kept for later calls."""
-        total, done, outputs = len(rows.seeds), 0, []
+        if not self.attribute_vocab and any(inputs.attributes):
+            logger.warning("this model was trained without attributes; ignoring %s", inputs.attributes[0] or inputs.attributes[-1])
+        total, done, outputs = len(inputs.seeds), 0, []
         bar = tqdm(total=total, desc="sampling", unit="img", disable=not self.show_progress or total == 0, leave=False)
         try:
             while done < total:
                 size = min(self.batch_size, total - done)
                 try:
-                    outputs.append(self._generate_batch(rows.take(slice(done, done + size)), settings, preview, done))
+                    outputs.append(self._generate_batch(inputs.take(slice(done, done + size)), settings, preview, done))
                 except torch.cuda.OutOfMemoryError:
                     if size == 1:
                         raise
@@ -656,35 +568,14 @@ class FashionGenPipeline:
             bar.close()
         return torch.cat(outputs)
 
-    def _generate_batch(self, rows: _Rows, settings: SamplingSettings, preview: Preview | None = None, first: int = 0) -> Tensor:
-        generators = [torch.Generator().manual_seed(seed) for seed in rows.seeds]
-        text, unconditional = rows.text.to(self.device), rows.unconditional.to(self.device)
+    def _generate_batch(self, inputs: GenerationInputs, settings: SamplingSettings, preview: Preview | None = None,
+                        first: int = 0) -> Tensor:
+        """One batch through every stage `settings.size` needs; each stage draws from the images' own generators in turn."""
+        generators = [torch.Generator().manual_seed(seed) for seed in inputs.seeds]
         images: Tensor | None = None
         for number, stage in enumerate(self.stages_for(settings.size)):
-            shape = (3, stage.resolution, stage.resolution)
-            noise = noise_from(generators, shape, self.device)
-            if rows.stage_noise is not None:
-                noise = rows.stage_noise[number].to(self.device)
-            scheduler = make_sampler(settings.scheduler, stage.info["diffusion"])
-            common = dict(num_inference_steps=settings.num_inference_steps, guidance_scale=settings.guidance_scale,
-                          attribute_ids=self.attribute_ids(stage.model, rows.attributes, warn=number == 0), generator=generators,
-                          preview=None if preview is None else self._stage_preview(preview, first, number))
-            if stage.super_resolution:
-                assert images is not None
-                low_res = low_res_condition(upsample(images, stage.resolution), stage.low_res_resolution)
-                images = sample(stage.model, scheduler, text, unconditional, noise, low_res=low_res, **common)
-                continue
-            if rows.init_image is None:
-                images = sample(stage.model, scheduler, text, unconditional, noise, **common)
-                continue
-            start_step = settings.num_inference_steps - min(round(settings.num_inference_steps * rows.strength),
-                                                            settings.num_inference_steps)
-            photo = rows.init_image.to(self.device)
-            inpainting = None
-            if rows.mask is not None:
-                inpainting = Inpainting(photo, rows.mask.to(self.device), noise_from(generators, shape, self.device))
-            images = sample(stage.model, scheduler, text, unconditional, noise, start_step=start_step, init_image=photo,
-                            inpainting=inpainting, **common)
+            images = stage.generate(inputs, settings, generators, stage=number, low_res=images,
+                                    preview=None if preview is None else self._stage_preview(preview, first, number))
         assert images is not None
         return images.float().cpu()
 
@@ -709,5 +600,8 @@ class FashionGenPipeline:
                 "dtype": str(self.dtype).replace("torch.", "")}
 
 
-__all__ = ["DEFAULT_MODEL_DIR", "FashionGenPipeline", "default_model_path", "ImageInput", "ModelFileError", "PipelineInputError", "Preview", "SamplingSettings", "Stage",
-           "StepPreview", "load_image"]
+Stage = Generator  # a stage of the cascade is a loaded generator (the name earlier versions used)
+
+__all__ = ["DEFAULT_MODEL_DIR", "MAX_SEED", "FashionGenPipeline", "Generator", "ImageInput", "ModelFileError", "PipelineInputError",
+           "Preview", "SamplingSettings", "Stage", "StepPreview", "check_mask_shape", "check_range", "check_seeds",
+           "default_model_path", "load_image"]

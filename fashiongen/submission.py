@@ -45,8 +45,10 @@ from .data.sources import open_source
 from .grid import save_image
 from .utils import atomic_write_text, file_inside
 
+from .settings import SamplingSettings
+
 if TYPE_CHECKING:  # loading diffusers and transformers would add seconds to every validate run
-    from .pipeline import FashionGenPipeline, SamplingSettings
+    from .pipeline import FashionGenPipeline
 
 logger = logging.getLogger(__name__)
 
@@ -380,8 +382,7 @@ def generate_submission(pipe: FashionGenPipeline, captions: Sequence[CaptionItem
     checked: dict[str, CaptionItem] = {}
     for number, caption in enumerate(captions):
         _add(checked, caption, f"caption {number}")
-    settings = replace(settings, size=resolution)
-    settings.check()
+    settings = replace(settings, size=resolution)  # a SamplingSettings checks itself when made
     out_dir = Path(out_dir)
     header = _header(pipe, captions, per_caption, settings, resolution, base_seed, use_attributes)
     expected = {image_name(c.id, k): {"file": image_name(c.id, k), "caption_id": c.id, "caption": c.caption, "k": k,

@@ -191,7 +191,7 @@ def test_cancel_stops_a_running_job_at_the_next_step(app: RunningApp) -> None:
     ({"num_images": 9}, "Number of images must be between 1 and 8, got 9"),
     ({"steps": 0}, "Steps must be between 1 and 100, got 0"),
     ({"guidance": float("nan")}, "Guidance scale must be a finite number"),
-    ({"sampler": "plms"}, "Sampler must be one of"),
+    ({"sampler": "plms"}, "Sampler 'plms' is not one of"),
     ({"seed": 2.5}, "Seed must be a whole number"),
     ({"attributes": {"colour": "Chartreuse"}}, "colour 'Chartreuse' is not one this model knows"),
 ])

@@ -17,7 +17,7 @@ from fashiongen.config import TextConfig
 from fashiongen.pipeline import FashionGenPipeline, ModelFileError, PipelineInputError
 from fashiongen.text import CaptionEncoder
 from fashiongen.train import prepare, train
-from fashiongen.train.export import DESCRIPTION_DIGEST, description_digest
+from fashiongen.models.files import DESCRIPTION_DIGEST, description_digest
 from pipeline_helpers import export_tiny
 from training_helpers import tiny_config
 
@@ -263,7 +263,7 @@ def test_a_run_directory_and_its_checkpoint_load_the_ema_weights(garments16: Pat
     for path in (run_dir / "export", run_dir / "checkpoints" / "step_000004", run_dir):
         loaded = FashionGenPipeline.from_pretrained(path)
         loaded.show_progress = False
-        assert loaded.stages[0].info["training"]["steps"] == 4
+        assert loaded.stages[0].info.training["steps"] == 4
         images.append(loaded(["a red dress"], seed=1, **FAST)[0])
     assert max_difference(images[0], images[1]) == 0 and max_difference(images[0], images[2]) == 0
 

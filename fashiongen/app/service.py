@@ -32,7 +32,8 @@ from ..data.images import UPLOAD_MAX_PIXELS, open_image, to_rgb
 from ..data.records import RecordError
 from ..grid import save_image
 from ..jobs import STRIP_FILE, save_interpolation_files
-from ..pipeline import FashionGenPipeline, PipelineInputError, SamplingSettings, StepPreview
+from ..pipeline import FashionGenPipeline, StepPreview
+from ..settings import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, PipelineInputError, SamplingLimits, SamplingSettings, image_seeds
 from .products import Product, ProductIndex
 
 logger = logging.getLogger("fashiongen.app")
@@ -49,15 +50,18 @@ class Limits:
     """Bounds on what one request may ask for (the sliders use them too)."""
 
     max_images: int = 8
-    min_steps: int = 1
-    max_steps: int = 100
-    max_guidance: float = 20.0
+    sampling: SamplingLimits = SamplingLimits(max_steps=100, max_guidance=20.0)  # steps, guidance: a public server's share
     max_frames: int = 16
     max_description_chars: int = 2000  # longer text is cut here, before the tokenizer
     max_neighbours: int = 16
     max_upload_mb: int = 20  # one uploaded file; Gradio refuses a larger one while it arrives (launch(max_file_size))
     max_upload_pixels: int = UPLOAD_MAX_PIXELS  # one uploaded image, checked from its header before it is decoded
     photo_side: int = 1024  # uploads are kept at about this many px on the short side (the models work at 64-256)
+
+
+# The page's names for the sampling settings, so a refusal speaks the page's language.
+SETTING_LABELS = {"num_inference_steps": "Steps", "guidance_scale": "Guidance scale", "scheduler": "Sampler",
+                  "negative_prompt": "Negative description"}
 
 
 class JobCancelled(Exception):
@@ -70,9 +74,9 @@ class GenerateRequest:
     negative: str = ""
     attributes: dict[str, str] = field(default_factory=dict)
     num_images: int = 4
-    steps: int = 20
-    guidance: float = 3.0
-    sampler: str = "dpm++"
+    steps: int = DEFAULT_STEPS
+    guidance: float = DEFAULT_GUIDANCE
+    sampler: str = DEFAULT_SAMPLER
     seed: int = 0
     random_seed: bool = False
 
@@ -84,9 +88,9 @@ class InterpolateRequest:
     seed_a: int = 0
     seed_b: int = 1
     frames: int = 8
-    steps: int = 20
-    guidance: float = 3.0
-    sampler: str = "dpm++"
+    steps: int = DEFAULT_STEPS
+    guidance: float = DEFAULT_GUIDANCE
+    sampler: str = DEFAULT_SAMPLER
 
 
 @dataclass
@@ -96,9 +100,9 @@ class EditRequest:
     mask: np.ndarray | None = None  # bool [H, W], True = repaint
     strength: float = 0.6
     num_images: int = 2
-    steps: int = 20
-    guidance: float = 3.0
-    sampler: str = "dpm++"
+    steps: int = DEFAULT_STEPS
+    guidance: float = DEFAULT_GUIDANCE
+    sampler: str = DEFAULT_SAMPLER
     seed: int = 0
 
 
@@ -135,25 +139,26 @@ class Studio:
     @property
     def attribute_choices(self) -> dict[str, list[str]]:
         """Dropdown choices per attribute: 'any' first, then the base model's vocabulary ('any' alone if it has none)."""
-        vocab = self.pipeline.stages[0].model.attribute_vocab or {}
+        vocab = self.pipeline.attribute_vocab
         return {name: [ANY, *vocab.get(name, [])] for name in ATTRIBUTES}
 
     @property
     def samplers(self) -> list[str]:
-        from ..diffusion.schedule import SAMPLERS
-        return list(SAMPLERS)
+        return list(self.pipeline.samplers)
+
+    @property
+    def deterministic_samplers(self) -> list[str]:
+        return list(self.pipeline.deterministic_samplers)
 
     def describe_model(self) -> str:
         """One line about the loaded model for the page header."""
-        info = self.pipeline.stages[0].info
-        training = info.get("training", {})
-        data = info.get("data", {})
-        steps = training.get("steps")
-        parts = [f"{self.pipeline.resolution} px", f"{sum(p.numel() for p in self.pipeline.stages[0].model.parameters()) / 1e6:.1f}M parameters"]
+        base = self.pipeline.stages[0]
+        steps, data = base.info.training.get("steps"), base.info.data
+        parts = [f"{self.pipeline.resolution} px", f"{sum(p.numel() for p in base.model.parameters()) / 1e6:.1f}M parameters"]
         if steps is not None:
             parts.append(f"{steps:,} training steps")
-        if data.get("source"):
-            parts.append(f"trained on {Path(str(data['source'])).name}")
+        if data.source:
+            parts.append(f"trained on {Path(str(data.source)).name}")
         parts.append(f"fingerprint {self.pipeline.fingerprint[:12]}")
         return " · ".join(parts)
 
@@ -204,15 +209,10 @@ class Studio:
         return text, notes
 
     def _settings(self, steps: Any, guidance: Any, sampler: Any, negative: str = "") -> SamplingSettings:
-        steps = _integer(steps, "Steps")
-        if not self.limits.min_steps <= steps <= self.limits.max_steps:
-            raise PipelineInputError(f"Steps must be between {self.limits.min_steps} and {self.limits.max_steps}, got {steps}.")
-        guidance = _number(guidance, "Guidance scale")
-        if not 0.0 <= guidance <= self.limits.max_guidance:
-            raise PipelineInputError(f"Guidance scale must be between 0 and {self.limits.max_guidance:g}, got {guidance:g}.")
-        if sampler not in self.samplers:
-            raise PipelineInputError(f"Sampler must be one of {', '.join(self.samplers)}, got {sampler!r}.")
-        return SamplingSettings(steps, guidance, str(sampler), negative)
+        """The request's settings, checked once against the app's limits and the model's samplers."""
+        return SamplingSettings.parse(names=SETTING_LABELS, limits=self.limits.sampling, samplers=self.pipeline.samplers,
+                                      num_inference_steps=_integer(steps, "Steps"), guidance_scale=_number(guidance, "Guidance scale"),
+                                      scheduler=sampler, negative_prompt=negative)
 
     def _count(self, value: Any, what: str, low: int, high: int) -> int:
         count = _integer(value, what)
@@ -314,7 +314,7 @@ class Studio:
         seed = secrets.randbelow(MAX_SEED - count) if request.random_seed else _integer(request.seed, "Seed")
         if not 0 <= seed <= MAX_SEED - count:
             raise PipelineInputError(f"Seed must be between 0 and {MAX_SEED - count}, got {seed}.")
-        seeds = [seed + number for number in range(count)]
+        seeds = image_seeds(seed, count)
         total_steps = count * settings.num_inference_steps * len(self.pipeline.stages)
         started = time.perf_counter()
 
@@ -375,8 +375,9 @@ class Studio:
         description_a, notes_a = self._description(request.description_a, "first description")
         description_b, notes_b = self._description(request.description_b, "second description")
         settings = self._settings(request.steps, request.guidance, request.sampler)
-        if settings.scheduler == "ddpm":
-            raise PipelineInputError("Interpolation needs a deterministic sampler (dpm++, ddim or euler), not ddpm.")
+        if settings.scheduler not in self.deterministic_samplers:
+            raise PipelineInputError(f"Interpolation needs a deterministic sampler ({', '.join(self.deterministic_samplers)}), "
+                                     f"not {settings.scheduler}.")
         frames = self._count(request.frames, "Number of frames", 2, self.limits.max_frames)
         seed_a, seed_b = (_integer(request.seed_a, "First seed"), _integer(request.seed_b, "Second seed"))
         for seed, what in ((seed_a, "First seed"), (seed_b, "Second seed")):
@@ -386,8 +387,7 @@ class Studio:
         started = time.perf_counter()
 
         def work(report: Callable[[str, Any], None]) -> list[Image.Image]:
-            return self.pipeline.interpolate(description_a, description_b, seed_a, seed_b, frames, settings.num_inference_steps,
-                                             settings.guidance_scale, settings.scheduler,
+            return self.pipeline.interpolate(description_a, description_b, seed_a, seed_b, frames, settings=settings,
                                              preview=lambda step: report("preview", step))
 
         note = "".join(f"\n\n*Note: {text}*" for text in notes_a + notes_b)
@@ -435,7 +435,7 @@ class Studio:
         mask = None
         if request.mask is not None and request.mask.any():
             mask = Image.fromarray(np.where(request.mask, 255, 0).astype(np.uint8)).convert("RGB")
-        seeds = [seed + number for number in range(count)]
+        seeds = image_seeds(seed, count)
         per_image = max(1, min(settings.num_inference_steps, round(settings.num_inference_steps * strength)))
         total_steps = count * per_image * len(self.pipeline.stages)
         started = time.perf_counter()
@@ -443,8 +443,7 @@ class Studio:
         def work(report: Callable[[str, Any], None]) -> list[Image.Image]:
             finished = []
             for number, image_seed in enumerate(seeds):
-                image = self.pipeline.edit(request.image, description, strength, mask, 1, image_seed, settings.num_inference_steps,
-                                           settings.guidance_scale, settings.scheduler,
+                image = self.pipeline.edit(request.image, description, strength, mask, 1, image_seed, settings=settings,
                                            preview=lambda step, number=number: report("preview", (number, step)))[0]
                 finished.append(image)
                 report("image", (number, image))

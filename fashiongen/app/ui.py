@@ -20,7 +20,8 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from ..pipeline import FashionGenPipeline, PipelineInputError, check_mask_shape
+from ..pipeline import FashionGenPipeline, check_mask_shape
+from ..settings import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, PipelineInputError
 from .products import ProductIndex
 from .service import ANY, ATTRIBUTES, EditRequest, GenerateRequest, InterpolateRequest, Limits, Studio, Update
 
@@ -136,7 +137,7 @@ def _rgb(array: np.ndarray) -> np.ndarray:
 def _examples(studio: Studio, examples: list[dict[str, Any]] | None) -> list[list[str]]:
     """Example rows for the Generate tab: [description, category, gender, colour, season]."""
     if not examples:
-        prompts = studio.pipeline.stages[0].info.get("config", {}).get("train", {}).get("validation_prompts") or []
+        prompts = studio.pipeline.stages[0].info.validation_prompts
         examples = [{"caption": prompt, "attributes": {}} for prompt in prompts]
     choices = studio.attribute_choices
     rows = []
@@ -158,7 +159,8 @@ def build_demo(pipeline: FashionGenPipeline, neighbours: ProductIndex | None = N
     studio = Studio(pipeline, neighbours, limits, output_dir)
     choices = studio.attribute_choices
     samplers = studio.samplers
-    deterministic = [name for name in samplers if name != "ddpm"]
+    deterministic = studio.deterministic_samplers
+    default_sampler = DEFAULT_SAMPLER if DEFAULT_SAMPLER in samplers else samplers[0]  # the model's family decides
 
     @_messages
     def generate(description: str, negative: str, category: str, gender: str, colour: str, season: str, num_images: float,
@@ -245,9 +247,9 @@ def build_demo(pipeline: FashionGenPipeline, neighbours: ProductIndex | None = N
                                          for name in ATTRIBUTES]
                         num_images = gr.Slider(1, limits.max_images, value=4, step=1, label="Images")
                         with gr.Accordion("Sampling", open=False):
-                            steps = gr.Slider(limits.min_steps, limits.max_steps, value=20, step=1, label="Steps")
-                            guidance = gr.Slider(0, limits.max_guidance, value=3.0, step=0.5, label="Guidance scale")
-                            sampler = gr.Dropdown(samplers, value="dpm++", label="Sampler")
+                            steps = gr.Slider(limits.sampling.min_steps, limits.sampling.max_steps, value=DEFAULT_STEPS, step=1, label="Steps")
+                            guidance = gr.Slider(0, limits.sampling.max_guidance, value=DEFAULT_GUIDANCE, step=0.5, label="Guidance scale")
+                            sampler = gr.Dropdown(samplers, value=default_sampler, label="Sampler")
                         with gr.Row():
                             seed = gr.Number(value=0, precision=0, minimum=0, label="Seed (image k gets seed + k)")
                             random_seed = gr.Checkbox(value=True, label="Random seed")
@@ -275,9 +277,9 @@ def build_demo(pipeline: FashionGenPipeline, neighbours: ProductIndex | None = N
                     seed_b = gr.Number(value=1, precision=0, minimum=0, label="Second seed")
                     frames = gr.Slider(2, limits.max_frames, value=8, step=1, label="Frames")
                 with gr.Accordion("Sampling", open=False):
-                    steps_i = gr.Slider(limits.min_steps, limits.max_steps, value=20, step=1, label="Steps")
-                    guidance_i = gr.Slider(0, limits.max_guidance, value=3.0, step=0.5, label="Guidance scale")
-                    sampler_i = gr.Dropdown(deterministic, value="dpm++", label="Sampler (deterministic)")
+                    steps_i = gr.Slider(limits.sampling.min_steps, limits.sampling.max_steps, value=DEFAULT_STEPS, step=1, label="Steps")
+                    guidance_i = gr.Slider(0, limits.sampling.max_guidance, value=DEFAULT_GUIDANCE, step=0.5, label="Guidance scale")
+                    sampler_i = gr.Dropdown(deterministic, value=default_sampler, label="Sampler (deterministic)")
                 run_i = gr.Button("Interpolate", variant="primary", elem_id="interpolate-button")
                 strip = gr.Image(label="Frames", type="filepath", elem_id="strip", interactive=False)
                 gif = gr.Image(label="Animation", type="filepath", format="gif", elem_id="animation", interactive=False)
@@ -298,9 +300,9 @@ def build_demo(pipeline: FashionGenPipeline, neighbours: ProductIndex | None = N
                             num_images_e = gr.Slider(1, limits.max_images, value=2, step=1, label="Images")
                             seed_e = gr.Number(value=0, precision=0, minimum=0, label="Seed")
                         with gr.Accordion("Sampling", open=False):
-                            steps_e = gr.Slider(limits.min_steps, limits.max_steps, value=20, step=1, label="Steps")
-                            guidance_e = gr.Slider(0, limits.max_guidance, value=3.0, step=0.5, label="Guidance scale")
-                            sampler_e = gr.Dropdown(samplers, value="dpm++", label="Sampler")
+                            steps_e = gr.Slider(limits.sampling.min_steps, limits.sampling.max_steps, value=DEFAULT_STEPS, step=1, label="Steps")
+                            guidance_e = gr.Slider(0, limits.sampling.max_guidance, value=DEFAULT_GUIDANCE, step=0.5, label="Guidance scale")
+                            sampler_e = gr.Dropdown(samplers, value=default_sampler, label="Sampler")
                         run_e = gr.Button("Edit", variant="primary", elem_id="edit-button")
                     with gr.Column():
                         gallery_e = gr.Gallery(label="Edits", columns=2, format="png", object_fit="contain")

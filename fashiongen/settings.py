@@ -1,0 +1,143 @@
+"""The settings currency: what besides prompt and seed decides an image, checked once where it is made.
+
+    settings = SamplingSettings.parse(num_inference_steps=options.steps, guidance_scale=options.guidance,
+                                      names={"num_inference_steps": "--steps"})          # at the edge: CLI, app, API
+    images = pipe.generate_images(prompts, image_seeds(0, len(prompts)), settings)      # passed through as it is
+
+A SamplingSettings cannot hold an out-of-range value: construction checks it against the library's bounds
+(SamplingLimits()); an edge that serves the public (the app) passes tighter limits and its own names for the
+fields, so its messages speak the page's language. Whether the scheduler is one the model's family has is the
+family's to say (pipeline.samplers); the name here is only checked to be a name.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+import numpy as np
+
+DEFAULT_SAMPLER = "dpm++"  # DPM-Solver++(2M): the best images per step of the diffusion samplers (benchmarks/README.md)
+DEFAULT_STEPS = 20
+DEFAULT_GUIDANCE = 3.0
+# Seeds are unsigned 64-bit: torch.Generator.manual_seed takes [-2**63, 2**64) but maps a negative seed s to
+# 2**64 + s, so -1 and 2**64 - 1 would make the same image under two recorded seeds. Negative seeds are refused.
+MAX_SEED = 2**64 - 1
+
+
+class PipelineInputError(ValueError):
+    """A prompt, setting or input image the pipeline cannot use; the message names which and why."""
+
+
+@dataclass(frozen=True)
+class SamplingLimits:
+    """The range each sampling setting may take: the library's bounds by default; a public server passes tighter ones."""
+
+    min_steps: int = 1
+    max_steps: int = 1000
+    max_guidance: float = 50.0
+    min_size: int = 8
+    max_size: int = 4096
+
+
+LIBRARY_LIMITS = SamplingLimits()
+
+
+def check_range(name: str, value: Any, low: float, high: float | None = None, unit: str = "") -> None:
+    """Raise PipelineInputError naming `name` unless `value` is a (finite) number in [low, high]."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not number or value < low or (high is not None and value > high):
+        bounds = f"between {low:g} and {high:g}" if high is not None else f">= {low:g}"
+        raise PipelineInputError(f"{name} must be {bounds}{' ' + unit if unit else ''}, got {value!r}")
+
+
+def _check_settings(values: Mapping[str, Any], names: Mapping[str, str], limits: SamplingLimits,
+                    samplers: tuple[str, ...] | None) -> None:
+    def name(field: str) -> str:
+        return names.get(field, field)
+
+    scheduler = values["scheduler"]
+    if not isinstance(scheduler, str) or not scheduler or (samplers is not None and scheduler not in samplers):
+        known = f" is not one of {', '.join(samplers)}" if samplers is not None else " must be a sampler's name"
+        raise PipelineInputError(f"{name('scheduler')} '{scheduler}'{known}")
+    steps = values["num_inference_steps"]
+    if isinstance(steps, float) and steps.is_integer():
+        steps = int(steps)
+    if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool):
+        raise PipelineInputError(f"{name('num_inference_steps')} must be a whole number, got {steps!r}")
+    check_range(name("num_inference_steps"), int(steps), limits.min_steps, limits.max_steps)
+    check_range(name("guidance_scale"), values["guidance_scale"], 0.0, limits.max_guidance, "(1 = no guidance)")
+    if not isinstance(values["negative_prompt"], str):
+        raise PipelineInputError(f"{name('negative_prompt')} must be text, got {type(values['negative_prompt']).__name__}")
+    if values["size"] is not None:
+        check_range(name("size"), values["size"], limits.min_size, limits.max_size, "px")
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """Everything besides prompt and seed that decides an image (written to manifests and submissions)."""
+
+    num_inference_steps: int = DEFAULT_STEPS
+    guidance_scale: float = DEFAULT_GUIDANCE
+    scheduler: str = DEFAULT_SAMPLER
+    negative_prompt: str = ""
+    size: int | None = None  # output size in px; None = the last stage's resolution
+
+    def __post_init__(self) -> None:
+        _check_settings(asdict(self), {}, LIBRARY_LIMITS, None)
+        object.__setattr__(self, "num_inference_steps", int(self.num_inference_steps))
+        object.__setattr__(self, "guidance_scale", float(self.guidance_scale))
+
+    @classmethod
+    def parse(cls, *, names: Mapping[str, str] | None = None, limits: SamplingLimits = LIBRARY_LIMITS,
+              samplers: tuple[str, ...] | None = None, **values: Any) -> SamplingSettings:
+        """Settings from an edge's values, checked once: `names` gives fields the names the caller knows them by
+        (sample.py: {"num_inference_steps": "--steps"}), `limits` its bounds, `samplers` the model's sampler names."""
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise TypeError(f"unknown sampling settings: {', '.join(sorted(unknown))}")
+        complete = {**_defaults(), **values}
+        _check_settings(complete, names or {}, limits, samplers)
+        return cls(**complete)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], where: str = "settings") -> SamplingSettings:
+        """Settings recorded in a manifest or submission; PipelineInputError naming `where` when they are not valid."""
+        if not isinstance(values, Mapping):
+            raise PipelineInputError(f"{where}: expected an object of sampling settings")
+        known = {f.name for f in fields(cls)}
+        try:
+            return cls.parse(**{key: value for key, value in values.items() if key in known})
+        except PipelineInputError as error:
+            raise PipelineInputError(f"{where}: {error}") from None
+
+
+def _defaults() -> dict[str, Any]:
+    return {f.name: f.default for f in fields(SamplingSettings)}
+
+
+def check_seeds(name: str, first: Any, count: int = 1) -> None:
+    """Raise PipelineInputError unless the seeds first .. first + count - 1 all lie in [0, 2**64)."""
+    if isinstance(first, bool) or not isinstance(first, (int, np.integer)):
+        raise PipelineInputError(f"{name} must be an integer, got {first!r}")
+    first, count = int(first), max(count, 1)
+    if count == 1 and not 0 <= first <= MAX_SEED:
+        raise PipelineInputError(f"{name} must be between 0 and 2**64 - 1, got {first}")
+    if not 0 <= first <= MAX_SEED - count + 1:
+        raise PipelineInputError(f"{name} must be between 0 and {MAX_SEED - count + 1} (2**64 - {count}): its {count} images "
+                                 f"get seeds {first} .. {first + count - 1}, which must lie in [0, 2**64 - 1]; got {first}")
+
+
+def image_seeds(first: Any, count: int, name: str = "seed") -> list[int]:
+    """The seed rule: image k of a request whose seed is `first` gets seed first + k, so an image is the same whatever
+    else is in its batch and a request for more images extends, never changes, a smaller one. Checked in [0, 2**64)."""
+    check_seeds(name, first, count)
+    return [int(first) + k for k in range(count)]
+
+
+__all__ = ["DEFAULT_GUIDANCE", "DEFAULT_SAMPLER", "DEFAULT_STEPS", "LIBRARY_LIMITS", "MAX_SEED", "PipelineInputError",
+           "SamplingLimits", "SamplingSettings", "check_range", "check_seeds", "image_seeds"]
