@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable
 
 import torch
-from diffusers import UNet2DConditionModel
 from torch import Tensor, nn
 
 NONE_ATTRIBUTE = 0  # row 0 of every attribute table: unknown value, or dropped for guidance
@@ -106,6 +105,8 @@ class FashionUNet(nn.Module):
 
     def __init__(self, spec: UNetSpec, resolution: int, text_dim: int, pooled_text: bool = True,
                  attribute_vocab: dict[str, list[str]] | None = None) -> None:
+        from diffusers import UNet2DConditionModel  # here: its import pulls in Accelerate, which importing fashiongen must not
+
         super().__init__()
         self.spec = spec
         self.resolution = resolution

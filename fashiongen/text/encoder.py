@@ -13,22 +13,16 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoTokenizer,
-    CLIPTextModel,
-    MT5EncoderModel,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-    T5EncoderModel,
-    UMT5EncoderModel,
-)
+import transformers
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+if TYPE_CHECKING:  # transformers' modeling code imports Accelerate: only when an encoder is loaded
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..config import TextConfig
 from .cache import CachedEmbedding, EmbeddingCache
@@ -44,7 +38,9 @@ def _minilm_path() -> Path:
 
 ENCODERS: dict[str, Callable[[], Path]] = {"minilm": _minilm_path}  # named encoders -> their local model directory
 _CLIP_TYPES = {"clip", "clip_text_model"}
-_T5_MODELS: dict[str, type[PreTrainedModel]] = {"t5": T5EncoderModel, "mt5": MT5EncoderModel, "umt5": UMT5EncoderModel}
+# Model classes by name, resolved when an encoder is loaded: a transformers model class pulls in its modeling code
+# (and Accelerate with it), which importing fashiongen (the pipeline, the app) must not.
+_T5_MODELS = {"t5": "T5EncoderModel", "mt5": "MT5EncoderModel", "umt5": "UMT5EncoderModel"}
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # Files that decide what an encoder outputs: config, tokenizer and weights (README and the like are ignored).
 _IDENTITY_SUFFIXES = {".json", ".txt", ".model", ".safetensors", ".bin"}
@@ -110,9 +106,10 @@ def masked_mean(token_states: Tensor, mask: Tensor) -> Tensor:
 def _load_model(path: Path, model_type: str, dtype: torch.dtype) -> tuple[PreTrainedModel, str]:
     """The text model for a config's model_type and how its pooled vector is made ('mean' or 'pooler')."""
     if model_type in _CLIP_TYPES:
-        return CLIPTextModel.from_pretrained(path, local_files_only=True, dtype=dtype), "pooler"
+        return transformers.CLIPTextModel.from_pretrained(path, local_files_only=True, dtype=dtype), "pooler"
     if model_type in _T5_MODELS:
-        return _T5_MODELS[model_type].from_pretrained(path, local_files_only=True, dtype=dtype), "mean"
+        model_class = getattr(transformers, _T5_MODELS[model_type])
+        return model_class.from_pretrained(path, local_files_only=True, dtype=dtype), "mean"
     return AutoModel.from_pretrained(path, local_files_only=True, dtype=dtype), "mean"
 
 
