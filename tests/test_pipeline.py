@@ -302,7 +302,7 @@ def test_token_count_flags_descriptions_the_encoder_will_truncate(encoder: Capti
 
 def test_publish_ships_float16_weights_the_evaluation_and_the_critic_in_one_folder(models: dict[str, Path],
                                                                                     tmp_path: Path) -> None:
-    from fashiongen.evaluation.suite import BUNDLED_CRITIC
+    from fashiongen.models.files import BUNDLED_CRITIC
     from fashiongen.train.__main__ import main as train_cli
 
     report = {"meta": {"num_generated": 40, "reference": {"count": 474},
