@@ -44,8 +44,9 @@ from fashiongen.submission import CaptionItem, SubmissionError, generate_submiss
 from fashiongen.utils import OutputFolderError, atomic_write_text, output_lock
 
 BUNDLED_DATA = "../shared/data/fashion-products"
-SWEEP_KEYS = {"guidance": "guidance_scale", "steps": "num_inference_steps", "scheduler": "scheduler"}
-SETTING_OPTIONS = {"num_inference_steps": "--steps", "guidance_scale": "--guidance", "scheduler": "--scheduler"}
+SWEEP_KEYS = {"guidance": "guidance_scale", "steps": "num_inference_steps", "scheduler": "scheduler", "truncation": "truncation"}
+SETTING_OPTIONS = {"num_inference_steps": "--steps", "guidance_scale": "--guidance", "scheduler": "--scheduler",
+                   "truncation": "--truncation"}
 MAX_IMAGES = 1_000_000
 
 
@@ -70,9 +71,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                         "else validation)")
     parser.add_argument("--num-images", type=int, default=200, help="images to generate (default 200)")
     parser.add_argument("--per-caption", type=int, default=1, help="images per caption (default 1)")
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
-    parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
-    parser.add_argument("--scheduler", default=DEFAULT_SAMPLER)
+    parser.add_argument("--steps", type=int, help=f"diffusion: sampling steps (default {DEFAULT_STEPS})")
+    parser.add_argument("--guidance", type=float, help=f"diffusion: guidance scale (default {DEFAULT_GUIDANCE:g})")
+    parser.add_argument("--scheduler", help=f"sampler (default: {DEFAULT_SAMPLER} for diffusion, the family's own otherwise)")
+    parser.add_argument("--truncation", type=float, help="GAN: latent truncation (default: the model's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--attributes", choices=("auto", "on", "off"), default="auto",
                         help="condition on each caption's attributes (auto: when the model was trained with them)")
@@ -101,12 +103,19 @@ def parse_sweep(items: list[str]) -> list[dict[str, object]]:
         key, sep, values = item.partition("=")
         if not sep or key not in SWEEP_KEYS or not values:
             raise PipelineInputError(f"--sweep {item!r}: expected KEY=V1,V2 with KEY one of {', '.join(SWEEP_KEYS)}")
-        kind = {"guidance": float, "steps": int, "scheduler": str}[key]
+        kind = {"guidance": float, "steps": int, "scheduler": str, "truncation": float}[key]
         try:
             axes[SWEEP_KEYS[key]] = [kind(v) for v in values.split(",")]
         except ValueError:
             raise PipelineInputError(f"--sweep {item!r}: values must be {kind.__name__}s") from None
     return [dict(zip(axes, combination)) for combination in itertools.product(*axes.values())]
+
+
+def given_settings(options: argparse.Namespace) -> dict[str, object]:
+    """The sampling settings the command line sets explicitly (the rest are the defaults, or the model family's)."""
+    values = {"num_inference_steps": options.steps, "guidance_scale": options.guidance, "scheduler": options.scheduler,
+              "truncation": options.truncation}
+    return {field: value for field, value in values.items() if value is not None}
 
 
 def sweep_point(settings: SamplingSettings, point: dict[str, object]) -> SamplingSettings:
@@ -118,8 +127,7 @@ def sweep_point(settings: SamplingSettings, point: dict[str, object]) -> Samplin
 def check_options(options: argparse.Namespace) -> SamplingSettings:
     """Every number of the command line in range (SamplingSettings' bounds for the sampling settings and
     every --sweep point) before anything is read or written; PipelineInputError naming the option."""
-    settings = SamplingSettings.parse(names=SETTING_OPTIONS, samplers=sampler_names(), num_inference_steps=options.steps,
-                                      guidance_scale=options.guidance, scheduler=options.scheduler)
+    settings = SamplingSettings.parse(names=SETTING_OPTIONS, samplers=sampler_names(), **given_settings(options))
     if options.resolution is not None:
         SamplingSettings.parse(names={"size": "--resolution"}, size=options.resolution)
     for point in parse_sweep(options.sweep or []):
@@ -208,6 +216,8 @@ def evaluate_model(options: argparse.Namespace, settings: SamplingSettings, out:
     """Generate a submission-format set under out/generated (or one per --sweep point), then score it."""
     pipe = FashionGenPipeline.from_pretrained(options.model, device=options.device)
     pipe.show_progress = not options.quiet
+    swept = {field for point in parse_sweep(options.sweep or []) for field in point}
+    settings = pipe.settings_for_model(settings, set(given_settings(options)) | swept, SETTING_OPTIONS)
     reference = options.reference or pipe.stages[0].info.data.source or BUNDLED_DATA
     meta = {"model": pipe.describe(), "settings": settings.to_dict() | {"seed": options.seed, "per_caption": options.per_caption,
                                                                        "attributes": use_attributes(pipe, options)}}

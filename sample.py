@@ -39,7 +39,10 @@ from fashiongen.text.encoder import EncoderNotFoundError
 from fashiongen.utils import OutputFolderError, output_lock
 
 # The option each sampling setting is given by, so that SamplingSettings.parse's messages name it.
-SETTING_OPTIONS = {"num_inference_steps": "--steps", "guidance_scale": "--guidance", "scheduler": "--scheduler", "size": "--size"}
+SETTING_OPTIONS = {"num_inference_steps": "--steps", "guidance_scale": "--guidance", "scheduler": "--scheduler",
+                   "negative_prompt": "--negative", "size": "--size", "truncation": "--truncation"}
+OPTION_FIELDS = {"steps": "num_inference_steps", "guidance": "guidance_scale", "scheduler": "scheduler", "negative": "negative_prompt",
+                 "size": "size", "truncation": "truncation"}
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -58,12 +61,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", default="samples", help="output folder (default: samples/)")
     parser.add_argument("--prompts", dest="prompt_file", help="text file (one prompt per line) or JSONL of prompts")
     parser.add_argument("--num-images", type=int, default=1, help="images per prompt (default 1)")
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"sampling steps (default {DEFAULT_STEPS})")
-    parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
-                        help=f"classifier-free guidance scale (default {DEFAULT_GUIDANCE:g}; 1 = none)")
-    parser.add_argument("--scheduler", default=DEFAULT_SAMPLER, choices=sampler_names(), help=f"sampler (default {DEFAULT_SAMPLER})")
+    parser.add_argument("--steps", type=int, help=f"diffusion: sampling steps (default {DEFAULT_STEPS})")
+    parser.add_argument("--guidance", type=float,
+                        help=f"diffusion: classifier-free guidance scale (default {DEFAULT_GUIDANCE:g}; 1 = none)")
+    parser.add_argument("--scheduler", choices=sampler_names(),
+                        help=f"sampler (default: {DEFAULT_SAMPLER} for diffusion models, the family's own otherwise)")
+    parser.add_argument("--truncation", type=float, help="GAN: redraw latent values beyond this many std (default: the "
+                                                         "model's; 0 = none)")
     parser.add_argument("--seed", type=int, default=0, help="first seed; image i gets seed + i (default 0)")
-    parser.add_argument("--negative", default="", help="negative prompt, used in place of the empty caption")
+    parser.add_argument("--negative", help="diffusion: negative prompt, used in place of the empty caption")
     parser.add_argument("--attribute", action="append", default=[], metavar="NAME=VALUE",
                         help="attribute conditioning, e.g. --attribute category=Dresses (repeatable)")
     parser.add_argument("--use-attributes", action="store_true",
@@ -101,11 +107,15 @@ def parse_attributes(pairs: list[str]) -> dict[str, str]:
     return attributes
 
 
+def given_settings(options: argparse.Namespace) -> dict[str, object]:
+    """The sampling settings the command line sets explicitly (the rest are the defaults, or the model family's)."""
+    return {field: getattr(options, option) for option, field in OPTION_FIELDS.items() if getattr(options, option) is not None}
+
+
 def check_options(options: argparse.Namespace) -> SamplingSettings:
     """Every number of the command line in range (SamplingSettings' bounds for the sampling settings), before any
     input is read; PipelineInputError naming the option. The settings are built here, once, and passed through."""
-    settings = SamplingSettings.parse(names=SETTING_OPTIONS, num_inference_steps=options.steps, guidance_scale=options.guidance,
-                                      scheduler=options.scheduler, negative_prompt=options.negative, size=options.size)
+    settings = SamplingSettings.parse(names=SETTING_OPTIONS, **given_settings(options))
     SamplingSettings.parse(names={"size": "--resolution"}, size=options.resolution)
     counts = {"--num-images": (options.num_images, 1), "--per-caption": (options.per_caption, 1), "--frames": (options.frames, 2),
               "--batch-size": (options.batch_size, 1), "--limit": (options.limit, 1)}
@@ -164,6 +174,7 @@ def run_job(options: argparse.Namespace, settings: SamplingSettings, attributes:
     pipe = FashionGenPipeline.from_pretrained(options.model or default_model_path(), superres=options.superres, device=options.device,
                                               dtype=options.dtype)
     pipe.show_progress = not options.quiet
+    settings = pipe.settings_for_model(settings, set(given_settings(options)) - {"size"}, SETTING_OPTIONS)
     if options.batch_size:
         pipe.batch_size = options.batch_size
     if options.submission:

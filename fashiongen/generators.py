@@ -62,6 +62,7 @@ class Generator(Protocol):
     conditioning: ClassVar[frozenset[str]]  # of TEXT, ATTRIBUTES, LOW_RES
     samplers: ClassVar[tuple[str, ...]]  # scheduler names its settings may name (the first is its default)
     can_edit: ClassVar[bool]  # SDEdit / inpainting of a photo; a family that cannot is refused up front
+    settings_used: ClassVar[frozenset[str]]  # the SamplingSettings fields it reads (size always counts); others are refused
 
     model: nn.Module
     info: ModelInfo
@@ -82,6 +83,11 @@ class Generator(Protocol):
 
     @property
     def attribute_vocab(self) -> dict[str, list[str]]: ...
+
+    def draw_latents(self, generators: Sequence[torch.Generator], settings: SamplingSettings) -> Tensor:
+        """Each image's starting draw [N, *latent_shape] from its own generator: what `generate` starts from and what
+        interpolation slerps between (so a frame at either end equals the single image of that seed)."""
+        ...
 
     def steps_per_image(self, settings: SamplingSettings, strength: float = 1.0) -> int:
         """Network evaluations per image for `settings` (progress bars and ETAs)."""

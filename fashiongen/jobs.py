@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -129,7 +129,7 @@ def _latest(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def _record(pipe: FashionGenPipeline, settings: SamplingSettings, **values: Any) -> dict[str, Any]:
-    return {**values, "settings": asdict(settings), "model": pipe.fingerprint}
+    return {**values, "settings": settings.to_dict(), "model": pipe.fingerprint}
 
 
 def write_samples(pipe: FashionGenPipeline, items: Sequence[PromptItem], settings: SamplingSettings, out_dir: str | Path,

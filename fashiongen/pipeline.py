@@ -12,6 +12,7 @@ stages) comes from a generator seeded with it, so an image is the same whatever 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import secrets
@@ -31,7 +32,7 @@ from .config import TextConfig
 from .data.images import UPLOAD_MAX_PIXELS, decode_image, to_rgb
 from .data.records import RecordError, as_rgb_uint8
 from .data.transforms import resize_square, to_tensor, to_uint8
-from .diffusion import lerp_text, noise_from, slerp
+from .diffusion import lerp_text, slerp
 from .families import load_generator
 from .generators import LOW_RES, GenerationInputs, Generator
 from .models.files import (
@@ -382,6 +383,26 @@ class FashionGenPipeline:
             raise PipelineInputError(f"{name}: got {len(values)} values for {count} prompts")
         return values
 
+    @property
+    def default_sampler(self) -> str:
+        """DEFAULT_SAMPLER where the base model's family has it, else the family's first."""
+        return DEFAULT_SAMPLER if DEFAULT_SAMPLER in self.samplers else self.samplers[0]
+
+    def settings_for_model(self, settings: SamplingSettings, given: set[str] | frozenset[str],
+                           names: dict[str, str] | None = None) -> SamplingSettings:
+        """Settings an edge built before the model was loaded, fitted to it: a setting the caller `given` explicitly
+        that the model's family does not use is refused (naming it as the caller knows it), and an unset scheduler
+        becomes the family's default."""
+        names, family = names or {}, self.stages[0]
+        unused = sorted(set(given) - set(family.settings_used) - {"size"})
+        if unused:
+            takes = ", ".join(names.get(f, f) for f in sorted(family.settings_used)) or "no sampling settings"
+            raise PipelineInputError(f"{', '.join(names.get(f, f) for f in unused)}: this model ({family.family}) does not use "
+                                     f"{'it' if len(unused) == 1 else 'them'}; it takes {takes}")
+        if "scheduler" not in given:
+            settings = dataclasses.replace(settings, scheduler=self.default_sampler)
+        return self.sampling_settings(settings)
+
     def sampling_settings(self, settings: SamplingSettings | None = None, **values: Any) -> SamplingSettings:
         """The settings of a keyword call: `settings` as built at an edge, or the keywords given (None = default),
         checked once here against the library's bounds and the base model's samplers; not both."""
@@ -392,8 +413,8 @@ class FashionGenPipeline:
             if settings.scheduler not in self.samplers:
                 raise PipelineInputError(f"scheduler '{settings.scheduler}' is not one of {', '.join(self.samplers)}")
             return settings
-        if "scheduler" not in given and DEFAULT_SAMPLER not in self.samplers:
-            given["scheduler"] = self.samplers[0]  # a family without the default sampler: its own first
+        if "scheduler" not in given:
+            given["scheduler"] = self.default_sampler
         return SamplingSettings.parse(samplers=self.samplers, **given)
 
     def __call__(self, prompts: str | Sequence[str], negative_prompt: str | Sequence[str] | None = None,
@@ -401,7 +422,8 @@ class FashionGenPipeline:
                  seed: int | Sequence[int] | None = None, scheduler: str | None = None, attributes: Attributes = None,
                  size: int | None = None, progress: Callable[[int, int], None] | None = None,
                  generator: torch.Generator | Sequence[torch.Generator] | None = None,
-                 preview: Preview | None = None, settings: SamplingSettings | None = None) -> list[Image.Image]:
+                 preview: Preview | None = None, settings: SamplingSettings | None = None,
+                 truncation: float | None = None) -> list[Image.Image]:
         """Images for prompts, prompt-major (all images of prompt 0 first); image i has seed `seed + i`.
 
         Sampling settings come as keywords (None = the default) or as one `settings`. `generator` (one, or one per
@@ -415,7 +437,7 @@ class FashionGenPipeline:
         if num_images_per_prompt < 1:
             raise PipelineInputError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}")
         settings = self.sampling_settings(settings, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                                          scheduler=scheduler, size=size)
+                                          scheduler=scheduler, size=size, truncation=truncation)
         negatives = self._per_prompt(negative_prompt, len(prompts), "negative_prompt")
         wanted = self._per_prompt(attributes, len(prompts), "attributes")
         expand = [i for i in range(len(prompts)) for _ in range(num_images_per_prompt)]
@@ -451,13 +473,14 @@ class FashionGenPipeline:
                     num_inference_steps: int | None = None, guidance_scale: float | None = None, scheduler: str | None = None,
                     negative_prompt: str | None = None, attributes: dict[str, str] | None = None, size: int | None = None,
                     progress: Callable[[int, int], None] | None = None, preview: Preview | None = None,
-                    settings: SamplingSettings | None = None) -> list[Image.Image]:
+                    settings: SamplingSettings | None = None, truncation: float | None = None) -> list[Image.Image]:
         """Frames from (prompt_a, seed_a) to (prompt_b, seed_b): slerp of every stage's starting draw, lerp of the caption
         embeddings, one deterministic sampler; frame 0 and the last frame equal the two single samples."""
         if num_frames < 2:
             raise PipelineInputError(f"num_frames must be >= 2, got {num_frames}")
         settings = self.sampling_settings(settings, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                                          scheduler=scheduler, negative_prompt=negative_prompt, size=size)
+                                          scheduler=scheduler, negative_prompt=negative_prompt, size=size,
+                                          truncation=truncation)
         if settings.scheduler not in self.deterministic_samplers:
             raise PipelineInputError(f"interpolation needs a deterministic sampler ({', '.join(self.deterministic_samplers)}), "
                                      f"not {settings.scheduler}")
@@ -472,7 +495,7 @@ class FashionGenPipeline:
         generators = [torch.Generator().manual_seed(seed) for seed in (seed_a, seed_b)]
         stage_latents = []
         for stage in self.stages_for(settings.size):
-            latent_a, latent_b = noise_from(generators, stage.latent_shape)
+            latent_a, latent_b = stage.draw_latents(generators, settings)
             stage_latents.append(torch.stack([slerp(latent_a, latent_b, t) for t in fractions]))
         unconditional = self.encode_prompts([settings.negative_prompt] * num_frames, "negative prompt", allow_empty=True)
         seeds = [seed_a if t < 0.5 else seed_b for t in fractions]  # only for the record: every draw is given

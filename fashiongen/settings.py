@@ -72,6 +72,8 @@ def _check_settings(values: Mapping[str, Any], names: Mapping[str, str], limits:
         raise PipelineInputError(f"{name('negative_prompt')} must be text, got {type(values['negative_prompt']).__name__}")
     if values["size"] is not None:
         check_range(name("size"), values["size"], limits.min_size, limits.max_size, "px")
+    if values["truncation"] is not None:
+        check_range(name("truncation"), values["truncation"], 0.0, 10.0, "std (0 = none)")
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ class SamplingSettings:
     scheduler: str = DEFAULT_SAMPLER
     negative_prompt: str = ""
     size: int | None = None  # output size in px; None = the last stage's resolution
+    truncation: float | None = None  # GAN: latent values beyond this many std are redrawn; None = the model's default
 
     def __post_init__(self) -> None:
         _check_settings(asdict(self), {}, LIBRARY_LIMITS, None)
@@ -102,7 +105,12 @@ class SamplingSettings:
         return cls(**complete)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """What manifests and submissions record; `truncation` only when set, so records made before it existed
+        still compare equal."""
+        values = asdict(self)
+        if values["truncation"] is None:
+            del values["truncation"]
+        return values
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], where: str = "settings") -> SamplingSettings:

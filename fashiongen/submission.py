@@ -31,7 +31,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -225,7 +225,7 @@ def image_name(caption_id: str, k: int) -> str:
 def _header(pipe: FashionGenPipeline, captions: Sequence[CaptionItem], per_caption: int, settings: SamplingSettings,
             resolution: int, base_seed: int, use_attributes: bool) -> dict[str, Any]:
     return {"format": SUBMISSION_FORMAT, "version": SUBMISSION_VERSION, "fingerprint": pipe.fingerprint,
-            "model": pipe.describe(), "settings": asdict(settings), "resolution": resolution, "per_caption": per_caption,
+            "model": pipe.describe(), "settings": settings.to_dict(), "resolution": resolution, "per_caption": per_caption,
             "base_seed": base_seed, "use_attributes": use_attributes, "num_captions": len(captions),
             "captions_sha256": captions_sha256(captions, use_attributes),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -38,6 +38,7 @@ class ColourGenerator:
     conditioning: ClassVar[frozenset[str]] = frozenset({TEXT})
     samplers: ClassVar[tuple[str, ...]] = ("one-step",)
     can_edit: ClassVar[bool] = False
+    settings_used: ClassVar[frozenset[str]] = frozenset({"scheduler"})
 
     def __init__(self, model: nn.Linear, info: ModelInfo, source: str) -> None:
         self.model, self.info, self.source = model, info, source
@@ -74,9 +75,12 @@ class ColourGenerator:
     def write(self, directory: Path, dtype: str) -> ModelInfo:
         return write_model_files(self.model.state_dict(), self.info, directory, dtype)
 
+    def draw_latents(self, generators: Sequence[torch.Generator], settings: SamplingSettings) -> Tensor:
+        return torch.stack([torch.randn(self.latent_shape, generator=g) for g in generators])  # [N, 3, R, R]
+
     def generate(self, inputs: GenerationInputs, settings: SamplingSettings, generators: Sequence[torch.Generator],
                  stage: int = 0, low_res: Tensor | None = None, preview: StepCallback | None = None) -> Tensor:
-        latent = torch.stack([torch.randn(self.latent_shape, generator=g) for g in generators])  # [N, 3, R, R]
+        latent = self.draw_latents(generators, settings)
         if (given := inputs.latents(stage)) is not None:
             latent = given
         with torch.no_grad():
@@ -108,8 +112,8 @@ def toy_family(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, encoder: Caption
 
 
 def test_every_registered_family_implements_the_interface() -> None:
-    members = ("family", "conditioning", "samplers", "can_edit", "from_files", "resolution", "latent_shape",
-               "attribute_vocab", "steps_per_image", "generate", "write", "card_line")
+    members = ("family", "conditioning", "samplers", "can_edit", "settings_used", "from_files", "resolution", "latent_shape",
+               "attribute_vocab", "draw_latents", "steps_per_image", "generate", "write", "card_line")
     for name, family in FAMILIES.items():
         assert family.family == name
         missing = [member for member in members if not hasattr(family, member)]

@@ -13,10 +13,10 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import Tensor
 
-from ..config import Config, config_to_dict
+from ..config import Config
 from ..generators import ATTRIBUTES, LOW_RES, TEXT, GenerationInputs, StepCallback, attribute_ids
 from ..models import FashionUNet, build_model, check_description, get_spec
-from ..models.files import ModelFileError, ModelFiles, ModelInfo, write_model_files
+from ..models.files import ModelFileError, ModelFiles, ModelInfo, training_description, write_model_files
 from ..settings import PipelineInputError, SamplingSettings
 from .sampling import Inpainting, noise_from, sample
 from .schedule import SAMPLERS, diffusion_settings, make_sampler
@@ -26,17 +26,9 @@ from .superres import low_res_condition, upsample
 def model_description(model: FashionUNet, config: Config, text_identity: str,
                       training: dict[str, Any] | None = None) -> dict[str, Any]:
     """model.json without its weights entry: everything that rebuilds and describes a diffusion model."""
-    return {
-        "family": "superres" if model.super_resolution else "diffusion",
-        "model": model.description(),
-        "diffusion": diffusion_settings(config.model),
-        "text": {"encoder": config.text.encoder, "identity": text_identity, "max_length": config.text.max_length,
-                 "normalize_pooled": config.text.normalize_pooled, "dim": model.description()["text_dim"]},
-        "data": {"source": config.data.source, "split": config.data.split, "resolution": config.data.resolution,
-                 "caption_mode": config.data.caption_mode, "caption_template": config.data.caption_template},
-        "training": training or {},
-        "config": config_to_dict(config),
-    }
+    return {"family": "superres" if model.super_resolution else "diffusion", "model": model.description(),
+            "diffusion": diffusion_settings(config.model),
+            **training_description(config, text_identity, model.description()["text_dim"], training)}
 
 
 def _network_from_checkpoint(files: ModelFiles) -> tuple[FashionUNet, ModelInfo]:
@@ -65,6 +57,7 @@ class DiffusionGenerator:
     samplers: ClassVar[tuple[str, ...]] = tuple(SAMPLERS)
     deterministic_samplers: ClassVar[tuple[str, ...]] = tuple(name for name in SAMPLERS if name != "ddpm")
     can_edit: ClassVar[bool] = True
+    settings_used: ClassVar[frozenset[str]] = frozenset({"num_inference_steps", "guidance_scale", "scheduler", "negative_prompt"})
 
     def __init__(self, model: FashionUNet, info: ModelInfo, source: str) -> None:
         if model.super_resolution != (self.family == "superres"):
@@ -137,6 +130,9 @@ class DiffusionGenerator:
 
     # ------------------------------------------------------------------ sampling
 
+    def draw_latents(self, generators: Sequence[torch.Generator], settings: SamplingSettings) -> Tensor:
+        return noise_from(list(generators), self.latent_shape)  # [N, 3, R, R] standard normal
+
     def check_sampler(self, settings: SamplingSettings) -> None:
         if settings.scheduler not in self.samplers:
             raise PipelineInputError(f"scheduler '{settings.scheduler}' is not one of {', '.join(self.samplers)}")
@@ -146,7 +142,7 @@ class DiffusionGenerator:
         self.check_sampler(settings)
         device = next(self.model.parameters()).device
         text, unconditional = inputs.text.to(device), inputs.unconditional.to(device)
-        noise = noise_from(list(generators), self.latent_shape, device)  # drawn even when replaced: later draws stay put
+        noise = self.draw_latents(generators, settings).to(device)  # drawn even when replaced: later draws stay put
         if (latents := inputs.latents(stage)) is not None:
             noise = latents.to(device)
         scheduler = make_sampler(settings.scheduler, self.diffusion)

@@ -36,7 +36,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..config import Config, ConfigError, load_config
+from ..config import Config, ConfigError, config_to_dict, load_config
 from ..runs import EMA_FILE, STATE_FILE, MetricsLog, checkpoint_dirs, read_state, run_facts
 from ..utils import disk_problem, first_line
 
@@ -199,6 +199,20 @@ def _legacy_family(raw: Mapping[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- writing
+
+
+def training_description(config: Config, text_identity: str, text_dim: int,
+                         training: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The part of model.json every family writes alike: caption encoder, training data, training facts, config."""
+    return {
+        "text": {"encoder": config.text.encoder, "identity": text_identity, "max_length": config.text.max_length,
+                 "normalize_pooled": config.text.normalize_pooled, "dim": text_dim},
+        "data": {"source": config.data.source, "split": config.data.split, "resolution": config.data.resolution,
+                 "caption_mode": config.data.caption_mode, "caption_template": config.data.caption_template},
+        "training": training or {},
+        "config": config_to_dict(config),
+    }
+
 
 
 def write_model_files(state_dict: Mapping[str, torch.Tensor], info: Mapping[str, Any] | ModelInfo, directory: Path,
