@@ -84,7 +84,8 @@ class TextConfig:
 class ModelConfig:
     """The generator: an architecture from the registry and the diffusion process it is trained for."""
 
-    name: str = "unet-small"  # a key of fashiongen.models.MODELS
+    family: str = "diffusion"  # diffusion | gan: which generator family `name` is a network of
+    name: str = "unet-small"  # a key of fashiongen.models.MODELS (diffusion) or fashiongen.gan.GANS (gan)
     prediction_type: str = "v_prediction"  # epsilon | v_prediction
     beta_schedule: str = "squaredcos_cap_v2"  # squaredcos_cap_v2 (cosine) | linear | scaled_linear
     num_train_timesteps: int = 1000
@@ -95,6 +96,7 @@ class ModelConfig:
     low_res_noise_max: float = 0.1  # super-resolution: noise std (in [-1, 1] pixels) added to the low-res input, up to
 
     def __post_init__(self) -> None:
+        _check_choice("model.family", self.family, ("diffusion", "gan"))
         _check_choice("model.prediction_type", self.prediction_type, ("epsilon", "v_prediction"))
         _check_choice("model.beta_schedule", self.beta_schedule, ("squaredcos_cap_v2", "linear", "scaled_linear"))
         _check_range("model.num_train_timesteps", self.num_train_timesteps, 2, 100_000)
@@ -168,6 +170,36 @@ class TrainConfig:
 
 
 @dataclass
+class GANConfig:
+    """How a GAN (model.family: gan) is trained, beside train.*: two optimisers (TTUR), the discriminator's loss terms,
+    augmentation and the sampling truncation written into its model.json."""
+
+    generator_lr: float = 1e-4
+    discriminator_lr: float = 4e-4  # TTUR: the discriminator learns faster
+    adam_beta1: float = 0.0
+    adam_beta2: float = 0.9
+    mismatched_captions: bool = True  # real images with another garment's caption are negatives too
+    ma_gp_weight: float = 2.0  # matching-aware gradient penalty (DF-GAN)
+    ma_gp_power: float = 6.0
+    augment: str = "color,translation,cutout"  # DiffAugment policy on every image the discriminator sees ('' = none)
+    truncation: float = 1.0  # default sampling truncation: latent values beyond it (in std) are redrawn; 0 = none
+    collapse_window: int = 200  # steps over which a pinned D loss or collapsing batch diversity is reported
+
+    def __post_init__(self) -> None:
+        for key in ("generator_lr", "discriminator_lr"):
+            _check_range(f"gan.{key}", getattr(self, key), 0.0, 1.0)
+        for key in ("adam_beta1", "adam_beta2"):
+            _check_range(f"gan.{key}", getattr(self, key), 0.0, 0.9999)
+        _check_range("gan.ma_gp_weight", self.ma_gp_weight, 0.0, 1e6)
+        _check_range("gan.ma_gp_power", self.ma_gp_power, 1.0, 12.0)
+        _check_range("gan.truncation", self.truncation, 0.0, 10.0)
+        _check_range("gan.collapse_window", self.collapse_window, 10, 1 << 30)
+        unknown = [p.strip() for p in self.augment.split(",") if p.strip() and p.strip() not in ("color", "translation", "cutout")]
+        if unknown:
+            raise ConfigError(f"gan.augment: '{unknown[0]}' is not one of color, translation, cutout")
+
+
+@dataclass
 class CriticConfig:
     """The text-image critic (evaluation/critic.py; trained by train/critic.py): a small CNN and a caption projection
     trained contrastively."""
@@ -228,6 +260,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)  # used by train/critic.py only
+    gan: GANConfig = field(default_factory=GANConfig)  # used when model.family is gan
 
 
 def _field_types(cls: type) -> dict[str, Any]:

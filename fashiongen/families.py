@@ -13,6 +13,7 @@ import torch
 
 from .config import Config
 from .diffusion.generator import DiffusionGenerator, SuperResolutionGenerator
+from .gan.generator import GANGenerator
 from .generators import Generator
 from .models import get_spec
 from .models.files import DTYPES, ModelFileError, read_model_files
@@ -20,11 +21,14 @@ from .models.files import DTYPES, ModelFileError, read_model_files
 FAMILIES: dict[str, type[Generator]] = {
     "diffusion": DiffusionGenerator,
     "superres": SuperResolutionGenerator,
+    "gan": GANGenerator,
 }
 
 
 def family_of_config(config: Config) -> str:
     """The family a training config makes (checkpoints carry a config, not a model.json)."""
+    if config.model.family != "diffusion":
+        return config.model.family
     try:
         return "superres" if get_spec(config.model.name).super_resolution else "diffusion"
     except ValueError as error:

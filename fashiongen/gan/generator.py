@@ -1,0 +1,137 @@
+"""The GAN family behind the generator interface (fashiongen.generators): one forward of a caption- and
+attribute-conditioned generator per image, its latent z drawn from the image's own seed and truncated.
+
+    generator = GANGenerator.from_files(read_model_files("runs/001-gan64/export"), "cpu", torch.float32)
+    images = generator.generate(inputs, SamplingSettings(scheduler="one-step"), generators)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import torch
+from torch import Tensor
+
+from ..config import Config
+from ..generators import ATTRIBUTES, TEXT, GenerationInputs, StepCallback, attribute_ids
+from ..models.files import ModelFileError, ModelFiles, ModelInfo, training_description, write_model_files
+from ..settings import PipelineInputError, SamplingSettings
+from .networks import TextGenerator, get_gan_spec
+
+SAMPLER = "one-step"  # the one way a GAN makes an image: what manifests record as its scheduler
+MAX_REDRAWS = 64  # truncation: rounds of redrawing out-of-range latent values before the rest are clamped
+
+
+def gan_description(model: TextGenerator, config: Config, text_identity: str,
+                    training: dict[str, Any] | None = None) -> dict[str, Any]:
+    """model.json without its weights entry: everything that rebuilds and describes a GAN generator."""
+    return {"family": "gan", "model": model.description(), "gan": {"truncation": config.gan.truncation},
+            **training_description(config, text_identity, model.text_dim, training)}
+
+
+def truncated_normal(generators: Sequence[torch.Generator], shape: tuple[int, ...], truncation: float) -> Tensor:
+    """[N, *shape] standard normal draws, one image per generator; with truncation t > 0 every value beyond +-t is
+    redrawn from the same generator (a fixed number of rounds, then clamped), so an image still depends on its seed only."""
+    rows = []
+    for generator in generators:
+        z = torch.randn(shape, generator=generator)
+        for _ in range(MAX_REDRAWS if truncation > 0 else 0):
+            outside = z.abs() > truncation
+            if not outside.any():
+                break
+            z = torch.where(outside, torch.randn(shape, generator=generator), z)
+        rows.append(z.clamp(-truncation, truncation) if truncation > 0 else z)
+    return torch.stack(rows)
+
+
+class GANGenerator:
+    """A one-forward text-to-image generator (DF-GAN style); it cannot edit photos yet."""
+
+    family: ClassVar[str] = "gan"
+    conditioning: ClassVar[frozenset[str]] = frozenset({TEXT, ATTRIBUTES})
+    samplers: ClassVar[tuple[str, ...]] = (SAMPLER,)
+    deterministic_samplers: ClassVar[tuple[str, ...]] = (SAMPLER,)
+    can_edit: ClassVar[bool] = False
+    settings_used: ClassVar[frozenset[str]] = frozenset({"truncation"})
+
+    def __init__(self, model: TextGenerator, info: ModelInfo, source: str) -> None:
+        self.model, self.info, self.source = model, info, source
+        self.default_truncation = float(info.section("gan").get("truncation", 1.0))
+
+    @classmethod
+    def from_files(cls, files: ModelFiles, device: str | torch.device, dtype: torch.dtype) -> GANGenerator:
+        try:
+            if files.info is not None:
+                info = files.info
+                model = TextGenerator.from_description(info.network)
+            else:  # a checkpoint: rebuilt from its config and state.json
+                config, state = files.config, files.state
+                assert config is not None
+                model = TextGenerator(get_gan_spec(config.model.name), state["text_dim"], state.get("attribute_vocab") or {})
+                raw = gan_description(model, config, state["text_identity"], files.training)
+                raw["weights"] = {"file": "ema.safetensors", "dtype": "float32", "sha256": files.weights_sha256}
+                info = ModelInfo.from_dict(raw, files.where)
+        except (ValueError, TypeError, KeyError) as error:
+            raise ModelFileError(f"{files.where}: {error}") from None
+        try:
+            model.load_state_dict({k: v.float() for k, v in files.state_dict.items()}, strict=True)
+        except (RuntimeError, OSError) as error:
+            raise ModelFileError(f"{files.directory}: weights do not fit the generator described ({error})") from None
+        return cls(model.to(device=device, dtype=dtype).eval().requires_grad_(False), info, str(files.directory))
+
+    # ------------------------------------------------------------------ facts
+
+    @property
+    def resolution(self) -> int:
+        return self.model.resolution
+
+    @property
+    def latent_shape(self) -> tuple[int]:
+        return (self.model.spec.z_dim,)
+
+    @property
+    def attribute_vocab(self) -> dict[str, list[str]]:
+        return self.model.attribute_vocab
+
+    @property
+    def sha256(self) -> str:
+        return self.info.sha256
+
+    def truncation(self, settings: SamplingSettings) -> float:
+        return self.default_truncation if settings.truncation is None else settings.truncation
+
+    def steps_per_image(self, settings: SamplingSettings, strength: float = 1.0) -> int:
+        return 1
+
+    def card_line(self) -> str:
+        return f"GAN: one generator forward per image, latent truncated at {self.default_truncation:g} std by default"
+
+    def write(self, directory: Path, dtype: str) -> ModelInfo:
+        return write_model_files(self.model.state_dict(), self.info, directory, dtype)
+
+    # ------------------------------------------------------------------ sampling
+
+    def draw_latents(self, generators: Sequence[torch.Generator], settings: SamplingSettings) -> Tensor:
+        return truncated_normal(generators, self.latent_shape, self.truncation(settings))  # [N, Z]
+
+    def generate(self, inputs: GenerationInputs, settings: SamplingSettings, generators: Sequence[torch.Generator],
+                 stage: int = 0, low_res: Tensor | None = None, preview: StepCallback | None = None) -> Tensor:
+        if settings.scheduler not in self.samplers:
+            raise PipelineInputError(f"scheduler '{settings.scheduler}' is not one of {', '.join(self.samplers)}")
+        if inputs.init_image is not None:
+            raise PipelineInputError(f"this model ({self.family}) cannot edit photos")
+        parameter = next(self.model.parameters())
+        z = self.draw_latents(generators, settings)
+        if (latents := inputs.latents(stage)) is not None:
+            z = latents
+        ids = attribute_ids(self.attribute_vocab, inputs.attributes, parameter.device)
+        with torch.no_grad():
+            images = self.model(z.to(parameter.device, parameter.dtype), inputs.text.pooled.to(parameter.device, parameter.dtype), ids)
+        images = images.float()
+        if preview is not None:
+            preview(1, 1, images)
+        return images
+
+
+__all__ = ["GANGenerator", "SAMPLER", "gan_description", "truncated_normal"]

@@ -1,0 +1,325 @@
+"""The GAN training loop (model.family: gan), in the same named steps and with the same tail as the diffusion loop:
+prepare -> train_step (a discriminator step, then a generator step) -> validate -> save -> export.
+
+    python train.py configs/gan64.yaml [key=value ...] [--resume latest]
+
+Two optimisers with their own learning rates (TTUR, gan.*), hinge loss with mismatched-caption negatives and MA-GP,
+DiffAugment on everything the discriminator sees, an EMA of the generator for sampling and export. Every random draw
+of a step (z, augmentation, mismatched rows) comes from a generator seeded by (seed, step, process), so a resumed run
+continues bit for bit. A pinned discriminator or a collapsing batch diversity is reported in the log and in
+metrics.jsonl, naming the step and the last checkpoint before it; a NaN stops the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator, PartialState
+from accelerate.utils import broadcast_object_list, set_seed
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from ..config import Config, save_config
+from ..data import FashionDataset
+from ..data.transforms import to_uint8
+from ..gan import Discriminator, TextGenerator, diff_augment, discriminator_hinge, generator_hinge, get_gan_spec
+from ..gan import matching_aware_penalty, mismatched_rows
+from ..gan.generator import gan_description
+from ..grid import captioned_grid, save_image
+from ..models.files import replacing_directory, write_model_files
+from ..runs import MetricsLog, checkpoint_dirs, create_run_dir, hardware_name, read_state, run_facts
+from ..text import CaptionEncoder
+from ..utils import remove_stale_temporaries
+from .checkpoint import clear_partial_checkpoints, load_checkpoint, run_dir_of, save_checkpoint
+from .data import DiffusionExamples, EpochSampler, attribute_vocabulary, precompute_captions
+from .ema import EMA
+from .schedule import (
+    StopSignals,
+    Throughput,
+    TrainingDiverged,
+    TrainingStopped,
+    across_processes,
+    epoch_batches,
+    log_due,
+    save_last_checkpoint,
+    validate_and_checkpoint,
+    write_metrics,
+)
+
+logger = logging.getLogger("fashiongen.train")
+
+
+@dataclass
+class GANRun:
+    """Everything the GAN steps share; built by `prepare_gan`."""
+
+    config: Config
+    accelerator: Accelerator
+    run_dir: Path
+    generator: nn.Module  # prepared
+    discriminator: nn.Module  # prepared
+    ema: EMA  # of the generator
+    g_optimizer: torch.optim.Optimizer
+    d_optimizer: torch.optim.Optimizer
+    train_examples: DiffusionExamples
+    train_loader: Any
+    encoder: CaptionEncoder
+    vocab: dict[str, list[str]]
+    metrics: MetricsLog
+    steps_per_epoch: int
+    step: int = 0
+    resumed_from: Path | None = None
+    initialised_from: dict[str, Any] | None = None
+    watch: dict[str, list[float]] = field(default_factory=lambda: {"pinned": [], "diversity": []})
+    first_diversity: float | None = None
+
+    @property
+    def images_per_step(self) -> int:
+        return self.config.train.batch_size * self.accelerator.num_processes
+
+
+def _adam(module: nn.Module, lr: float, config: Config) -> torch.optim.Optimizer:
+    return torch.optim.Adam(module.parameters(), lr=lr, betas=(config.gan.adam_beta1, config.gan.adam_beta2))
+
+
+def prepare_gan(config: Config, resume: Path | None = None, show_progress: bool = True) -> GANRun:
+    """Open data, build generator, discriminator, EMA and optimisers, restore a checkpoint, make the run directory."""
+    from .loop import _distributed_cpu, _loader, _make_accelerator  # the diffusion loop's process and loader set-up
+
+    t, spec = config.train, get_gan_spec(config.model.name)
+    if spec.resolution != config.data.resolution:
+        from ..config import ConfigError
+
+        raise ConfigError(f"data.resolution: {config.model.name} makes {spec.resolution} px images, not {config.data.resolution}")
+    state = PartialState(cpu=_distributed_cpu())
+    train_set = FashionDataset.from_config(config.data, seed=config.seed)
+    global_batch = t.batch_size * state.num_processes
+    sampler = EpochSampler(len(train_set), config.seed, global_batch)
+    saved = read_state(resume) if resume is not None else {}
+    vocab = saved.get("attribute_vocab") or attribute_vocabulary(train_set.source, config.model.attributes)
+    if resume is not None:
+        run_dir = run_dir_of(resume)
+        if state.is_main_process:
+            clear_partial_checkpoints(run_dir)
+            for folder in (run_dir, run_dir / "samples"):
+                remove_stale_temporaries(folder)
+    else:
+        chosen = [str(create_run_dir(t.output_dir, config.name)) if state.is_main_process else None]
+        broadcast_object_list(chosen)
+        run_dir = Path(chosen[0])
+    accelerator = _make_accelerator(config, run_dir)
+    set_seed(config.seed)
+    text_config = config.text
+    if not text_config.cache_dir:
+        text_config = dataclasses.replace(text_config, cache_dir=str(run_dir / "text-cache"))
+    with accelerator.main_process_first():
+        encoder = CaptionEncoder(text_config)
+        precompute_captions(encoder, [train_set], show_progress=show_progress and accelerator.is_main_process)
+    generator = TextGenerator(spec, encoder.dim, vocab)
+    discriminator = Discriminator(spec, encoder.dim, vocab)
+    ema = EMA(generator, t.ema_decay, t.ema_power)
+    ema.module.to(accelerator.device)
+    g_optimizer, d_optimizer = _adam(generator, config.gan.generator_lr, config), _adam(discriminator, config.gan.discriminator_lr, config)
+    examples = DiffusionExamples(train_set, encoder.cache, vocab, seed=config.seed, num_train_timesteps=1,
+                                 attribute_dropout_prob=t.attribute_dropout_prob)
+    loader = _loader(examples, t.batch_size, t, sampler)
+    generator, discriminator, g_optimizer, d_optimizer, loader = accelerator.prepare(
+        generator, discriminator, g_optimizer, d_optimizer, loader)
+    run = GANRun(config=config, accelerator=accelerator, run_dir=run_dir, generator=generator, discriminator=discriminator,
+                 ema=ema, g_optimizer=g_optimizer, d_optimizer=d_optimizer, train_examples=examples, train_loader=loader,
+                 encoder=encoder, vocab=vocab, metrics=MetricsLog(run_dir / "metrics.jsonl"),
+                 steps_per_epoch=len(sampler) // global_batch, resumed_from=resume)
+    if resume is not None:
+        restored = load_checkpoint(accelerator, resume, ema)
+        run.step = int(restored["step"])
+        run.first_diversity = restored.get("first_diversity")
+    if accelerator.is_main_process:
+        save_config(config, run_dir / "config.yaml")
+        run.metrics.truncate_after(run.step)
+        logger.info("run %s: %s (generator %.1fM, discriminator %.1fM parameters), %d examples, %d steps per epoch%s",
+                    run_dir, config.model.name, sum(p.numel() for p in ema.module.parameters()) / 1e6,
+                    sum(p.numel() for p in discriminator.parameters()) / 1e6, len(examples), run.steps_per_epoch,
+                    f", resumed at step {run.step}" if resume is not None else "")
+    return run
+
+
+def _step_generator(run: GANRun) -> torch.Generator:
+    """The draws of one step on one process: a function of (seed, step, process) only, so resume is exact."""
+    return torch.Generator().manual_seed((run.config.seed * 1_000_003 + run.step) * 64 + run.accelerator.process_index)
+
+
+def batch_diversity(images: Tensor) -> float:
+    """Mean absolute difference between each generated image and the next in the batch: near 0 when G collapses."""
+    return float((images - images.roll(1, dims=0)).abs().mean()) if images.shape[0] > 1 else 0.0
+
+
+def train_step(run: GANRun, batch: dict[str, Any]) -> dict[str, float]:
+    """One discriminator step (hinge with mismatched captions, MA-GP), then one generator step; per-step metrics."""
+    g, device, config = _step_generator(run), run.accelerator.device, run.config.gan
+    real, pooled, ids = batch["pixel_values"], batch["text_pooled"], batch["attribute_ids"]
+    ids = ids if ids.shape[1] else None
+    spec = run.ema.module.spec
+    z = torch.randn(real.shape[0], spec.z_dim, generator=g).to(device)
+
+    def augment(images: Tensor) -> Tensor:
+        return diff_augment(images, config.augment, g)
+
+    fake = run.generator(z, pooled, ids)
+    real_aug = augment(real)
+    d_real = run.discriminator(real_aug, pooled, ids)
+    d_fake = run.discriminator(augment(fake.detach()), pooled, ids)
+    d_mismatched, mismatch_rows = None, torch.zeros(0, dtype=torch.long)
+    if config.mismatched_captions:
+        rows, valid = mismatched_rows(batch["caption"], g)
+        mismatch_rows = valid.nonzero().flatten()
+        if len(mismatch_rows):
+            other = rows[mismatch_rows].to(device)
+            d_mismatched = run.discriminator(real_aug[mismatch_rows.to(device)], pooled[other],
+                                             None if ids is None else ids[other])
+    loss_d = discriminator_hinge(d_real, d_fake).mean() if d_mismatched is None else (
+        torch.relu(1 - d_real).mean() + 0.5 * torch.relu(1 + d_fake).mean() + 0.5 * torch.relu(1 + d_mismatched).mean())
+    penalty = torch.zeros((), device=device)
+    if config.ma_gp_weight:
+        penalty = matching_aware_penalty(run.accelerator.unwrap_model(run.discriminator), real_aug, pooled, ids,
+                                         config.ma_gp_weight, config.ma_gp_power).mean()
+    run.d_optimizer.zero_grad(set_to_none=True)
+    run.accelerator.backward(loss_d + penalty)
+    run.d_optimizer.step()
+
+    d_on_fake = run.discriminator(augment(fake), pooled, ids)
+    loss_g = generator_hinge(d_on_fake).mean()
+    run.g_optimizer.zero_grad(set_to_none=True)
+    run.accelerator.backward(loss_g)
+    run.g_optimizer.step()
+    record = {"d_loss": loss_d.item(), "g_loss": loss_g.item(), "ma_gp": penalty.item(),
+              "d_real_acc": float((d_real > 0).float().mean()), "d_fake_acc": float((d_fake < 0).float().mean()),
+              "diversity": batch_diversity(fake.detach())}
+    if d_mismatched is not None:
+        record["d_mismatched_acc"] = float((d_mismatched < 0).float().mean())
+    return record
+
+
+def _watch(run: GANRun, record: dict[str, float]) -> str | None:
+    """A warning when, over gan.collapse_window steps, the discriminator wins every time (its loss pinned: the generator
+    gets no signal) or the batch diversity has fallen under a tenth of where it started (mode collapse)."""
+    window = run.config.gan.collapse_window
+    run.watch["pinned"].append(min(record["d_real_acc"], record["d_fake_acc"]))
+    run.watch["diversity"].append(record["diversity"])
+    for values in run.watch.values():
+        del values[:-window]
+    if run.first_diversity is None and len(run.watch["diversity"]) == window:
+        run.first_diversity = sum(run.watch["diversity"]) / window
+    if len(run.watch["pinned"]) < window:
+        return None
+    checkpoints = checkpoint_dirs(run.run_dir)
+    last = f"the last checkpoint before it is {checkpoints[-1]}" if checkpoints else "no checkpoint yet"
+    if min(run.watch["pinned"]) >= 0.999:
+        return (f"step {run.step}: the discriminator has classified every real and generated image right for {window} steps "
+                f"(D loss pinned; the generator learns nothing); {last}. Lower gan.discriminator_lr or raise gan.ma_gp_weight")
+    diversity = sum(run.watch["diversity"]) / window
+    if run.first_diversity and diversity < 0.1 * run.first_diversity:
+        return (f"step {run.step}: batch diversity {diversity:.4f} is under a tenth of its start ({run.first_diversity:.4f}): "
+                f"mode collapse; {last}")
+    return None
+
+
+def save_gan(run: GANRun) -> Path:
+    state = {"attribute_vocab": run.vocab, "num_processes": run.accelerator.num_processes, "images_per_step": run.images_per_step,
+             "images_seen": run.step * run.images_per_step, "text_identity": run.encoder.identity, "text_dim": run.encoder.dim,
+             "hardware": hardware_name(run.accelerator.device), "initialised_from": run.initialised_from,
+             "first_diversity": run.first_diversity}
+    return save_checkpoint(run.accelerator, run.run_dir, run.step, run.ema, run.config, state, run.config.train.keep_checkpoints)
+
+
+@torch.no_grad()
+def validate_gan(run: GANRun) -> dict[str, float]:
+    """A grid of the validation prompts (rows: validation seeds) from the EMA generator at the default truncation."""
+    if not run.accelerator.is_main_process or not run.config.train.validation_prompts:
+        return {}
+    from ..gan.generator import truncated_normal
+
+    model, prompts = run.ema.module, list(run.config.train.validation_prompts)
+    pooled = run.encoder.encode(prompts).pooled.to(run.accelerator.device)
+    images, captions = [], []
+    for seed in run.config.train.validation_seeds:
+        z = truncated_normal([torch.Generator().manual_seed(seed * 10_000 + i) for i in range(len(prompts))],
+                             (model.spec.z_dim,), run.config.gan.truncation).to(run.accelerator.device)
+        images += list(to_uint8(model(z, pooled, None).cpu()))
+        captions += [f"{prompt} (seed {seed})" for prompt in prompts]
+    path = run.run_dir / "samples" / f"step_{run.step:06d}.png"
+    save_image(captioned_grid(images, captions, columns=len(prompts), tile=max(96, model.resolution), caption_lines=3), path)
+    return {"diversity_ema": batch_diversity(torch.stack([torch.from_numpy(i).float() for i in images]))}
+
+
+def export_gan(run: GANRun, dtype: str = "float32") -> Path:
+    """The EMA generator as model files under run_dir/export (rank 0)."""
+    path = run.run_dir / "export"
+    if run.accelerator.is_main_process:
+        training = {"steps": run.step, "images_seen": run.step * run.images_per_step, "run": run.run_dir.name,
+                    "num_processes": run.accelerator.num_processes, "images_per_step": run.images_per_step,
+                    "device": str(run.accelerator.device), "hardware": hardware_name(run.accelerator.device),
+                    **run_facts([{**r, "loss": r["g_loss"]} for r in run.metrics.read() if "g_loss" in r], run.step),
+                    "initialised_from": run.initialised_from}
+        with replacing_directory(path, overwrite=True) as temporary:
+            write_model_files(run.ema.module.state_dict(),
+                              gan_description(run.ema.module, run.config, run.encoder.identity, training), temporary, dtype)
+    run.accelerator.wait_for_everyone()
+    return path
+
+
+def train_gan(run: GANRun, show_progress: bool = True) -> Path:
+    """Train until train.max_steps; checkpoint, validate and log on schedule (schedule.py); export at the end."""
+    accelerator, t = run.accelerator, run.config.train
+    progress = tqdm(total=t.max_steps, initial=run.step, desc=run.run_dir.name, unit="step", dynamic_ncols=True,
+                    disable=not (show_progress and accelerator.is_main_process))
+    clock, sums, count = Throughput(), {}, 0
+
+    def validate() -> None:
+        write_metrics(run, validate_gan(run))
+
+    try:
+        with StopSignals() as stop:
+            for epoch, batch in epoch_batches(run, t.max_steps):
+                record = train_step(run, batch)
+                run.step += 1
+                clock.count_step()
+                run.ema.update(accelerator.unwrap_model(run.generator), run.step)
+                nonfinite = not all(torch.isfinite(torch.tensor(v)) for v in record.values())
+                diverged, signum = across_processes(accelerator, float(nonfinite), stop.received)
+                if diverged:
+                    checkpoints = checkpoint_dirs(run.run_dir)
+                    kept = f"the last checkpoint before it is {checkpoints[-1]}" if checkpoints else "no checkpoint was written before it"
+                    raise TrainingDiverged(f"a GAN loss became NaN/inf at step {run.step}; {kept}. Lower gan.generator_lr "
+                                           "and gan.discriminator_lr, or raise gan.ma_gp_weight")
+                if (alert := _watch(run, record)) is not None:
+                    logger.warning(alert)
+                    write_metrics(run, {"alert": alert})
+                    run.watch = {"pinned": [], "diversity": []}  # once a window, not every step
+                for key, value in record.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                count += 1
+                progress.update(1)
+                if log_due(run.step, t):
+                    means = {key: value / count for key, value in sums.items()}
+                    write_metrics(run, {"epoch": epoch, **means, "images_per_s": clock.images_per_s(run.images_per_step)})
+                    progress.set_postfix(d=f"{means['d_loss']:.3f}", g=f"{means['g_loss']:.3f}")
+                    sums, count = {}, 0
+                    clock.restart()
+                if signum:
+                    raise TrainingStopped(int(signum), save_gan(run))
+                validate_and_checkpoint(run.step, t, clock, validate=validate, save=lambda: save_gan(run))
+            save_last_checkpoint(run.run_dir, run.step, lambda: save_gan(run))
+            validate()
+            export_gan(run)
+    finally:
+        progress.close()
+        accelerator.end_training()
+    return run.run_dir
+
+
+__all__ = ["GANRun", "batch_diversity", "export_gan", "prepare_gan", "save_gan", "train_gan", "train_step", "validate_gan"]
