@@ -181,6 +181,7 @@ class GANConfig:
     mismatched_captions: bool = True  # real images with another garment's caption are negatives too
     ma_gp_weight: float = 2.0  # matching-aware gradient penalty (DF-GAN)
     ma_gp_power: float = 6.0
+    ma_gp_every: int = 4  # lazy regularisation (StyleGAN2): the penalty every k steps, weighted k; it costs a third of a step
     augment: str = "color,translation,cutout"  # DiffAugment policy on every image the discriminator sees ('' = none)
     truncation: float = 1.0  # default sampling truncation: latent values beyond it (in std) are redrawn; 0 = none
     collapse_window: int = 200  # steps over which a pinned D loss or collapsing batch diversity is reported
@@ -192,6 +193,7 @@ class GANConfig:
             _check_range(f"gan.{key}", getattr(self, key), 0.0, 0.9999)
         _check_range("gan.ma_gp_weight", self.ma_gp_weight, 0.0, 1e6)
         _check_range("gan.ma_gp_power", self.ma_gp_power, 1.0, 12.0)
+        _check_range("gan.ma_gp_every", self.ma_gp_every, 1, 1 << 20)
         _check_range("gan.truncation", self.truncation, 0.0, 10.0)
         _check_range("gan.collapse_window", self.collapse_window, 10, 1 << 30)
         unknown = [p.strip() for p in self.augment.split(",") if p.strip() and p.strip() not in ("color", "translation", "cutout")]

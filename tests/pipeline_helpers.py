@@ -26,3 +26,20 @@ def export_tiny(out: Path, encoder: CaptionEncoder, *, seed: int = 0, resolution
     torch.manual_seed(seed)
     model = build_model(config.model, config.data.resolution, encoder.dim, VOCAB if attributes else {})
     return export_model(model, config, encoder.identity, out, training={"steps": 0, "images_seen": 0})
+
+
+def export_tiny_gan(out: Path, encoder: CaptionEncoder, *, seed: int = 0, attributes: bool = False) -> Path:
+    """gan-tiny (32 px, random weights) with the caption encoder's width, written as model files."""
+    from fashiongen.gan import GANS, TextGenerator
+    from fashiongen.gan.generator import gan_description
+    from fashiongen.models.files import replacing_directory, write_model_files
+
+    overrides = ["model.family=gan", "model.name=gan-tiny", "data.resolution=32", "name=tiny-gan-test"]
+    if attributes:
+        overrides.append("model.attributes=[category, colour]")
+    config = load_config([], overrides)
+    torch.manual_seed(seed)
+    model = TextGenerator(GANS["gan-tiny"], encoder.dim, VOCAB if attributes else {})
+    with replacing_directory(out) as temporary:
+        write_model_files(model.state_dict(), gan_description(model, config, encoder.identity, {"steps": 0}), temporary)
+    return out

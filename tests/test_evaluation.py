@@ -18,7 +18,7 @@ from fashiongen.data import open_source
 from fashiongen.evaluation.images import EvaluationInputError, read_image_folder
 from fashiongen.text import CaptionEncoder
 from fashiongen.train.critic import train_critic
-from pipeline_helpers import export_tiny
+from pipeline_helpers import export_tiny, export_tiny_gan
 from script_helpers import load_script
 
 VAL_FRACTION = 0.3
@@ -115,6 +115,20 @@ def test_sweep_draws_fid_and_critic_score_per_setting(script, garments: Path, cr
     assert [row["setting"] for row in rows] == [{"guidance_scale": 1.0}, {"guidance_scale": 3.0}]
     assert all(np.isfinite(row["fid"]) and row["critic_score"] is not None for row in rows)
     assert (out / "sweep.png").is_file() and (out / "sweep" / "guidance_scale=3.0" / "report.json").is_file()
+
+
+def test_a_gan_is_scored_and_swept_over_truncation(script, garments: Path, critic: Path, tmp_path: Path) -> None:
+    gan = export_tiny_gan(tmp_path / "gan", CaptionEncoder(TextConfig(cache_dir="")))
+    out = tmp_path / "gan-sweep"
+    assert script.main(["--model", str(gan), "--captions", str(garments), "--split", "all", "--num-images", "4",
+                        "--sweep", "truncation=0.5,1", "--out", str(out), *common(garments, critic, tmp_path)]) == 0
+    rows = json.loads((out / "sweep.json").read_text())
+    assert [row["setting"] for row in rows] == [{"truncation": 0.5}, {"truncation": 1.0}]
+    assert all(np.isfinite(row["fid"]) for row in rows)
+    header = json.loads((out / "sweep" / "truncation=0.5" / "generated" / "submission.json").read_text())
+    assert header["settings"]["scheduler"] == "one-step" and header["settings"]["truncation"] == 0.5
+    assert script.main(["--model", str(gan), "--captions", str(garments), "--num-images", "4", "--steps", "5",
+                        "--out", str(tmp_path / "refused"), *common(garments, critic, tmp_path)]) == 2  # a diffusion option
 
 
 def test_stats_only_caches_reference_statistics(script, garments: Path, tmp_path: Path) -> None:

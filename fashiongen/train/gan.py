@@ -184,9 +184,9 @@ def train_step(run: GANRun, batch: dict[str, Any]) -> dict[str, float]:
     loss_d = discriminator_hinge(d_real, d_fake).mean() if d_mismatched is None else (
         torch.relu(1 - d_real).mean() + 0.5 * torch.relu(1 + d_fake).mean() + 0.5 * torch.relu(1 + d_mismatched).mean())
     penalty = torch.zeros((), device=device)
-    if config.ma_gp_weight:
+    if config.ma_gp_weight and run.step % config.ma_gp_every == 0:  # lazy: every k-th step, k times the weight
         penalty = matching_aware_penalty(run.accelerator.unwrap_model(run.discriminator), real_aug, pooled, ids,
-                                         config.ma_gp_weight, config.ma_gp_power).mean()
+                                         config.ma_gp_weight * config.ma_gp_every, config.ma_gp_power).mean()
     run.d_optimizer.zero_grad(set_to_none=True)
     run.accelerator.backward(loss_d + penalty)
     run.d_optimizer.step()
