@@ -201,6 +201,10 @@ def test_gan_training_logs_checkpoints_exports_and_resumes_bitwise(tmp_path: Pat
     assert pipe(["a red dress"], seed=0)[0].size == (32, 32)
     checkpoint_pipe = FashionGenPipeline.from_pretrained(reference)  # a run directory: its newest checkpoint's EMA
     assert np.array_equal(np.asarray(checkpoint_pipe(["a red dress"], seed=0)[0]), np.asarray(pipe(["a red dress"], seed=0)[0]))
+    from fashiongen.train.__main__ import main as train_cli
+
+    assert train_cli(["export", str(reference), str(tmp_path / "from-checkpoint")]) == 0  # a GAN checkpoint's EMA
+    assert read_info(tmp_path / "from-checkpoint").family == "gan"
 
     interrupted = tiny_config(garments16, tmp_path / "b", text_cache_dir, **gan_overrides(**{"train.max_steps": 8}))
     run = prepare(interrupted, show_progress=False)
@@ -290,3 +294,15 @@ def test_the_app_service_generates_and_interpolates_with_a_gan(gan_model: Path) 
             list(studio.generate(GenerateRequest("a red silk dress", sampler="dpm++")))
     finally:
         studio.close()
+
+
+def test_a_gan_is_published_with_its_card_and_loads_back(gan_model: Path, tmp_path: Path) -> None:
+    from fashiongen.release import main as release
+
+    out = tmp_path / "published"
+    assert release([str(gan_model), str(out), "--critic", "none"]) == 0
+    card = (out / "README.md").read_text()
+    assert "Caption-conditioned gan model" in card and "GAN: one generator forward per image" in card
+    assert read_info(out).family == "gan" and read_info(out).weights.dtype == "float16"
+    pipe = FashionGenPipeline.from_pretrained(out)
+    assert pipe(["a red dress"], seed=0)[0].size == (32, 32)
