@@ -12,7 +12,6 @@ metrics.jsonl, naming the step and the last checkpoint before it; a NaN stops th
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, PartialState
-from accelerate.utils import broadcast_object_list, set_seed
+from accelerate.utils import set_seed
 from torch import Tensor, nn
 from tqdm import tqdm
 
@@ -32,11 +31,10 @@ from ..gan import matching_aware_penalty, mismatched_rows
 from ..gan.generator import gan_description
 from ..grid import captioned_grid, save_image
 from ..models.files import replacing_directory, write_model_files
-from ..runs import MetricsLog, checkpoint_dirs, create_run_dir, hardware_name, read_state, run_facts
+from ..runs import MetricsLog, checkpoint_dirs, hardware_name, read_state, run_facts
 from ..text import CaptionEncoder
-from ..utils import remove_stale_temporaries
-from .checkpoint import clear_partial_checkpoints, load_checkpoint, run_dir_of, save_checkpoint
-from .data import DiffusionExamples, EpochSampler, attribute_vocabulary, precompute_captions
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import DiffusionExamples, EpochSampler, attribute_vocabulary
 from .ema import EMA
 from .schedule import (
     StopSignals,
@@ -89,7 +87,7 @@ def _adam(module: nn.Module, lr: float, config: Config) -> torch.optim.Optimizer
 
 def prepare_gan(config: Config, resume: Path | None = None, show_progress: bool = True) -> GANRun:
     """Open data, build generator, discriminator, EMA and optimisers, restore a checkpoint, make the run directory."""
-    from .loop import _distributed_cpu, _loader, _make_accelerator  # the diffusion loop's process and loader set-up
+    from .loop import _distributed_cpu, _loader, _make_accelerator, open_encoder, open_run_dir  # shared set-up
 
     t, spec = config.train, get_gan_spec(config.model.name)
     if spec.resolution != config.data.resolution:
@@ -102,24 +100,10 @@ def prepare_gan(config: Config, resume: Path | None = None, show_progress: bool 
     sampler = EpochSampler(len(train_set), config.seed, global_batch)
     saved = read_state(resume) if resume is not None else {}
     vocab = saved.get("attribute_vocab") or attribute_vocabulary(train_set.source, config.model.attributes)
-    if resume is not None:
-        run_dir = run_dir_of(resume)
-        if state.is_main_process:
-            clear_partial_checkpoints(run_dir)
-            for folder in (run_dir, run_dir / "samples"):
-                remove_stale_temporaries(folder)
-    else:
-        chosen = [str(create_run_dir(t.output_dir, config.name)) if state.is_main_process else None]
-        broadcast_object_list(chosen)
-        run_dir = Path(chosen[0])
+    run_dir = open_run_dir(config, resume, state)
     accelerator = _make_accelerator(config, run_dir)
     set_seed(config.seed)
-    text_config = config.text
-    if not text_config.cache_dir:
-        text_config = dataclasses.replace(text_config, cache_dir=str(run_dir / "text-cache"))
-    with accelerator.main_process_first():
-        encoder = CaptionEncoder(text_config)
-        precompute_captions(encoder, [train_set], show_progress=show_progress and accelerator.is_main_process)
+    encoder = open_encoder(config, run_dir, accelerator, [train_set], show_progress)
     generator = TextGenerator(spec, encoder.dim, vocab)
     discriminator = Discriminator(spec, encoder.dim, vocab)
     ema = EMA(generator, t.ema_decay, t.ema_power)

@@ -223,6 +223,34 @@ def _loader(dataset: Any, batch_size: int, config: Any, sampler: Any = None) -> 
                       worker_init_fn=_leave_stop_signals_to_the_main_process if config.num_workers else None)
 
 
+def open_run_dir(config: Config, resume: Path | None, state: PartialState) -> Path:
+    """A resumed run's directory, its killed run's leftovers cleared (a partial checkpoint may fill most of a disk),
+    or the next numbered one under train.output_dir, the same on every process."""
+    if resume is not None:
+        run_dir = run_dir_of(resume)
+        if state.is_main_process:
+            clear_partial_checkpoints(run_dir)
+            for folder in (run_dir, run_dir / "samples"):
+                remove_stale_temporaries(folder)
+        return run_dir
+    chosen = [str(create_run_dir(config.train.output_dir, config.name)) if state.is_main_process else None]
+    broadcast_object_list(chosen)
+    return Path(chosen[0])
+
+
+def open_encoder(config: Config, run_dir: Path, accelerator: Accelerator, datasets: list[FashionDataset],
+                 show_progress: bool) -> CaptionEncoder:
+    """The caption encoder with every caption of `datasets` in its cache (training reads embeddings only from it;
+    without text.cache_dir the cache lives inside the run)."""
+    text_config = config.text
+    if not text_config.cache_dir:
+        text_config = dataclasses.replace(text_config, cache_dir=str(run_dir / "text-cache"))
+    with accelerator.main_process_first():
+        encoder = CaptionEncoder(text_config)
+        precompute_captions(encoder, datasets, show_progress=show_progress and accelerator.is_main_process)
+    return encoder
+
+
 def prepare(config: Config, resume: Path | None = None, show_progress: bool = True) -> TrainingRun:
     """Check the config, open data, build model/optimizer/EMA, restore a checkpoint, make the run directory.
     A GAN config (model.family: gan) is prepared by train/gan.py, whose run `train` then runs."""
@@ -246,26 +274,10 @@ def prepare(config: Config, resume: Path | None = None, show_progress: bool = Tr
         start, initialised_from = _initial_model(config)
     vocab = (saved.get("attribute_vocab") or (start.attribute_vocab if start is not None else None)
              or attribute_vocabulary(train_set.source, config.model.attributes))
-    if resume is not None:
-        run_dir = run_dir_of(resume)
-        if state.is_main_process:  # a killed run's leftovers (a partial checkpoint may fill most of a disk)
-            clear_partial_checkpoints(run_dir)
-            for folder in (run_dir, run_dir / "samples"):
-                remove_stale_temporaries(folder)
-    else:
-        chosen = [str(create_run_dir(t.output_dir, config.name)) if state.is_main_process else None]
-        broadcast_object_list(chosen)
-        run_dir = Path(chosen[0])
+    run_dir = open_run_dir(config, resume, state)
     accelerator = _make_accelerator(config, run_dir)
     set_seed(config.seed)
-
-    text_config = config.text
-    if not text_config.cache_dir:  # training always reads embeddings from a cache; keep it inside the run
-        text_config = dataclasses.replace(text_config, cache_dir=str(run_dir / "text-cache"))
-    with accelerator.main_process_first():
-        encoder = CaptionEncoder(text_config)
-        precompute_captions(encoder, [d for d in (train_set, val_set) if d is not None],
-                            show_progress=show_progress and accelerator.is_main_process)
+    encoder = open_encoder(config, run_dir, accelerator, [d for d in (train_set, val_set) if d is not None], show_progress)
 
     if initialised_from and initialised_from["text_identity"] != encoder.identity:
         raise ConfigError(f"train.init_from {initialised_from['path']}: trained with caption encoder "
