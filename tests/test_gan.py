@@ -306,3 +306,29 @@ def test_a_gan_is_published_with_its_card_and_loads_back(gan_model: Path, tmp_pa
     assert read_info(out).family == "gan" and read_info(out).weights.dtype == "float16"
     pipe = FashionGenPipeline.from_pretrained(out)
     assert pipe(["a red dress"], seed=0)[0].size == (32, 32)
+
+
+def test_damaged_gan_files_and_a_foreign_out_folder_get_one_line(gan_model: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from fashiongen.models.files import DESCRIPTION_DIGEST, ModelFileError, description_digest
+    from fashiongen.release import main as release
+
+    truncated = Path(shutil.copytree(gan_model, tmp_path / "truncated"))
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ModelFileError, match="checksum does not match"):
+        FashionGenPipeline.from_pretrained(truncated)
+    huge = Path(shutil.copytree(gan_model, tmp_path / "huge"))
+    info = json.loads((huge / "model.json").read_text())
+    info["model"]["spec"].update(base_channels=4096, widths=[64, 64, 64, 64])  # re-signed: a valid file asking for ~10^13
+    info[DESCRIPTION_DIGEST] = description_digest(info)
+    (huge / "model.json").write_text(json.dumps(info))
+    with pytest.raises(ModelFileError, match=r"model.json: model.spec: describes .* parameters"):
+        FashionGenPipeline.from_pretrained(huge)
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "holiday.jpg").write_bytes(b"mine")
+    assert release([str(gan_model), str(foreign), "--critic", "none"]) == 2
+    assert [p.name for p in foreign.iterdir()] == ["holiday.jpg"] and (foreign / "holiday.jpg").read_bytes() == b"mine"
