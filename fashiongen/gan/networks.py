@@ -51,7 +51,9 @@ class GANSpec:
 
 GANS: dict[str, GANSpec] = {
     "gan-tiny": GANSpec(32, 8, (4, 4, 2, 1), z_dim=16, text_embed=16, attribute_embed=4, description="32 px: tests"),
-    "gan-64": GANSpec(64, 32, (8, 8, 4, 2, 1), description="64 px, DF-GAN widths at ngf 32: CPU training"),
+    "gan-64": GANSpec(64, 32, (8, 8, 4, 2, 1), description="64 px, DF-GAN widths at ngf 32"),
+    # a training step (32 images, G and D) takes 1.0 s against gan-64's 3.6 s on 2 cores: 3.6x the steps per CPU-hour
+    "gan-64s": GANSpec(64, 16, (8, 8, 4, 2, 1), description="64 px, DF-GAN widths at ngf 16: CPU training"),
     "gan-128": GANSpec(128, 32, (8, 8, 8, 4, 2, 1), description="128 px: one more block"),
     "gan-256": GANSpec(256, 32, (8, 8, 8, 4, 2, 1, 1), description="256 px: two more blocks"),
 }
