@@ -1,10 +1,11 @@
 """The FashionGen app: describe a garment and get designs, interpolate, edit a photo, find the nearest real products.
 
-    python app.py                                          # the default model shipped with the package
+    python app.py                                          # the models shipped with the package: diffusion and GAN
     python app.py --model runs/001-small64/export --products ../shared/data/fashion-products
+    python app.py --model diffusion --model runs/002-gan64/export   # several: the page offers the choice
     python app.py --model MODEL --host 0.0.0.0 --port 7860 --concurrency 1 --max-queue 32 --max-upload-mb 20
 
-The model is loaded once, before the server starts. --products (default: the dataset the model was
+Every model is loaded once, before the server starts; the first is the page's default. --products (default: the dataset the model was
 trained on, when it is on this machine) enables the Nearest products tab; its critic embeddings are
 cached under --cache-dir, so only the first start reads every photo.
 """
@@ -19,16 +20,18 @@ from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from an offline studio machine
 
-from fashiongen.app import Limits, ProductIndex, build_demo  # noqa: E402
+from fashiongen.app import Limits, ProductIndex, build_demo, model_names  # noqa: E402
 from fashiongen.data import DataError  # noqa: E402
-from fashiongen.models.files import BUNDLED_CRITIC  # noqa: E402
-from fashiongen.pipeline import FashionGenPipeline, ModelFileError, default_model_path  # noqa: E402
+from fashiongen.models.files import BUNDLED_CRITIC, BUNDLED_GAN  # noqa: E402
+from fashiongen.pipeline import FashionGenPipeline, ModelFileError, default_model_path, model_path  # noqa: E402
 from fashiongen.text.encoder import EncoderNotFoundError  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="exported model, saved pipeline, checkpoint or run directory (default: the shipped model)")
+    parser.add_argument("--model", action="append", default=[],
+                        help="exported model, saved pipeline, checkpoint or run directory, or a shipped model by name "
+                             "(diffusion, gan); repeat for a choice on the page (default: the shipped models)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for your network)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs internet)")
@@ -64,7 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     try:
-        pipeline = FashionGenPipeline.from_pretrained(args.model or default_model_path(), device=args.device)
+        paths = [model_path(value) for value in args.model] or [default_model_path(), *([BUNDLED_GAN] if BUNDLED_GAN.is_dir() else [])]
+        loaded = [FashionGenPipeline.from_pretrained(path, device=args.device) for path in paths]
+        pipelines = dict(zip(model_names(loaded, [path.name for path in paths]), loaded))
+        pipeline = loaded[0]
         source = products_source(args, pipeline)
         products = None
         if source is not None:
@@ -75,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     limits = Limits(max_upload_mb=args.max_upload_mb, max_upload_pixels=int(args.max_upload_megapixels * 1e6))
-    demo = build_demo(pipeline, products, examples=products.examples(8) if products is not None else None,
+    demo = build_demo(pipelines, products, examples=products.examples(8) if products is not None else None,
                       limits=limits, concurrency=args.concurrency, max_queue=args.max_queue)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, ssr_mode=False, footer_links=["api"])
     return 0

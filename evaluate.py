@@ -30,7 +30,7 @@ from fashiongen.evaluation.images import EvaluationInputError, read_image_folder
 from fashiongen.evaluation.report import sweep_plot
 from fashiongen.evaluation.suite import EvaluationSetup, evaluate_set
 from fashiongen.families import sampler_names
-from fashiongen.pipeline import FashionGenPipeline, ModelFileError
+from fashiongen.pipeline import FashionGenPipeline, ModelFileError, model_path
 from fashiongen.settings import (
     DEFAULT_GUIDANCE,
     DEFAULT_SAMPLER,
@@ -60,7 +60,8 @@ class ArgumentParser(argparse.ArgumentParser):
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_argument_group("what to evaluate (one of)")
-    mode.add_argument("--model", help="generate from this model (export, pipeline, checkpoint or run), then score")
+    mode.add_argument("--model", help="generate from this model (export, pipeline, checkpoint or run; or a shipped one by "
+                      "name: diffusion, gan), then score")
     mode.add_argument("--images", help="score a folder: a challenge submission, a sample.py folder or plain images")
     mode.add_argument("--stats-only", action="store_true", help="only precompute the reference FID statistics")
     mode.add_argument("--train-critic", metavar="SOURCE", help="train the critic on SOURCE's train split")
@@ -214,7 +215,7 @@ def run(options: argparse.Namespace) -> str:
 
 def evaluate_model(options: argparse.Namespace, settings: SamplingSettings, out: Path) -> str:
     """Generate a submission-format set under out/generated (or one per --sweep point), then score it."""
-    pipe = FashionGenPipeline.from_pretrained(options.model, device=options.device)
+    pipe = FashionGenPipeline.from_pretrained(model_path(options.model), device=options.device)
     pipe.show_progress = not options.quiet
     swept = {field for point in parse_sweep(options.sweep or []) for field in point}
     settings = pipe.settings_for_model(settings, set(given_settings(options)) | swept, SETTING_OPTIONS)

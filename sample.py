@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from fashiongen.families import sampler_names
-from fashiongen.pipeline import FashionGenPipeline, ModelFileError, default_model_path
+from fashiongen.pipeline import FashionGenPipeline, ModelFileError, model_path
 from fashiongen.settings import (
     DEFAULT_GUIDANCE,
     DEFAULT_SAMPLER,
@@ -55,8 +55,8 @@ class ArgumentParser(argparse.ArgumentParser):
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("prompts", nargs="*", help="prompts (or the new description with --edit)")
-    parser.add_argument("--model", help="exported model, saved pipeline, checkpoint or run directory (default: the model "
-                                        "shipped with the package)")
+    parser.add_argument("--model", help="exported model, saved pipeline, checkpoint or run directory, or a shipped model by "
+                                        "name: diffusion (the default) or gan")
     parser.add_argument("--superres", action="append", default=[], help="a super-resolution stage to add (repeatable)")
     parser.add_argument("--out", default="samples", help="output folder (default: samples/)")
     parser.add_argument("--prompts", dest="prompt_file", help="text file (one prompt per line) or JSONL of prompts")
@@ -171,7 +171,7 @@ def run(options: argparse.Namespace) -> str:
 
 def run_job(options: argparse.Namespace, settings: SamplingSettings, attributes: dict[str, str],
             inputs: list[PromptItem] | list[CaptionItem], out: Path) -> str:
-    pipe = FashionGenPipeline.from_pretrained(options.model or default_model_path(), superres=options.superres, device=options.device,
+    pipe = FashionGenPipeline.from_pretrained(model_path(options.model), superres=options.superres, device=options.device,
                                               dtype=options.dtype)
     pipe.show_progress = not options.quiet
     settings = pipe.settings_for_model(settings, set(given_settings(options)) - {"size"}, SETTING_OPTIONS)

@@ -40,6 +40,7 @@ from .models.files import (
     DTYPES,
     INFO_FILE,
     PIPELINE_INFO_FILE,
+    SHIPPED_MODELS,
     ModelFileError,
     read_versioned_json,
     replacing_directory,
@@ -92,6 +93,19 @@ def default_model_path() -> Path:
         f"no default model is installed ({DEFAULT_MODEL_DIR} is missing). Train one and pass it with --model:\n"
         "    python train.py configs/small64.yaml            # or configs/tiny32.yaml for a few-minute CPU model\n"
         "    python app.py --model runs/NNN-small64/export")
+
+
+def model_path(value: str | Path | None) -> Path:
+    """What a --model option names: a folder, or a shipped model by name ("diffusion", "gan") when no folder of that
+    name is here; None is the default model."""
+    if value is None or value == "":
+        return default_model_path()
+    if str(value) in SHIPPED_MODELS and not Path(value).exists():
+        shipped = SHIPPED_MODELS[str(value)]
+        if not shipped.is_dir():
+            raise ModelFileError(f"no {value} model is shipped with this installation ({shipped} is missing); pass a folder")
+        return shipped
+    return Path(value)
 
 
 def _start_models(training: dict[str, Any]) -> list[dict[str, Any]]:
@@ -627,4 +641,4 @@ Stage = Generator  # a stage of the cascade is a loaded generator (the name earl
 
 __all__ = ["DEFAULT_MODEL_DIR", "MAX_SEED", "FashionGenPipeline", "Generator", "ImageInput", "ModelFileError", "PipelineInputError",
            "Preview", "SamplingSettings", "Stage", "StepPreview", "check_mask_shape", "check_range", "check_seeds",
-           "default_model_path", "load_image"]
+           "default_model_path", "load_image", "model_path"]

@@ -34,7 +34,7 @@ def test_every_endpoint_has_a_stable_api_name(client: Client) -> None:
     assert set(endpoints) == {"/generate", "/interpolate", "/edit", "/nearest", "/cancel"}
     assert [p["parameter_name"] for p in endpoints["/generate"]["parameters"]] == [
         "description", "negative", "category", "gender", "colour", "season", "num_images", "steps", "guidance", "sampler",
-        "seed", "random_seed"]
+        "seed", "random_seed", "model", "truncation"]
 
 
 def test_generate_returns_the_images_with_their_seeds_and_the_downloads(client: Client) -> None:

@@ -1,12 +1,14 @@
 """What the app does, without its layout: checked requests, jobs that stream previews from a worker
 thread and can be cancelled, and the files a designer downloads. `ui.py` wires these to Gradio.
 
-    studio = Studio(pipeline, products)
-    for update in studio.generate(GenerateRequest("red floral summer dress", num_images=4), session="s1"):
+    studio = Studio({"diffusion": pipeline, "gan": gan_pipeline}, products)   # or Studio(pipeline)
+    for update in studio.generate(GenerateRequest("red floral summer dress", num_images=4, model="gan"), session="s1"):
         show(update.images, update.status)   # previews after every step, finished images as they come
 
-Images are generated one at a time: on a CPU a batch costs as much per image as single images, so
-the first finished image arrives after 1/N of the time, and every step shows a live preview.
+A studio holds one or more loaded models; a request names one (default: the first). A many-step model
+generates its images one at a time: on a CPU a batch costs as much per image as single images, so the
+first finished image arrives after 1/N of the time, and every step shows a live preview. A one-forward
+model (a GAN) generates them all in one forward.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,7 @@ from ..data.records import RecordError
 from ..grid import save_image
 from ..jobs import STRIP_FILE, save_interpolation_files
 from ..pipeline import FashionGenPipeline, StepPreview
-from ..settings import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, PipelineInputError, SamplingLimits, SamplingSettings, image_seeds
+from ..settings import DEFAULT_GUIDANCE, DEFAULT_STEPS, PipelineInputError, SamplingLimits, SamplingSettings, image_seeds
 from .products import Product, ProductIndex
 
 logger = logging.getLogger("fashiongen.app")
@@ -61,7 +63,15 @@ class Limits:
 
 # The page's names for the sampling settings, so a refusal speaks the page's language.
 SETTING_LABELS = {"num_inference_steps": "Steps", "guidance_scale": "Guidance scale", "scheduler": "Sampler",
-                  "negative_prompt": "Negative description"}
+                  "negative_prompt": "Negative description", "truncation": "Truncation"}
+
+
+def model_names(pipelines: list[FashionGenPipeline], sources: list[str] | None = None) -> list[str]:
+    """Names for the page's model choice: the family ("diffusion", "gan"), with the folder's name where two share one."""
+    families = [pipeline.stages[0].family for pipeline in pipelines]
+    sources = sources or [Path(pipeline.stages[0].source).name for pipeline in pipelines]
+    names = [family if families.count(family) == 1 else f"{family} ({source})" for family, source in zip(families, sources)]
+    return [f"{name} #{number + 1}" if names.count(name) > 1 else name for number, name in enumerate(names)]  # same folder name
 
 
 class JobCancelled(Exception):
@@ -76,9 +86,11 @@ class GenerateRequest:
     num_images: int = 4
     steps: int = DEFAULT_STEPS
     guidance: float = DEFAULT_GUIDANCE
-    sampler: str = DEFAULT_SAMPLER
+    sampler: str | None = None  # None: the model's default (dpm++ for diffusion, one-step for a GAN)
     seed: int = 0
     random_seed: bool = False
+    model: str | None = None  # one of Studio.models; None: the first
+    truncation: float | None = None  # GAN only: None = the model's default
 
 
 @dataclass
@@ -90,7 +102,9 @@ class InterpolateRequest:
     frames: int = 8
     steps: int = DEFAULT_STEPS
     guidance: float = DEFAULT_GUIDANCE
-    sampler: str = DEFAULT_SAMPLER
+    sampler: str | None = None
+    model: str | None = None
+    truncation: float | None = None
 
 
 @dataclass
@@ -102,8 +116,9 @@ class EditRequest:
     num_images: int = 2
     steps: int = DEFAULT_STEPS
     guidance: float = DEFAULT_GUIDANCE
-    sampler: str = DEFAULT_SAMPLER
+    sampler: str | None = None
     seed: int = 0
+    model: str | None = None
 
 
 @dataclass
@@ -119,11 +134,15 @@ class Update:
 
 
 class Studio:
-    """One loaded pipeline (and optionally a product index) shared by every visitor of the app."""
+    """One or more loaded pipelines (and optionally a product index) shared by every visitor of the app."""
 
-    def __init__(self, pipeline: FashionGenPipeline, products: ProductIndex | None = None, limits: Limits = Limits(),
-                 output_dir: str | Path | None = None) -> None:
-        self.pipeline = pipeline
+    def __init__(self, pipeline: FashionGenPipeline | Mapping[str, FashionGenPipeline], products: ProductIndex | None = None,
+                 limits: Limits = Limits(), output_dir: str | Path | None = None) -> None:
+        pipelines = dict(pipeline) if isinstance(pipeline, Mapping) else dict(zip(model_names([pipeline]), [pipeline]))
+        if not pipelines:
+            raise ValueError("a studio needs at least one model")
+        self.pipelines: dict[str, FashionGenPipeline] = pipelines
+        self.pipeline = next(iter(pipelines.values()))  # the default model: the first
         self.products = products
         self.limits = limits
         self._own_output = output_dir is None
@@ -132,34 +151,71 @@ class Studio:
         self._jobs: dict[str, set[threading.Event]] = {}
         self._jobs_lock = threading.Lock()
         self._counter = 0
-        pipeline.show_progress = False  # the page shows progress; no tqdm bars in the server log per request
+        for loaded in pipelines.values():
+            loaded.show_progress = False  # the page shows progress; no tqdm bars in the server log per request
 
     # ------------------------------------------------------------------ facts for the page
 
     @property
+    def models(self) -> list[str]:
+        """The loaded models' names, the default first."""
+        return list(self.pipelines)
+
+    def model(self, name: Any = None) -> FashionGenPipeline:
+        """The pipeline a request names (None or "": the default); a name not loaded is refused."""
+        if name in (None, ""):
+            return self.pipeline
+        if not isinstance(name, str) or name not in self.pipelines:
+            raise PipelineInputError(f"Model '{name}' is not loaded here; choose one of: {', '.join(self.pipelines)}.")
+        return self.pipelines[name]
+
+    def attribute_choices_for(self, name: str | None = None) -> dict[str, list[str]]:
+        """Dropdown choices per attribute: 'any' first, then the model's vocabulary ('any' alone if it has none)."""
+        vocab = self.model(name).attribute_vocab
+        return {attribute: [ANY, *vocab.get(attribute, [])] for attribute in ATTRIBUTES}
+
+    @property
     def attribute_choices(self) -> dict[str, list[str]]:
-        """Dropdown choices per attribute: 'any' first, then the base model's vocabulary ('any' alone if it has none)."""
-        vocab = self.pipeline.attribute_vocab
-        return {name: [ANY, *vocab.get(name, [])] for name in ATTRIBUTES}
+        return self.attribute_choices_for(None)
+
+    def samplers_for(self, name: str | None = None) -> list[str]:
+        return list(self.model(name).samplers)
+
+    def deterministic_samplers_for(self, name: str | None = None) -> list[str]:
+        return list(self.model(name).deterministic_samplers)
 
     @property
     def samplers(self) -> list[str]:
-        return list(self.pipeline.samplers)
+        return self.samplers_for(None)
 
     @property
     def deterministic_samplers(self) -> list[str]:
-        return list(self.pipeline.deterministic_samplers)
+        return self.deterministic_samplers_for(None)
 
-    def describe_model(self) -> str:
-        """One line about the loaded model for the page header."""
-        base = self.pipeline.stages[0]
+    def controls(self, name: str | None = None) -> dict[str, Any]:
+        """What the page shows for a model: its sampling settings, samplers, whether it edits, whether it is fast
+        enough to regenerate as the description changes (one forward an image)."""
+        pipeline = self.model(name)
+        base = pipeline.stages[0]
+        uses = set(base.settings_used)
+        one_forward = base.steps_per_image(pipeline.sampling_settings()) == 1
+        return {"family": base.family, "steps": "num_inference_steps" in uses, "guidance": "guidance_scale" in uses,
+                "negative": "negative_prompt" in uses, "truncation": "truncation" in uses,
+                "default_truncation": float(getattr(base, "default_truncation", 1.0)), "samplers": list(pipeline.samplers),
+                "deterministic_samplers": list(pipeline.deterministic_samplers), "default_sampler": pipeline.default_sampler,
+                "can_edit": bool(base.can_edit), "live": one_forward}
+
+    def describe_model(self, name: str | None = None) -> str:
+        """One line about a loaded model for the page header."""
+        pipeline = self.model(name)
+        base = pipeline.stages[0]
         steps, data = base.info.training.get("steps"), base.info.data
-        parts = [f"{self.pipeline.resolution} px", f"{sum(p.numel() for p in base.model.parameters()) / 1e6:.1f}M parameters"]
+        parts = [base.family, f"{pipeline.resolution} px", f"{sum(p.numel() for p in base.model.parameters()) / 1e6:.1f}M parameters"]
         if steps is not None:
             parts.append(f"{steps:,} training steps")
         if data.source:
             parts.append(f"trained on {Path(str(data.source)).name}")
-        parts.append(f"fingerprint {self.pipeline.fingerprint[:12]}")
+        parts.append(f"fingerprint {pipeline.fingerprint[:12]}")
         return " · ".join(parts)
 
     def close(self) -> None:
@@ -192,7 +248,7 @@ class Studio:
 
     # ------------------------------------------------------------------ checks
 
-    def _description(self, text: Any, what: str = "description") -> tuple[str, list[str]]:
+    def _description(self, text: Any, what: str = "description", pipeline: FashionGenPipeline | None = None) -> tuple[str, list[str]]:
         """A usable description and the notes to show about it (cut, truncated)."""
         if not isinstance(text, str) or not text.strip():
             raise PipelineInputError(f"The {what} is empty: describe the garment, e.g. \"red floral summer dress\".")
@@ -201,18 +257,27 @@ class Studio:
         if len(text) > self.limits.max_description_chars:
             text = text[: self.limits.max_description_chars]
             notes.append(f"The {what} was cut to {self.limits.max_description_chars} characters.")
-        encoder = self.pipeline.encoder
+        encoder = (pipeline or self.pipeline).encoder
         tokens = encoder.token_count(text)
         if tokens > encoder.max_length:
             notes.append(f"The {what} is {tokens} tokens long; the caption encoder reads the first {encoder.max_length}, "
                          "so the rest was ignored.")
         return text, notes
 
-    def _settings(self, steps: Any, guidance: Any, sampler: Any, negative: str = "") -> SamplingSettings:
-        """The request's settings, checked once against the app's limits and the model's samplers."""
-        return SamplingSettings.parse(names=SETTING_LABELS, limits=self.limits.sampling, samplers=self.pipeline.samplers,
+    def _settings(self, pipeline: FashionGenPipeline, steps: Any, guidance: Any, sampler: Any, negative: str = "",
+                  truncation: Any = None) -> SamplingSettings:
+        """The request's settings, checked once against the app's limits and the model's samplers. Steps and guidance
+        always come from the page's sliders (hidden for a model that does not use them, and then unused); a negative
+        description or a truncation given to a model that does not use it is refused."""
+        uses = pipeline.stages[0].settings_used
+        for field_name, value in (("negative_prompt", negative), ("truncation", truncation)):
+            if value not in (None, "") and field_name not in uses:
+                raise PipelineInputError(f"{SETTING_LABELS[field_name]}: this model ({pipeline.stages[0].family}) does not use it.")
+        return SamplingSettings.parse(names=SETTING_LABELS, limits=self.limits.sampling, samplers=pipeline.samplers,
                                       num_inference_steps=_integer(steps, "Steps"), guidance_scale=_number(guidance, "Guidance scale"),
-                                      scheduler=sampler, negative_prompt=negative)
+                                      scheduler=sampler if sampler not in (None, "") else pipeline.default_sampler,
+                                      negative_prompt=negative,
+                                      truncation=None if truncation in (None, "") else _number(truncation, "Truncation"))
 
     def _count(self, value: Any, what: str, low: int, high: int) -> int:
         count = _integer(value, what)
@@ -220,8 +285,9 @@ class Studio:
             raise PipelineInputError(f"{what} must be between {low} and {high}, got {count}.")
         return count
 
-    def _attributes(self, wanted: dict[str, Any]) -> dict[str, str]:
-        choices = self.attribute_choices
+    def _attributes(self, wanted: dict[str, Any], pipeline: FashionGenPipeline | None = None) -> dict[str, str]:
+        vocab = (pipeline or self.pipeline).attribute_vocab
+        choices = {attribute: [ANY, *vocab.get(attribute, [])] for attribute in ATTRIBUTES}
         chosen = {}
         for name, value in wanted.items():
             if value in (None, "", ANY):
@@ -306,25 +372,32 @@ class Studio:
 
     def generate(self, request: GenerateRequest, session: str = "local") -> Iterator[Update]:
         """Images for a description, one at a time with live previews; the last update carries the downloads."""
-        description, notes = self._description(request.description)
+        pipeline = self.model(request.model)
+        description, notes = self._description(request.description, pipeline=pipeline)
         negative = " ".join(str(request.negative or "").split())[: self.limits.max_description_chars]
-        settings = self._settings(request.steps, request.guidance, request.sampler, negative)
+        settings = self._settings(pipeline, request.steps, request.guidance, request.sampler, negative, request.truncation)
         count = self._count(request.num_images, "Number of images", 1, self.limits.max_images)
-        attributes = self._attributes(request.attributes)
+        attributes = self._attributes(request.attributes, pipeline)
         seed = secrets.randbelow(MAX_SEED - count) if request.random_seed else _integer(request.seed, "Seed")
         if not 0 <= seed <= MAX_SEED - count:
             raise PipelineInputError(f"Seed must be between 0 and {MAX_SEED - count}, got {seed}.")
         seeds = image_seeds(seed, count)
-        total_steps = count * settings.num_inference_steps * len(self.pipeline.stages)
+        per_image = pipeline.stages[0].steps_per_image(settings) * len(pipeline.stages)
+        total_steps = count * per_image
         started = time.perf_counter()
 
         def work(report: Callable[[str, Any], None]) -> list[Image.Image]:
+            if per_image == 1:  # one forward makes every image: one batch, no previews
+                images = pipeline.generate_images([description] * count, seeds, settings, [attributes] * count)
+                for number, image in enumerate(images):
+                    report("image", (number, image))
+                return images
             finished = []
             for number, image_seed in enumerate(seeds):
                 def preview(step: StepPreview, number: int = number) -> None:
                     report("preview", (number, step))
 
-                image = self.pipeline.generate_images([description], [image_seed], settings, [attributes], preview=preview)[0]
+                image = pipeline.generate_images([description], [image_seed], settings, [attributes], preview=preview)[0]
                 finished.append(image)
                 report("image", (number, image))
             return finished
@@ -335,7 +408,7 @@ class Studio:
         for kind, value in self._stream(session, work):
             if kind == "preview":
                 number, step = value
-                done = (number * len(self.pipeline.stages) + step.stage) * settings.num_inference_steps + step.step
+                done = number * per_image + step.stage * (per_image // len(pipeline.stages)) + step.step
                 caption = f"seed {seeds[number]} · step {step.step}/{step.steps}"
                 status = f"Image {number + 1} of {count}: step {step.step} of {step.steps}{note}"
                 yield Update(finished + [(step.pil()[0], caption)], status, progress=(done, total_steps))
@@ -344,7 +417,7 @@ class Studio:
                 timings.append(time.perf_counter() - started)
                 finished.append((image, f"seed {seeds[number]}"))
                 status = f"Image {number + 1} of {count} finished after {timings[-1]:.1f} s{note}"
-                yield Update(list(finished), status, progress=((number + 1) * settings.num_inference_steps * len(self.pipeline.stages), total_steps))
+                yield Update(list(finished), status, progress=((number + 1) * per_image, total_steps))
             elif kind == "cancelled":
                 yield Update(list(finished), f"Stopped after {len(finished)} of {count} images.", done=True)
                 return
@@ -359,7 +432,7 @@ class Studio:
             files.append(str(path))
         record = {"description": description, "negative": negative, "attributes": attributes, "seeds": seeds,
                   "num_images": count, "settings": asdict(settings), "notes": notes, "seconds": round(elapsed, 3),
-                  "seconds_to_first_image": round(timings[0], 3) if timings else None, "model": self.pipeline.describe()}
+                  "seconds_to_first_image": round(timings[0], 3) if timings else None, "model": pipeline.describe()}
         settings_path = directory / "settings.json"
         settings_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         files.append(str(settings_path))
@@ -372,30 +445,33 @@ class Studio:
 
     def interpolate(self, request: InterpolateRequest, session: str = "local") -> Iterator[Update]:
         """Frames between two (description, seed) designs: a strip, a looping GIF and the frames."""
-        description_a, notes_a = self._description(request.description_a, "first description")
-        description_b, notes_b = self._description(request.description_b, "second description")
-        settings = self._settings(request.steps, request.guidance, request.sampler)
-        if settings.scheduler not in self.deterministic_samplers:
-            raise PipelineInputError(f"Interpolation needs a deterministic sampler ({', '.join(self.deterministic_samplers)}), "
+        pipeline = self.model(request.model)
+        description_a, notes_a = self._description(request.description_a, "first description", pipeline)
+        description_b, notes_b = self._description(request.description_b, "second description", pipeline)
+        settings = self._settings(pipeline, request.steps, request.guidance, request.sampler, truncation=request.truncation)
+        deterministic = list(pipeline.deterministic_samplers)
+        if settings.scheduler not in deterministic:
+            raise PipelineInputError(f"Interpolation needs a deterministic sampler ({', '.join(deterministic)}), "
                                      f"not {settings.scheduler}.")
         frames = self._count(request.frames, "Number of frames", 2, self.limits.max_frames)
         seed_a, seed_b = (_integer(request.seed_a, "First seed"), _integer(request.seed_b, "Second seed"))
         for seed, what in ((seed_a, "First seed"), (seed_b, "Second seed")):
             if not 0 <= seed <= MAX_SEED:
                 raise PipelineInputError(f"{what} must be between 0 and {MAX_SEED}, got {seed}.")
-        total_steps = settings.num_inference_steps * len(self.pipeline.stages) * -(-frames // self.pipeline.batch_size)
+        per_batch = pipeline.stages[0].steps_per_image(settings)
+        total_steps = per_batch * len(pipeline.stages) * -(-frames // pipeline.batch_size)
         started = time.perf_counter()
 
         def work(report: Callable[[str, Any], None]) -> list[Image.Image]:
-            return self.pipeline.interpolate(description_a, description_b, seed_a, seed_b, frames, settings=settings,
+            return pipeline.interpolate(description_a, description_b, seed_a, seed_b, frames, settings=settings,
                                              preview=lambda step: report("preview", step))
 
         note = "".join(f"\n\n*Note: {text}*" for text in notes_a + notes_b)
         result: list[Image.Image] = []
         for kind, value in self._stream(session, work):
             if kind == "preview":
-                batch = value.first // self.pipeline.batch_size
-                done = (batch * len(self.pipeline.stages) + value.stage) * settings.num_inference_steps + value.step
+                batch = value.first // pipeline.batch_size
+                done = (batch * len(pipeline.stages) + value.stage) * per_batch + value.step
                 pictures = value.pil()
                 shown = [(image, f"frame {value.first + i + 1} · step {value.step}/{value.steps}") for i, image in enumerate(pictures)]
                 yield Update(shown, f"Frames {value.first + 1}–{value.first + len(pictures)} of {frames}: step {value.step} of "
@@ -408,7 +484,7 @@ class Studio:
         directory = self._job_dir("interpolate")
         save_interpolation_files(result, description_a, description_b, directory)
         record = {"description_a": description_a, "description_b": description_b, "seed_a": seed_a, "seed_b": seed_b,
-                  "frames": frames, "settings": asdict(settings), "model": self.pipeline.describe()}
+                  "frames": frames, "settings": asdict(settings), "model": pipeline.describe()}
         (directory / "settings.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         elapsed = time.perf_counter() - started
         captions = [f"t = {i / (frames - 1):.2f}" for i in range(frames)]
@@ -421,10 +497,15 @@ class Studio:
 
     def edit(self, request: EditRequest, session: str = "local") -> Iterator[Update]:
         """New versions of a photo for a new description (SDEdit); with a mask only the masked region is repainted."""
+        pipeline = self.model(request.model)
+        if not pipeline.stages[0].can_edit:
+            raise PipelineInputError(f"This model ({pipeline.stages[0].family}) cannot edit photos; choose "
+                                     f"{' or '.join(n for n, p in self.pipelines.items() if p.stages[0].can_edit) or 'a diffusion model'} "
+                                     "to edit, or generate from a description.")
         if request.image is None:
             raise PipelineInputError("Upload a photo to edit (or send a generated image here).")
-        description, notes = self._description(request.description, "new description")
-        settings = self._settings(request.steps, request.guidance, request.sampler)
+        description, notes = self._description(request.description, "new description", pipeline)
+        settings = self._settings(pipeline, request.steps, request.guidance, request.sampler)
         strength = _number(request.strength, "Strength")
         if not 0.0 <= strength <= 1.0:
             raise PipelineInputError(f"Strength must be between 0 (keep the photo) and 1 (ignore it), got {strength:g}.")
@@ -437,13 +518,13 @@ class Studio:
             mask = Image.fromarray(np.where(request.mask, 255, 0).astype(np.uint8)).convert("RGB")
         seeds = image_seeds(seed, count)
         per_image = max(1, min(settings.num_inference_steps, round(settings.num_inference_steps * strength)))
-        total_steps = count * per_image * len(self.pipeline.stages)
+        total_steps = count * per_image * len(pipeline.stages)
         started = time.perf_counter()
 
         def work(report: Callable[[str, Any], None]) -> list[Image.Image]:
             finished = []
             for number, image_seed in enumerate(seeds):
-                image = self.pipeline.edit(request.image, description, strength, mask, 1, image_seed, settings=settings,
+                image = pipeline.edit(request.image, description, strength, mask, 1, image_seed, settings=settings,
                                            preview=lambda step, number=number: report("preview", (number, step)))[0]
                 finished.append(image)
                 report("image", (number, image))
@@ -455,14 +536,14 @@ class Studio:
         for kind, value in self._stream(session, work):
             if kind == "preview":
                 number, step = value
-                done = number * per_image * len(self.pipeline.stages) + step.step
+                done = number * per_image * len(pipeline.stages) + step.step
                 yield Update(finished + [(step.pil()[0], f"seed {seeds[number]} · step {step.step}/{step.steps}")],
                              f"Edit {number + 1} of {count}: step {step.step} of {step.steps}{note}", progress=(done, total_steps))
             elif kind == "image":
                 number, image = value
                 finished.append((image, f"seed {seeds[number]}"))
                 yield Update(list(finished), f"Edit {number + 1} of {count} finished{note}",
-                             progress=((number + 1) * per_image * len(self.pipeline.stages), total_steps))
+                             progress=((number + 1) * per_image * len(pipeline.stages), total_steps))
             elif kind == "cancelled":
                 yield Update(list(finished), f"Stopped after {len(finished)} of {count} edits.", done=True)
                 return
@@ -473,7 +554,7 @@ class Studio:
             files.append(str(directory / f"fashiongen-edit-seed{image_seed}.png"))
             save_image(image, files[-1])
         record = {"description": description, "strength": strength, "masked": mask is not None, "seeds": seeds,
-                  "settings": asdict(settings), "model": self.pipeline.describe()}
+                  "settings": asdict(settings), "model": pipeline.describe()}
         (directory / "settings.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         files.append(str(directory / "settings.json"))
         elapsed = time.perf_counter() - started
@@ -534,4 +615,4 @@ def _number(value: Any, what: str) -> float:
 
 
 __all__ = ["ANY", "ATTRIBUTES", "EditRequest", "GenerateRequest", "InterpolateRequest", "JobCancelled", "Limits", "Studio",
-           "Update"]
+           "Update", "model_names"]

@@ -1,19 +1,28 @@
-"""The Gradio app: Generate, Interpolate, Edit and Nearest products, over one loaded pipeline.
+"""The Gradio app: Generate, Interpolate, Edit and Nearest products, over one or more loaded pipelines.
 
     demo = build_demo(FashionGenPipeline.from_pretrained("runs/001-small64/export"), ProductIndex.build(...))
+    demo = build_demo({"diffusion": diffusion_pipeline, "gan": gan_pipeline})   # a model choice on the page
     demo.launch(server_name="127.0.0.1", server_port=7860)
 
 Every model endpoint has a stable api_name for gradio_client ("generate", "interpolate", "edit",
 "nearest"); the model endpoints share one concurrency limit (on a CPU, two jobs at once only split
 its cores) and a bounded queue. Bad input comes back as a Gradio message, never a stack trace.
+
+The page shows the controls of the chosen model: steps, guidance, sampler and a negative description for
+diffusion; truncation for a GAN. A one-forward model (a GAN) can regenerate live as the description, an
+attribute, the seed or a slider changes: changes are debounced (LIVE_DEBOUNCE_S after the last one) and only
+the newest waits while one runs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
+import itertools
 import logging
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import gradio as gr
@@ -21,13 +30,14 @@ import numpy as np
 from PIL import Image
 
 from ..pipeline import FashionGenPipeline, check_mask_shape
-from ..settings import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, PipelineInputError
+from ..settings import DEFAULT_GUIDANCE, DEFAULT_STEPS, PipelineInputError
 from .products import ProductIndex
 from .service import ANY, ATTRIBUTES, EditRequest, GenerateRequest, InterpolateRequest, Limits, Studio, Update
 
 logger = logging.getLogger("fashiongen.app")
 
 MODEL_JOBS = "model"  # concurrency group of the endpoints that run the generator
+LIVE_DEBOUNCE_S = 0.3  # live regeneration starts this long after the last change (typing pauses are longer)
 INTRO = ("Describe a garment and get designs in seconds; explore between two designs; restyle a photo; "
          "and check which real products a design is closest to.")
 
@@ -148,27 +158,51 @@ def _examples(studio: Studio, examples: list[dict[str, Any]] | None) -> list[lis
     return rows
 
 
-def build_demo(pipeline: FashionGenPipeline, neighbours: ProductIndex | None = None, *,
+def _header(studio: Studio) -> str:
+    lines = [f"# FashionGen\n{INTRO}\n"]
+    lines += [f"*Model{'s' if len(studio.models) > 1 else ''}:*"] if len(studio.models) > 1 else []
+    lines += [f"- **{name}**: {studio.describe_model(name)}" if len(studio.models) > 1 else f"*Model: {studio.describe_model(name)}*"
+              for name in studio.models]
+    return "\n".join(lines)
+
+
+def build_demo(pipeline: FashionGenPipeline | Mapping[str, FashionGenPipeline], neighbours: ProductIndex | None = None, *,
                examples: list[dict[str, Any]] | None = None, limits: Limits = Limits(), concurrency: int = 1,
                max_queue: int = 32, output_dir: str | None = None) -> gr.Blocks:
-    """The app over a loaded pipeline; `neighbours` enables the Nearest products tab; `examples` are dataset captions
-    ({"caption", "attributes"}) shown under the description (default: the model's validation prompts).
+    """The app over one loaded pipeline or several by name (the first is the default; the page offers the choice);
+    `neighbours` enables the Nearest products tab; `examples` are dataset captions ({"caption", "attributes"}) shown
+    under the description (default: the default model's validation prompts).
 
     Uploads are bounded by `limits`: files over max_upload_mb are refused while they arrive (the returned demo's
     launch sets Gradio's max_file_size), images over max_upload_pixels before they are decoded."""
     studio = Studio(pipeline, neighbours, limits, output_dir)
     choices = studio.attribute_choices
-    samplers = studio.samplers
-    deterministic = studio.deterministic_samplers
-    default_sampler = DEFAULT_SAMPLER if DEFAULT_SAMPLER in samplers else samplers[0]  # the model's family decides
+    first = studio.controls()
+    truncating = [studio.controls(model) for model in studio.models if studio.controls(model)["truncation"]]
+    start_truncation = truncating[0]["default_truncation"] if truncating else 1.0  # what an API call without one gets
+    # the dropdowns accept every loaded model's samplers (Gradio checks a value against the choices it started with);
+    # the page narrows them to the chosen model's
+    all_samplers = list(dict.fromkeys(name for model in studio.models for name in studio.controls(model)["samplers"]))
+    all_deterministic = list(dict.fromkeys(name for model in studio.models
+                                           for name in studio.controls(model)["deterministic_samplers"]))
+    live_tokens: dict[str, int] = {}  # per visitor: the newest live change, so only the last of a burst runs
+    live_done: dict[str, int] = {}  # per visitor: the token last generated, so a burst's followers generate nothing
+    live_lock = threading.Lock()
+    counter = itertools.count(1)
+
+    def _truncation(model: str | None, value: float | None) -> float | None:
+        return value if studio.controls(model or None)["truncation"] and value is not None else None
 
     @_messages
     def generate(description: str, negative: str, category: str, gender: str, colour: str, season: str, num_images: float,
-                 steps: float, guidance: float, sampler: str, seed: float, random_seed: bool,
-                 request: gr.Request = None, progress: gr.Progress = gr.Progress()) -> Iterator[tuple[Any, ...]]:
+                 steps: float, guidance: float, sampler: str, seed: float, random_seed: bool, model: str | None = None,
+                 truncation: float | None = None, request: gr.Request = None,
+                 progress: gr.Progress = gr.Progress()) -> Iterator[tuple[Any, ...]]:
         attributes = dict(zip(ATTRIBUTES, (category, gender, colour, season)))
-        job = GenerateRequest(description, negative or "", attributes, num_images, steps, guidance, sampler,
-                              0 if seed is None else seed, bool(random_seed))
+        controls = studio.controls(model or None)
+        job = GenerateRequest(description, (negative or "") if controls["negative"] else "", attributes, num_images, steps,
+                              guidance, sampler if sampler in controls["samplers"] else None, 0 if seed is None else seed,
+                              bool(random_seed), model or None, _truncation(model, truncation))
         for update in studio.generate(job, _session(request)):
             _report(progress, update)
             if update.done:
@@ -176,11 +210,61 @@ def build_demo(pipeline: FashionGenPipeline, neighbours: ProductIndex | None = N
             else:
                 yield update.images, update.status, gr.skip(), gr.skip()
 
+    async def live_tick(live: bool, model: str | None, request: gr.Request = None) -> Any:
+        """A change on the page while Live is on: after LIVE_DEBOUNCE_S, a new token in the hidden state if no later
+        change came, else nothing (the state keeps the token live_generate has already made)."""
+        if not live or not studio.controls(model or None)["live"]:
+            return gr.skip()
+        session = _session(request)
+        token = live_tokens[session] = next(counter)
+        await asyncio.sleep(LIVE_DEBOUNCE_S)
+        return token if live_tokens.get(session) == token else gr.skip()
+
+    def live_generate(description: str, negative: str, category: str, gender: str, colour: str, season: str,
+                      num_images: float, steps: float, guidance: float, sampler: str, seed: float, random_seed: bool,
+                      model: str | None, truncation: float | None, token: int,
+                      request: gr.Request = None) -> Iterator[tuple[Any, ...]]:
+        """Runs after every tick; generates once per new token (the first follower of a burst), with the page's values
+        as they are now."""
+        session = _session(request)
+        with live_lock:
+            fresh = bool(token) and live_done.get(session) != token
+            if fresh:
+                live_done[session] = token
+        if not fresh or not (description or "").strip():
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return
+        # the seed stays put while the description changes, so the same garment follows the words
+        yield from generate(description, negative, category, gender, colour, season, num_images, steps, guidance, sampler,
+                            seed, False, model, truncation, request, progress=lambda *args, **kwargs: None)
+
+    def switch_model(model: str | None) -> tuple[Any, ...]:
+        """The controls of the chosen model: shown, hidden, their choices and defaults."""
+        c = studio.controls(model or None)
+        attribute_choices = studio.attribute_choices_for(model or None)
+        samplers, deterministic = c["samplers"], c["deterministic_samplers"]
+        note = "" if c["can_edit"] else (f"*This model ({c['family']}) cannot edit photos; choose "
+                                         f"{' or '.join(n for n in studio.models if studio.controls(n)['can_edit']) or 'a diffusion model'} "
+                                         "above to edit.*")
+        return (gr.update(visible=c["steps"]), gr.update(visible=c["guidance"]),
+                gr.update(choices=samplers, value=c["default_sampler"], visible=len(samplers) > 1),
+                gr.update(visible=c["negative"]), gr.update(visible=c["truncation"], value=c["default_truncation"]),
+                gr.update(visible=c["live"], value=c["live"]),
+                *[gr.update(choices=attribute_choices[name], value=ANY, visible=len(attribute_choices[name]) > 1) for name in ATTRIBUTES],
+                gr.update(visible=c["steps"]), gr.update(visible=c["guidance"]),
+                gr.update(choices=deterministic, value=c["default_sampler"], visible=len(deterministic) > 1),
+                gr.update(visible=c["truncation"], value=c["default_truncation"]),
+                gr.update(visible=c["steps"]), gr.update(visible=c["guidance"]),
+                gr.update(choices=samplers, value=c["default_sampler"], visible=len(samplers) > 1),
+                gr.update(interactive=c["can_edit"]), note)
+
     @_messages
     def interpolate(description_a: str, description_b: str, seed_a: float, seed_b: float, frames: float, steps: float,
-                    guidance: float, sampler: str, request: gr.Request = None,
-                    progress: gr.Progress = gr.Progress()) -> Iterator[tuple[Any, ...]]:
-        job = InterpolateRequest(description_a, description_b, seed_a, seed_b, frames, steps, guidance, sampler)
+                    guidance: float, sampler: str, model: str | None = None, truncation: float | None = None,
+                    request: gr.Request = None, progress: gr.Progress = gr.Progress()) -> Iterator[tuple[Any, ...]]:
+        controls = studio.controls(model or None)
+        job = InterpolateRequest(description_a, description_b, seed_a, seed_b, frames, steps, guidance,
+                                 sampler if sampler in controls["samplers"] else None, model or None, _truncation(model, truncation))
         for update in studio.interpolate(job, _session(request)):
             _report(progress, update)
             if update.done and "gif" in update.extra:
@@ -192,10 +276,11 @@ def build_demo(pipeline: FashionGenPipeline, neighbours: ProductIndex | None = N
 
     @_messages
     def edit(editor: Any, description: str, strength: float, num_images: float, steps: float, guidance: float,
-             sampler: str, seed: float, request: gr.Request = None,
+             sampler: str, seed: float, model: str | None = None, request: gr.Request = None,
              progress: gr.Progress = gr.Progress()) -> Iterator[tuple[Any, ...]]:
         photo, mask = editor_parts(editor)
-        job = EditRequest(photo, description, mask, strength, num_images, steps, guidance, sampler, 0 if seed is None else seed)
+        job = EditRequest(photo, description, mask, strength, num_images, steps, guidance, sampler, 0 if seed is None else seed,
+                          model or None)
         for update in studio.edit(job, _session(request)):
             _report(progress, update)
             yield update.images, update.status, update.files if update.done else gr.skip()
@@ -232,27 +317,38 @@ def build_demo(pipeline: FashionGenPipeline, neighbours: ProductIndex | None = N
 
     # Uploads (and results) in Gradio's cache are deleted after an hour, checked every 10 minutes, and at shutdown.
     with gr.Blocks(title="FashionGen", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
-        gr.Markdown(f"# FashionGen\n{INTRO}\n\n*Model: {studio.describe_model()}*")
+        gr.Markdown(_header(studio))
+        model = gr.Radio(studio.models, value=studio.models[0], label="Model", elem_id="model", visible=len(studio.models) > 1)
         chosen = gr.State(None)  # index of the picked gallery image
+        live_token = gr.State(0)  # set by live_tick after a pause in changes; live_generate makes each new one once
         with gr.Tabs() as tabs:
             with gr.Tab("Generate", id="generate"):
                 with gr.Row():
                     with gr.Column(scale=2):
                         description = gr.Textbox(label="Description", lines=3, elem_id="description",
                                                  placeholder="e.g. red floral summer dress")
-                        negative = gr.Textbox(label="Negative description (optional)", placeholder="what to avoid, e.g. stripes")
+                        negative = gr.Textbox(label="Negative description (optional)", placeholder="what to avoid, e.g. stripes",
+                                              visible=first["negative"], elem_id="negative")
                         with gr.Row():
                             dropdowns = [gr.Dropdown(choices[name], value=ANY, label=name.capitalize(),
                                                      visible=len(choices[name]) > 1, elem_id=f"attribute-{name}")
                                          for name in ATTRIBUTES]
                         num_images = gr.Slider(1, limits.max_images, value=4, step=1, label="Images")
                         with gr.Accordion("Sampling", open=False):
-                            steps = gr.Slider(limits.sampling.min_steps, limits.sampling.max_steps, value=DEFAULT_STEPS, step=1, label="Steps")
-                            guidance = gr.Slider(0, limits.sampling.max_guidance, value=DEFAULT_GUIDANCE, step=0.5, label="Guidance scale")
-                            sampler = gr.Dropdown(samplers, value=default_sampler, label="Sampler")
+                            steps = gr.Slider(limits.sampling.min_steps, limits.sampling.max_steps, value=DEFAULT_STEPS, step=1,
+                                              label="Steps", visible=first["steps"], elem_id="steps")
+                            guidance = gr.Slider(0, limits.sampling.max_guidance, value=DEFAULT_GUIDANCE, step=0.5,
+                                                 label="Guidance scale", visible=first["guidance"], elem_id="guidance")
+                            sampler = gr.Dropdown(all_samplers, value=first["default_sampler"], label="Sampler",
+                                                  visible=len(first["samplers"]) > 1, elem_id="sampler")
+                        truncation = gr.Slider(0.0, 3.0, value=start_truncation, step=0.05, visible=first["truncation"],
+                                               label="Truncation (lower: more typical garments, less variety; 0 = none)",
+                                               elem_id="truncation")
                         with gr.Row():
                             seed = gr.Number(value=0, precision=0, minimum=0, label="Seed (image k gets seed + k)")
                             random_seed = gr.Checkbox(value=True, label="Random seed")
+                            live = gr.Checkbox(value=first["live"], visible=first["live"], elem_id="live",
+                                               label="Live: regenerate as you type (the seed stays put)")
                         with gr.Row():
                             run = gr.Button("Generate", variant="primary", elem_id="generate-button")
                             stop = gr.Button("Stop", variant="stop", elem_id="stop-button")
@@ -277,9 +373,14 @@ def build_demo(pipeline: FashionGenPipeline, neighbours: ProductIndex | None = N
                     seed_b = gr.Number(value=1, precision=0, minimum=0, label="Second seed")
                     frames = gr.Slider(2, limits.max_frames, value=8, step=1, label="Frames")
                 with gr.Accordion("Sampling", open=False):
-                    steps_i = gr.Slider(limits.sampling.min_steps, limits.sampling.max_steps, value=DEFAULT_STEPS, step=1, label="Steps")
-                    guidance_i = gr.Slider(0, limits.sampling.max_guidance, value=DEFAULT_GUIDANCE, step=0.5, label="Guidance scale")
-                    sampler_i = gr.Dropdown(deterministic, value=default_sampler, label="Sampler (deterministic)")
+                    steps_i = gr.Slider(limits.sampling.min_steps, limits.sampling.max_steps, value=DEFAULT_STEPS, step=1,
+                                        label="Steps", visible=first["steps"])
+                    guidance_i = gr.Slider(0, limits.sampling.max_guidance, value=DEFAULT_GUIDANCE, step=0.5,
+                                           label="Guidance scale", visible=first["guidance"])
+                    sampler_i = gr.Dropdown(all_deterministic, value=first["default_sampler"],
+                                            label="Sampler (deterministic)", visible=len(first["deterministic_samplers"]) > 1)
+                    truncation_i = gr.Slider(0.0, 3.0, value=start_truncation, step=0.05, label="Truncation",
+                                             visible=first["truncation"])
                 run_i = gr.Button("Interpolate", variant="primary", elem_id="interpolate-button")
                 strip = gr.Image(label="Frames", type="filepath", elem_id="strip", interactive=False)
                 gif = gr.Image(label="Animation", type="filepath", format="gif", elem_id="animation", interactive=False)
@@ -300,10 +401,14 @@ def build_demo(pipeline: FashionGenPipeline, neighbours: ProductIndex | None = N
                             num_images_e = gr.Slider(1, limits.max_images, value=2, step=1, label="Images")
                             seed_e = gr.Number(value=0, precision=0, minimum=0, label="Seed")
                         with gr.Accordion("Sampling", open=False):
-                            steps_e = gr.Slider(limits.sampling.min_steps, limits.sampling.max_steps, value=DEFAULT_STEPS, step=1, label="Steps")
-                            guidance_e = gr.Slider(0, limits.sampling.max_guidance, value=DEFAULT_GUIDANCE, step=0.5, label="Guidance scale")
-                            sampler_e = gr.Dropdown(samplers, value=default_sampler, label="Sampler")
-                        run_e = gr.Button("Edit", variant="primary", elem_id="edit-button")
+                            steps_e = gr.Slider(limits.sampling.min_steps, limits.sampling.max_steps, value=DEFAULT_STEPS, step=1,
+                                                label="Steps", visible=first["steps"])
+                            guidance_e = gr.Slider(0, limits.sampling.max_guidance, value=DEFAULT_GUIDANCE, step=0.5,
+                                                   label="Guidance scale", visible=first["guidance"])
+                            sampler_e = gr.Dropdown(all_samplers, value=first["default_sampler"], label="Sampler",
+                                                    visible=len(first["samplers"]) > 1)
+                        edit_note = gr.Markdown(switch_model(None)[-1], elem_id="edit-note")
+                        run_e = gr.Button("Edit", variant="primary", elem_id="edit-button", interactive=first["can_edit"])
                     with gr.Column():
                         gallery_e = gr.Gallery(label="Edits", columns=2, format="png", object_fit="contain")
                         status_e = gr.Markdown()
@@ -326,17 +431,28 @@ def build_demo(pipeline: FashionGenPipeline, neighbours: ProductIndex | None = N
                 gallery_n = gr.Gallery(label="Nearest real products", columns=6, format="jpeg", object_fit="contain")
 
         model_job = dict(concurrency_id=MODEL_JOBS, concurrency_limit=concurrency, show_progress_on=[status])
-        event = run.click(generate, [description, negative, *dropdowns, num_images, steps, guidance, sampler, seed, random_seed],
-                          [gallery, status, files, seed], api_name="generate", **model_job)
-        submitted = description.submit(generate, [description, negative, *dropdowns, num_images, steps, guidance, sampler, seed,
-                                      random_seed], [gallery, status, files, seed], api_visibility="private", **model_job)
-        stop.click(cancel, None, status, cancels=[event, submitted], api_name="cancel", queue=False)
+        generate_inputs = [description, negative, *dropdowns, num_images, steps, guidance, sampler, seed, random_seed, model, truncation]
+        event = run.click(generate, generate_inputs, [gallery, status, files, seed], api_name="generate", **model_job)
+        submitted = description.submit(generate, generate_inputs, [gallery, status, files, seed], api_visibility="private", **model_job)
+        live_events = []
+        for trigger in (description.input, negative.input, *(d.input for d in dropdowns), num_images.release, seed.input,
+                        truncation.release, live.input):
+            tick = trigger(live_tick, [live, model], live_token, api_visibility="private", queue=False, show_progress="hidden",
+                           trigger_mode="multiple")
+            live_events.append(tick.then(live_generate, [*generate_inputs, live_token], [gallery, status, files, seed],
+                                         api_visibility="private", show_progress="hidden", concurrency_id=MODEL_JOBS,
+                                         concurrency_limit=concurrency))
+        stop.click(cancel, None, status, cancels=[event, submitted, *live_events], api_name="cancel", queue=False)
+        model.change(switch_model, model, [steps, guidance, sampler, negative, truncation, live, *dropdowns, steps_i, guidance_i,
+                                           sampler_i, truncation_i, steps_e, guidance_e, sampler_e, run_e, edit_note],
+                     api_visibility="private", queue=False)
         gallery.select(on_select, None, chosen, api_visibility="private", queue=False)
         to_edit.click(send_to_edit, [gallery, chosen], [editor, tabs], api_visibility="private", queue=False)
         to_nearest.click(send_to_nearest, [gallery, chosen], [query, tabs], api_visibility="private", queue=False)
-        run_i.click(interpolate, [description_a, description_b, seed_a, seed_b, frames, steps_i, guidance_i, sampler_i],
+        run_i.click(interpolate, [description_a, description_b, seed_a, seed_b, frames, steps_i, guidance_i, sampler_i, model,
+                                  truncation_i],
                     [strip, gif, status_i, files_i], api_name="interpolate", **{**model_job, "show_progress_on": [status_i]})
-        run_e.click(edit, [editor, description_e, strength, num_images_e, steps_e, guidance_e, sampler_e, seed_e],
+        run_e.click(edit, [editor, description_e, strength, num_images_e, steps_e, guidance_e, sampler_e, seed_e, model],
                     [gallery_e, status_e, files_e], api_name="edit", **{**model_job, "show_progress_on": [status_e]})
         run_n.click(nearest, [query, count], [gallery_n, verdict], api_name="nearest", concurrency_limit=4)
     demo.queue(max_size=max_queue, default_concurrency_limit=concurrency)

@@ -54,6 +54,8 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_DIR = PACKAGE_DIR / "pretrained"  # the shipped default model, inside the package
 BUNDLED_CRITIC = DEFAULT_MODEL_DIR / "critic"  # the critic evaluate.py scores with by default, shipped beside it
+BUNDLED_GAN = DEFAULT_MODEL_DIR / "gan"  # the shipped GAN (one forward an image), beside the diffusion default
+SHIPPED_MODELS = {"diffusion": DEFAULT_MODEL_DIR, "gan": BUNDLED_GAN}  # what --model diffusion / --model gan mean
 
 
 class ModelFileError(ValueError):
@@ -450,7 +452,7 @@ def read_model_files(path: str | Path, verify: bool = True) -> ModelFiles:
     return _checkpoint_files(directory)
 
 
-__all__ = ["BUNDLED_CRITIC", "DEFAULT_MODEL_DIR", "DTYPES", "DataInfo", "INFO_FILE", "MODEL_FORMAT", "MODEL_VERSION",
+__all__ = ["BUNDLED_CRITIC", "BUNDLED_GAN", "SHIPPED_MODELS", "DEFAULT_MODEL_DIR", "DTYPES", "DataInfo", "INFO_FILE", "MODEL_FORMAT", "MODEL_VERSION",
            "ModelFileError", "ModelFiles", "ModelInfo", "PIPELINE_INFO_FILE", "TextInfo", "WEIGHTS_FILE", "WeightsInfo",
            "check_output_dir", "description_digest", "find_model_dir", "load_weights", "read_info", "read_model_files",
            "read_versioned_json", "replacing_directory", "sha256_of", "write_model_files"]
