@@ -3,13 +3,17 @@
     python benchmarks/app_latency.py                       # unet-small 64 px (random weights: speed only), 4 images x 20 steps
     python benchmarks/app_latency.py --model runs/001-small64/export --products ../shared/data/fashion-products \
         --screenshot docs/app/generate.png                 # also a screenshot of the page after a generation
+    python benchmarks/app_latency.py --model gan --live --out benchmarks/results/app_latency_gan.json
+                                                           # the shipped GAN, and live regeneration in a browser
 
 Measures, for one request of --images images at --steps DPM++ steps with guidance:
 - time to the first preview and to the first finished image, and the whole request;
 - requests per minute with 1 and with 4 clients sending requests back to back;
 - the baseline in the same process: the pipeline called directly on the same request as one batch
   (what a plain "generate, then show" page would do), whose first image is ready only with the last.
-Writes benchmarks/results/app_latency.json.
+With --live (a one-forward model): in headless Chromium, the seconds from the last keystroke of a typed
+description to the new images in the gallery (the page's debounce included), and how many generations a burst
+of typing started. Writes benchmarks/results/app_latency.json.
 """
 
 from __future__ import annotations
@@ -37,8 +41,8 @@ from gradio_client import Client  # noqa: E402
 from benchmarks.common import machine  # noqa: E402
 from benchmarks.sampling import load_pipeline  # noqa: E402
 from fashiongen.app import ProductIndex, build_demo  # noqa: E402
-from fashiongen.pipeline import FashionGenPipeline, SamplingSettings  # noqa: E402
-from fashiongen.settings import DEFAULT_SAMPLER  # noqa: E402
+from fashiongen.app.ui import LIVE_DEBOUNCE_S  # noqa: E402
+from fashiongen.pipeline import FashionGenPipeline, SamplingSettings, model_path  # noqa: E402
 
 PROMPTS = ["red floral summer dress", "black leather ankle boots", "men's navy check shirt", "white sneakers"]
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -46,7 +50,8 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 
 
 def request(prompt: str, images: int, steps: int, seed: int) -> list[Any]:
-    return [prompt, "", "any", "any", "any", "any", images, steps, 3.0, DEFAULT_SAMPLER, seed, False]
+    """/generate's inputs; the sampler is left to the model's default (the page maps a name the model lacks to it)."""
+    return [prompt, "", "any", "any", "any", "any", images, steps, 3.0, "", seed, False]
 
 
 def timed_request(client: Client, prompt: str, images: int, steps: int, seed: int) -> dict[str, float]:
@@ -111,6 +116,38 @@ def screenshot(url: str, path: Path, prompt: str, images: int) -> None:
     print(f"screenshot: {path}")
 
 
+def live_latency(url: str, output_dir: Path, prompts: list[str]) -> dict[str, Any]:
+    """Type each description (40 ms a key) with Live on; seconds from the last key to new images in the gallery, and
+    generations started per burst (output folders written)."""
+    from playwright.sync_api import sync_playwright
+
+    seconds, generations = [], []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 820})
+        page.goto(url, wait_until="domcontentloaded")
+        box = page.locator("#description textarea")
+        box.wait_for(timeout=60_000)
+        if not page.locator("#live input").is_checked():
+            raise SystemExit("--live: the page offers no live regeneration for this model (one forward an image only)")
+        for prompt in prompts:
+            before = page.evaluate("() => Array.from(document.querySelectorAll('#gallery img')).map(i => i.src).join()")
+            made = len(list(output_dir.glob("*-generate-*")))
+            box.fill("")
+            box.click()
+            page.keyboard.type(prompt, delay=40)
+            typed = time.perf_counter()
+            page.wait_for_function("(before) => { const s = Array.from(document.querySelectorAll('#gallery img'))"
+                                   ".map(i => i.src).join(); return s && s !== before && "
+                                   "document.querySelectorAll('#gallery img').length > 0; }", arg=before, timeout=60_000)
+            seconds.append(time.perf_counter() - typed)
+            page.wait_for_timeout(1500)  # a late generation would have started by now
+            generations.append(len(list(output_dir.glob("*-generate-*"))) - made)
+        browser.close()
+    return {"keystroke_to_images_s": round(statistics.median(seconds), 3), "runs_s": [round(x, 3) for x in seconds],
+            "generations_per_burst": generations, "keys_per_burst": [len(p) for p in prompts], "debounce_s": LIVE_DEBOUNCE_S}
+
+
 def serve(model: str, products: str | None, port: int, threads: int, output_dir: str, ready: Any) -> None:
     """The app in its own process, as in production: the client's work does not share its interpreter."""
     if threads:
@@ -134,7 +171,8 @@ def free_port() -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="unet-small", help="registry name (random weights) or an exported model")
+    parser.add_argument("--model", default="unet-small", help="registry name (random weights), an exported model, or a "
+                                                              "shipped one by name (diffusion, gan)")
     parser.add_argument("--products", help="dataset for the Nearest products tab (only for the screenshot)")
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--steps", type=int, default=20)
@@ -143,18 +181,22 @@ def main() -> None:
     parser.add_argument("--requests-each", type=int, default=2, help="requests per client in the throughput runs")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--screenshot", type=Path, help="save a screenshot of the page after one generation")
+    parser.add_argument("--live", action="store_true", help="also time live regeneration as a description is typed")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "app_latency.json")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     scratch = Path(tempfile.mkdtemp(prefix="app-latency-"))
+    if args.model in ("diffusion", "gan"):
+        args.model = str(model_path(args.model))
     pipe, source = load_pipeline(args.model, None, "cpu", "float32", scratch, seed=0)
-    model_path = str(scratch / "model") if source["random_weights"] else args.model
+    sampler = pipe.default_sampler
+    served = str(scratch / "model") if source["random_weights"] else args.model
     port = free_port()
     context = multiprocessing.get_context("spawn")
     ready = context.Queue()
-    server = context.Process(target=serve, args=(model_path, args.products, port, args.threads, str(scratch / "outputs"), ready),
+    server = context.Process(target=serve, args=(served, args.products, port, args.threads, str(scratch / "outputs"), ready),
                              daemon=True)
     server.start()
     ready.get(timeout=600)
@@ -163,7 +205,7 @@ def main() -> None:
         client = Client(url, verbose=False)
         timed_request(client, PROMPTS[0], 1, 2, 0)  # warm-up: first-call costs (threads, caches) are not latency
 
-        settings = SamplingSettings(args.steps, 3.0)
+        settings = SamplingSettings(args.steps, 3.0, sampler)
         baseline = []  # the server idles meanwhile
         for k in range(args.latency_requests):
             started = time.perf_counter()
@@ -174,20 +216,25 @@ def main() -> None:
         batch = round(statistics.median(baseline), 2)
         result: dict[str, Any] = {
             "machine": machine(torch.device("cpu")), "source": source,
-            "request": {"images": args.images, "steps": args.steps, "guidance": 3.0, "sampler": DEFAULT_SAMPLER},
+            "request": {"images": args.images, "steps": pipe.stages[0].steps_per_image(settings), "guidance": 3.0,
+                        "sampler": sampler, "family": pipe.stages[0].family},
             "app": latency, "app_runs": runs,
             "baseline_direct_batch_s": batch,
             "ratios": {"first_image_app_vs_batch": round(batch / latency["first_image_s"], 2),
                        "total_app_vs_batch": round(latency["total_s"] / batch, 3)},
             "throughput": [throughput(url, int(c), args.requests_each, args.images, args.steps) for c in args.clients.split(",")],
         }
+        if args.live:
+            result["live"] = live_latency(url, scratch / "outputs", ["red floral summer dress", "black leather ankle boots",
+                                                                     "men's navy check shirt"])
         if args.screenshot:
             screenshot(url, args.screenshot, PROMPTS[0], args.images)
     finally:
         server.terminate()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps({k: result[k] for k in ("request", "app", "baseline_direct_batch_s", "ratios", "throughput")}, indent=2))
+    print(json.dumps({k: result[k] for k in ("request", "app", "baseline_direct_batch_s", "ratios", "throughput", "live")
+                      if k in result}, indent=2))
     print(f"wrote {args.out}")
 
 
