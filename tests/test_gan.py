@@ -251,14 +251,16 @@ def test_sample_cli_refuses_a_gan_option_for_a_diffusion_model(tmp_path: Path) -
 
 
 def test_gan_overfits_eight_photos(tmp_path: Path, text_cache_dir: Path) -> None:
-    """100 steps on 8 photos (no augmentation, no EMA lag): generated images land near training photos."""
+    """300 steps on 8 photos (no augmentation, no EMA lag): generated images land near training photos (the linear
+    output learns more slowly than a tanh one did here, 0.43 of the first distance against 0.16 in 100 steps, but
+    does not saturate on white backgrounds)."""
     from conftest import write_garment_set
     from fashiongen.train import prepare, train
     from training_helpers import tiny_config
 
     data = write_garment_set(tmp_path / "data", 8)
     config = tiny_config(data, tmp_path / "runs", text_cache_dir, **gan_overrides(**{
-        "train.max_steps": 100, "train.checkpoint_every": 1000, "train.log_every": 10, "train.ema_decay": 0.0,
+        "train.max_steps": 300, "train.checkpoint_every": 1000, "train.log_every": 10, "train.ema_decay": 0.0,
         "gan.generator_lr": 1e-3, "gan.discriminator_lr": 2e-3, "gan.augment": "", "train.attribute_dropout_prob": 0.0,
         "data.caption_mode": "raw", "model.attributes": "[]"}))
     run = prepare(config, show_progress=False)
@@ -270,13 +272,13 @@ def test_gan_overfits_eight_photos(tmp_path: Path, text_cache_dir: Path) -> None
 
     def nearest_photo_distance() -> float:
         with torch.no_grad():
-            images = run.ema.module(z, pooled, ids).flatten(1)
+            images = run.ema.module.sample(z, pooled, ids).flatten(1)
         return float(torch.cdist(images, real).min(dim=1).values.mean())
 
     before = nearest_photo_distance()
     train(run, show_progress=False)
     after = nearest_photo_distance()
-    assert after < 0.3 * before, (before, after)
+    assert after < 0.5 * before, (before, after)
 
 
 def test_the_app_service_generates_and_interpolates_with_a_gan(gan_model: Path) -> None:
@@ -332,3 +334,18 @@ def test_damaged_gan_files_and_a_foreign_out_folder_get_one_line(gan_model: Path
     (foreign / "holiday.jpg").write_bytes(b"mine")
     assert release([str(gan_model), str(foreign), "--critic", "none"]) == 2
     assert [p.name for p in foreign.iterdir()] == ["holiday.jpg"] and (foreign / "holiday.jpg").read_bytes() == b"mine"
+
+
+def test_a_description_without_an_output_field_is_a_tanh_generator_and_a_bad_one_is_refused() -> None:
+    model = TextGenerator(SPEC, 8, VOCAB)
+    description = model.description()
+    assert description["spec"]["output"] == "linear"
+    legacy = {**description, "spec": {k: v for k, v in description["spec"].items() if k != "output"}}
+    rebuilt = TextGenerator.from_description(legacy)  # written before the field existed: DF-GAN's tanh
+    rebuilt.load_state_dict(model.state_dict())
+    z, pooled = torch.randn(2, SPEC.z_dim), torch.randn(2, 8) * 50
+    assert rebuilt.spec.output == "tanh" and rebuilt(z, pooled).abs().max() <= 1.0
+    assert torch.allclose(rebuilt(z, pooled), torch.tanh(model(z, pooled)), atol=1e-6)
+    assert model.sample(z, pooled).abs().max() <= 1.0
+    with pytest.raises(ValueError, match="model.spec.output: expected 'tanh' or 'linear', got 'relu'"):
+        TextGenerator.from_description({**description, "spec": {**description["spec"], "output": "relu"}})

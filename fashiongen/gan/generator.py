@@ -127,7 +127,7 @@ class GANGenerator:
             z = latents
         ids = attribute_ids(self.attribute_vocab, inputs.attributes, parameter.device)
         with torch.no_grad():
-            images = self.model(z.to(parameter.device, parameter.dtype), inputs.text.pooled.to(parameter.device, parameter.dtype), ids)
+            images = self.model.sample(z.to(parameter.device, parameter.dtype), inputs.text.pooled.to(parameter.device, parameter.dtype), ids)
         images = images.float()
         if preview is not None:
             preview(1, 1, images)

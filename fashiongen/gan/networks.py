@@ -33,6 +33,11 @@ class GANSpec:
     text_embed: int = 128  # the pooled caption projected to this many values before it meets z
     attribute_embed: int = 16  # per attribute
     description: str = ""
+    # The generator's last layer: "tanh" (DF-GAN) or "linear" (StyleGAN's toRGB: unbounded while training, clamped to
+    # [-1, 1] when sampling). On our white-background photos a tanh generator went all white (98% of pixels > 0.99 at
+    # step 500 of gan-64s) and stopped learning: a saturated tanh passes no gradient. Files written before this field
+    # existed were tanh generators, so that is the default of a description; the registry's specs are linear.
+    output: str = "tanh"
 
     def check(self) -> None:
         if self.resolution != 4 * 2 ** (len(self.widths) - 1):
@@ -42,6 +47,8 @@ class GANSpec:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 4096:
                 raise ValueError(f"model.spec.{name}: expected an integer between 1 and 4096, got {value!r}")
+        if self.output not in ("tanh", "linear"):
+            raise ValueError(f"model.spec.output: expected 'tanh' or 'linear', got {self.output!r}")
         if not all(isinstance(w, int) and 1 <= w <= 64 for w in self.widths):
             raise ValueError(f"model.spec.widths: expected integers between 1 and 64, got {self.widths!r}")
 
@@ -50,12 +57,13 @@ class GANSpec:
 
 
 GANS: dict[str, GANSpec] = {
-    "gan-tiny": GANSpec(32, 8, (4, 4, 2, 1), z_dim=16, text_embed=16, attribute_embed=4, description="32 px: tests"),
-    "gan-64": GANSpec(64, 32, (8, 8, 4, 2, 1), description="64 px, DF-GAN widths at ngf 32"),
+    "gan-tiny": GANSpec(32, 8, (4, 4, 2, 1), z_dim=16, text_embed=16, attribute_embed=4, description="32 px: tests",
+                        output="linear"),
+    "gan-64": GANSpec(64, 32, (8, 8, 4, 2, 1), description="64 px, DF-GAN widths at ngf 32", output="linear"),
     # a training step (32 images, G and D) takes 1.0 s against gan-64's 3.6 s on 2 cores: 3.6x the steps per CPU-hour
-    "gan-64s": GANSpec(64, 16, (8, 8, 4, 2, 1), description="64 px, DF-GAN widths at ngf 16: CPU training"),
-    "gan-128": GANSpec(128, 32, (8, 8, 8, 4, 2, 1), description="128 px: one more block"),
-    "gan-256": GANSpec(256, 32, (8, 8, 8, 4, 2, 1, 1), description="256 px: two more blocks"),
+    "gan-64s": GANSpec(64, 16, (8, 8, 4, 2, 1), description="64 px, DF-GAN widths at ngf 16: CPU training", output="linear"),
+    "gan-128": GANSpec(128, 32, (8, 8, 8, 4, 2, 1), description="128 px: one more block", output="linear"),
+    "gan-256": GANSpec(256, 32, (8, 8, 8, 4, 2, 1, 1), description="256 px: two more blocks", output="linear"),
 }
 
 
@@ -112,7 +120,8 @@ class UpBlock(nn.Module):
 
 
 class TextGenerator(nn.Module):
-    """(z [B, Z], pooled caption [B, T], attribute ids [B, K]) -> images [B, 3, R, R] in [-1, 1], one forward."""
+    """(z [B, Z], pooled caption [B, T], attribute ids [B, K]) -> images [B, 3, R, R], one forward: in [-1, 1] for a
+    tanh output; a linear output is unbounded (sample() clamps it)."""
 
     def __init__(self, spec: GANSpec, text_dim: int, attribute_vocab: dict[str, list[str]] | None = None) -> None:
         super().__init__()
@@ -132,7 +141,12 @@ class TextGenerator(nn.Module):
         x = self.fc(z).view(z.shape[0], -1, 4, 4)
         for block in self.blocks:
             x = block(x, c)
-        return torch.tanh(self.to_rgb(F.leaky_relu(x, 0.2)))
+        x = self.to_rgb(F.leaky_relu(x, 0.2))
+        return torch.tanh(x) if self.spec.output == "tanh" else x
+
+    def sample(self, z: Tensor, pooled: Tensor, attribute_ids: Tensor | None = None) -> Tensor:
+        """Images in [-1, 1] (what the pipeline, sample grids and scores see)."""
+        return self(z, pooled, attribute_ids).clamp(-1.0, 1.0)
 
     def description(self) -> dict[str, Any]:
         return {"spec": {**asdict(self.spec), "widths": list(self.spec.widths)}, "text_dim": self.text_dim,
