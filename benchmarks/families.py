@@ -1,11 +1,12 @@
 """Seconds and FLOPs for 4 images from each generator family, through the same pipeline call, in one run.
 
-    python benchmarks/families.py                                     # shipped diffusion model vs a gan-64 of the same width
+    python benchmarks/families.py                                     # the shipped diffusion model vs the shipped GAN (and a gan-64)
     python benchmarks/families.py --model diffusion=fashiongen/pretrained --model gan=$RUNS/NNN-gan64/export
 
-A model may be given as NAME=PATH (an export, pipeline, checkpoint or run), or the default pair is used: the shipped
-diffusion model (20 dpm++ steps, guidance 3: 40 UNet forwards an image) and a gan-64 generator with random weights
-(its speed does not depend on what it learned) written to a scratch folder. Each model draws the same 4 prompts x 1
+A model may be given as NAME=PATH (an export, pipeline, checkpoint or run), or the defaults are used: the shipped
+diffusion model (20 dpm++ steps, guidance 3: 40 UNet forwards an image), the shipped GAN (gan-64s) when installed, and
+a gan-64 generator (twice the width) with random weights (its speed does not depend on what it learned) written to a
+scratch folder. Each model draws the same 4 prompts x 1
 image `--repeats` times after a warm-up; the table gives the median seconds, the FLOPs per image (torch.utils.
 flop_counter over one call) and the speed ratio to the first model. Results: benchmarks/results/families.json.
 """
@@ -28,7 +29,7 @@ from benchmarks.common import machine  # noqa: E402
 from fashiongen.config import TextConfig, load_config  # noqa: E402
 from fashiongen.gan import GANS, TextGenerator  # noqa: E402
 from fashiongen.gan.generator import gan_description  # noqa: E402
-from fashiongen.models.files import DEFAULT_MODEL_DIR, replacing_directory, write_model_files  # noqa: E402
+from fashiongen.models.files import BUNDLED_GAN, DEFAULT_MODEL_DIR, replacing_directory, write_model_files  # noqa: E402
 from fashiongen.pipeline import FashionGenPipeline  # noqa: E402
 from fashiongen.text import CaptionEncoder  # noqa: E402
 
@@ -71,6 +72,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:
         models = dict(item.split("=", 1) for item in args.model) or {
             "diffusion (shipped, 20 dpm++ steps, guidance 3)": str(DEFAULT_MODEL_DIR),
+            **({"gan (shipped, gan-64s)": str(BUNDLED_GAN)} if BUNDLED_GAN.is_dir() else {}),
             "gan-64 (random weights)": str(scratch_gan(Path(scratch) / "gan64"))}
         results = {name: measure(Path(path), args.repeats) for name, path in models.items()}
     first = next(iter(results.values()))

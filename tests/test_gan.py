@@ -349,3 +349,41 @@ def test_a_description_without_an_output_field_is_a_tanh_generator_and_a_bad_one
     assert model.sample(z, pooled).abs().max() <= 1.0
     with pytest.raises(ValueError, match="model.spec.output: expected 'tanh' or 'linear', got 'relu'"):
         TextGenerator.from_description({**description, "spec": {**description["spec"], "output": "relu"}})
+
+
+def test_a_published_gan_continues_with_init_from_and_says_so(tmp_path: Path, garments16: Path, text_cache_dir: Path,
+                                                               gan_model: Path) -> None:
+    """Publishing keeps the discriminator (float16, checksummed), so train.init_from continues both networks."""
+    from fashiongen.config import ConfigError
+    from fashiongen.release import main as release
+    from fashiongen.train import prepare, train
+    from pipeline_helpers import export_tiny
+    from training_helpers import tiny_config, weights
+
+    first = train(prepare(tiny_config(garments16, tmp_path / "a", text_cache_dir, **gan_overrides(**{"train.max_steps": 4})),
+                          show_progress=False), show_progress=False)
+    published = tmp_path / "published"
+    assert release([str(first), str(published), "--critic", "none"]) == 0
+    entry = read_info(published).section("gan")["discriminator"]
+    assert entry["dtype"] == "float16" and (published / entry["file"]).is_file()
+    config = tiny_config(garments16, tmp_path / "b", text_cache_dir,
+                         **gan_overrides(**{"train.max_steps": 2, "train.init_from": str(published)}))
+    run = prepare(config, show_progress=False)
+    start_d = weights(published / entry["file"])
+    for name, tensor in run.accelerator.unwrap_model(run.discriminator).state_dict().items():
+        assert torch.equal(tensor, start_d[name].float()), name  # the published discriminator, not a new one
+    second = train(run, show_progress=False)
+    facts = read_info(second / "export").training["initialised_from"]
+    assert facts["sha256"] == read_info(published).sha256 and facts["steps"] == 4
+
+    (published / entry["file"]).write_bytes(b"\0" * 64)  # damaged: refused by its checksum, naming the file
+    with pytest.raises(ConfigError, match="discriminator.safetensors: checksum does not match"):
+        prepare(config, show_progress=False)
+    no_discriminator = tiny_config(garments16, tmp_path / "c", text_cache_dir,
+                                   **gan_overrides(**{"train.init_from": str(gan_model), "model.name": "gan-tiny"}))
+    with pytest.raises(ConfigError, match="no discriminator weights"):
+        prepare(no_discriminator, show_progress=False)
+    diffusion = export_tiny(tmp_path / "diffusion", CaptionEncoder(TextConfig(cache_dir="")))
+    with pytest.raises(ConfigError, match="a diffusion model cannot start a GAN"):
+        prepare(tiny_config(garments16, tmp_path / "d", text_cache_dir, **gan_overrides(**{"train.init_from": str(diffusion)})),
+                show_progress=False)

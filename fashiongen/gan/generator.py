@@ -15,11 +15,24 @@ from torch import Tensor
 
 from ..config import Config
 from ..generators import ATTRIBUTES, TEXT, GenerationInputs, StepCallback, attribute_ids
-from ..models.files import ModelFileError, ModelFiles, ModelInfo, training_description, write_model_files
+from safetensors.torch import save_file
+
+from ..models.files import (
+    DTYPES,
+    ModelFileError,
+    ModelFiles,
+    ModelInfo,
+    load_weights,
+    sha256_of,
+    training_description,
+    write_model_files,
+)
 from ..settings import PipelineInputError, SamplingSettings
 from .networks import TextGenerator, get_gan_spec
 
 SAMPLER = "one-step"  # the one way a GAN makes an image: what manifests record as its scheduler
+DISCRIMINATOR_FILE = "discriminator.safetensors"  # beside an exported GAN, so train.init_from can continue it
+CHECKPOINT_DISCRIMINATOR = "model_1.safetensors"  # Accelerate's name for the second model a checkpoint saves
 MAX_REDRAWS = 64  # truncation: rounds of redrawing out-of-range latent values before the rest are clamped
 
 
@@ -45,8 +58,16 @@ def truncated_normal(generators: Sequence[torch.Generator], shape: tuple[int, ..
     return torch.stack(rows)
 
 
+def write_discriminator(state_dict: dict[str, Tensor], directory: Path, dtype: str) -> dict[str, str]:
+    """The discriminator's weights beside a GAN's model files; the entry model.json records (its checksum included)."""
+    state = {name: tensor.detach().to("cpu", DTYPES[dtype]).contiguous() for name, tensor in state_dict.items()}
+    save_file(state, directory / DISCRIMINATOR_FILE, metadata={"format": "fashiongen-gan-discriminator"})
+    return {"file": DISCRIMINATOR_FILE, "dtype": dtype, "sha256": sha256_of(directory / DISCRIMINATOR_FILE)}
+
+
 class GANGenerator:
-    """A one-forward text-to-image generator (DF-GAN style); it cannot edit photos yet."""
+    """A one-forward text-to-image generator (DF-GAN style); it cannot edit photos yet. It keeps track of the
+    discriminator that trained it (exports carry it) so a published GAN can be trained further."""
 
     family: ClassVar[str] = "gan"
     conditioning: ClassVar[frozenset[str]] = frozenset({TEXT, ATTRIBUTES})
@@ -55,9 +76,21 @@ class GANGenerator:
     can_edit: ClassVar[bool] = False
     settings_used: ClassVar[frozenset[str]] = frozenset({"truncation"})
 
-    def __init__(self, model: TextGenerator, info: ModelInfo, source: str) -> None:
+    def __init__(self, model: TextGenerator, info: ModelInfo, source: str, discriminator_file: Path | None = None) -> None:
         self.model, self.info, self.source = model, info, source
         self.default_truncation = float(info.section("gan").get("truncation", 1.0))
+        self.discriminator_file = discriminator_file  # None: files without one (tests' random GANs, older exports)
+
+    def discriminator_state(self) -> dict[str, Tensor] | None:
+        """The discriminator's float32 weights, checked against model.json's checksum; None when the files have none."""
+        if self.discriminator_file is None:
+            return None
+        if not self.discriminator_file.is_file():
+            raise ModelFileError(f"{self.discriminator_file}: missing (model.json lists it)")
+        recorded = self.info.section("gan").get("discriminator") or {}
+        if recorded.get("sha256") and sha256_of(self.discriminator_file) != recorded["sha256"]:
+            raise ModelFileError(f"{self.discriminator_file}: checksum does not match model.json (file corrupted or replaced)")
+        return {name: tensor.float() for name, tensor in load_weights(self.discriminator_file).items()}
 
     @classmethod
     def from_files(cls, files: ModelFiles, device: str | torch.device, dtype: torch.dtype) -> GANGenerator:
@@ -78,7 +111,16 @@ class GANGenerator:
             model.load_state_dict({k: v.float() for k, v in files.state_dict.items()}, strict=True)
         except (RuntimeError, OSError) as error:
             raise ModelFileError(f"{files.directory}: weights do not fit the generator described ({error})") from None
-        return cls(model.to(device=device, dtype=dtype).eval().requires_grad_(False), info, str(files.directory))
+        if files.info is not None:
+            entry = info.section("gan").get("discriminator")
+            name = entry.get("file") if isinstance(entry, dict) else None
+            if name is not None and (not isinstance(name, str) or name != Path(name).name or not name.endswith(".safetensors")):
+                raise ModelFileError(f"{files.where}: gan.discriminator.file: expected NAME.safetensors in this folder")
+            discriminator = files.directory / name if name else None
+        else:
+            discriminator = files.directory / CHECKPOINT_DISCRIMINATOR
+            discriminator = discriminator if discriminator.is_file() else None
+        return cls(model.to(device=device, dtype=dtype).eval().requires_grad_(False), info, str(files.directory), discriminator)
 
     # ------------------------------------------------------------------ facts
 
@@ -108,7 +150,10 @@ class GANGenerator:
         return f"GAN: one generator forward per image, latent truncated at {self.default_truncation:g} std by default"
 
     def write(self, directory: Path, dtype: str) -> ModelInfo:
-        return write_model_files(self.model.state_dict(), self.info, directory, dtype)
+        info, discriminator = self.info, self.discriminator_state()
+        if discriminator is not None:
+            info = info.replace(gan={**info.section("gan"), "discriminator": write_discriminator(discriminator, directory, dtype)})
+        return write_model_files(self.model.state_dict(), info, directory, dtype)
 
     # ------------------------------------------------------------------ sampling
 
@@ -134,4 +179,4 @@ class GANGenerator:
         return images
 
 
-__all__ = ["GANGenerator", "SAMPLER", "gan_description", "truncated_normal"]
+__all__ = ["DISCRIMINATOR_FILE", "GANGenerator", "SAMPLER", "gan_description", "truncated_normal", "write_discriminator"]

@@ -28,7 +28,7 @@ from ..data import FashionDataset
 from ..data.transforms import to_uint8
 from ..gan import Discriminator, TextGenerator, diff_augment, discriminator_hinge, generator_hinge, get_gan_spec
 from ..gan import matching_aware_penalty, mismatched_rows
-from ..gan.generator import gan_description
+from ..gan.generator import GANGenerator, gan_description, write_discriminator
 from ..grid import captioned_grid, save_image
 from ..models.files import replacing_directory, write_model_files
 from ..runs import MetricsLog, checkpoint_dirs, hardware_name, read_state, run_facts
@@ -81,6 +81,39 @@ class GANRun:
         return self.config.train.batch_size * self.accelerator.num_processes
 
 
+def _initial_gan(config: Config, encoder: CaptionEncoder) -> tuple[GANGenerator, dict[str, Tensor], dict[str, Any]]:
+    """train.init_from for a GAN: the generator (its EMA weights), its discriminator and the facts the run records.
+    Architecture, caption encoder and attribute names must match the config."""
+    from ..config import ConfigError
+    from ..families import load_generator
+    from ..models.files import ModelFileError
+    from .loop import _INHERITED_FACTS
+
+    path = config.train.init_from
+    try:
+        start = load_generator(path)
+        discriminator = start.discriminator_state() if isinstance(start, GANGenerator) else None
+    except ModelFileError as error:
+        raise ConfigError(f"train.init_from: {error}") from None
+    if not isinstance(start, GANGenerator):
+        raise ConfigError(f"train.init_from {path}: a {start.family} model cannot start a GAN (model.family: gan)")
+    problems = []
+    if start.model.spec != get_gan_spec(config.model.name):
+        problems.append(f"model.name: init_from is {start.model.spec.description!r}, not {config.model.name}")
+    if start.info.text.identity != encoder.identity:
+        problems.append(f"text: init_from was trained with caption encoder {start.info.text.identity}, now {encoder.identity}")
+    if sorted(start.attribute_vocab) != sorted(config.model.attributes):
+        problems.append(f"model.attributes: init_from has {sorted(start.attribute_vocab)}, now {sorted(config.model.attributes)}")
+    if discriminator is None:
+        problems.append("its folder has no discriminator weights (gan.discriminator in model.json); a GAN continues with both")
+    if problems:
+        raise ConfigError(f"train.init_from {path}: " + "; ".join(problems))
+    training = start.info.training
+    facts = {"path": start.source, "sha256": start.info.sha256, "text_identity": start.info.text.identity,
+             **{key: training[key] for key in _INHERITED_FACTS if training.get(key) is not None}}
+    return start, discriminator, facts
+
+
 def _adam(module: nn.Module, lr: float, config: Config) -> torch.optim.Optimizer:
     return torch.optim.Adam(module.parameters(), lr=lr, betas=(config.gan.adam_beta1, config.gan.adam_beta2))
 
@@ -104,8 +137,16 @@ def prepare_gan(config: Config, resume: Path | None = None, show_progress: bool 
     accelerator = _make_accelerator(config, run_dir)
     set_seed(config.seed)
     encoder = open_encoder(config, run_dir, accelerator, [train_set], show_progress)
+    initialised_from = saved.get("initialised_from")
+    start = _initial_gan(config, encoder) if config.train.init_from and resume is None else None
+    if start is not None:
+        vocab = start[0].attribute_vocab
     generator = TextGenerator(spec, encoder.dim, vocab)
     discriminator = Discriminator(spec, encoder.dim, vocab)
+    if start is not None:  # a published GAN continues: both networks' weights; the optimisers start afresh
+        generator.load_state_dict(start[0].model.state_dict())
+        discriminator.load_state_dict(start[1])
+        initialised_from = start[2]
     ema = EMA(generator, t.ema_decay, t.ema_power)
     ema.module.to(accelerator.device)
     g_optimizer, d_optimizer = _adam(generator, config.gan.generator_lr, config), _adam(discriminator, config.gan.discriminator_lr, config)
@@ -117,7 +158,7 @@ def prepare_gan(config: Config, resume: Path | None = None, show_progress: bool 
     run = GANRun(config=config, accelerator=accelerator, run_dir=run_dir, generator=generator, discriminator=discriminator,
                  ema=ema, g_optimizer=g_optimizer, d_optimizer=d_optimizer, train_examples=examples, train_loader=loader,
                  encoder=encoder, vocab=vocab, metrics=MetricsLog(run_dir / "metrics.jsonl"),
-                 steps_per_epoch=len(sampler) // global_batch, resumed_from=resume)
+                 steps_per_epoch=len(sampler) // global_batch, resumed_from=resume, initialised_from=initialised_from)
     if resume is not None:
         restored = load_checkpoint(accelerator, resume, ema)
         run.step = int(restored["step"])
@@ -233,7 +274,7 @@ def validate_gan(run: GANRun) -> dict[str, float]:
     for seed in run.config.train.validation_seeds:
         z = truncated_normal([torch.Generator().manual_seed(seed * 10_000 + i) for i in range(len(prompts))],
                              (model.spec.z_dim,), run.config.gan.truncation).to(run.accelerator.device)
-        images += list(to_uint8(model(z, pooled, None).cpu()))
+        images += list(to_uint8(model.sample(z, pooled, None).cpu()))
         captions += [f"{prompt} (seed {seed})" for prompt in prompts]
     path = run.run_dir / "samples" / f"step_{run.step:06d}.png"
     save_image(captioned_grid(images, captions, columns=len(prompts), tile=max(96, model.resolution), caption_lines=3), path)
@@ -249,9 +290,11 @@ def export_gan(run: GANRun, dtype: str = "float32") -> Path:
                     "device": str(run.accelerator.device), "hardware": hardware_name(run.accelerator.device),
                     **run_facts([{**r, "loss": r["g_loss"]} for r in run.metrics.read() if "g_loss" in r], run.step),
                     "initialised_from": run.initialised_from}
+        description = gan_description(run.ema.module, run.config, run.encoder.identity, training)
         with replacing_directory(path, overwrite=True) as temporary:
-            write_model_files(run.ema.module.state_dict(),
-                              gan_description(run.ema.module, run.config, run.encoder.identity, training), temporary, dtype)
+            discriminator = run.accelerator.unwrap_model(run.discriminator).state_dict()
+            description["gan"]["discriminator"] = write_discriminator(discriminator, temporary, dtype)
+            write_model_files(run.ema.module.state_dict(), description, temporary, dtype)
     run.accelerator.wait_for_everyone()
     return path
 
