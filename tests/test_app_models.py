@@ -1,5 +1,5 @@
 """The app with two models, a diffusion model and a GAN, as the shipped app starts: the API takes a model name and
-a truncation; each family's settings are checked by its own rules; the GAN cannot edit and says so; and in a real
+a truncation; each family's settings are checked by its own rules; the GAN interpolates and edits (by inversion); and in a real
 browser, choosing the GAN shows its controls and regenerates live (debounced) as the description is typed."""
 
 from __future__ import annotations
@@ -84,13 +84,14 @@ def test_the_service_refuses_a_setting_the_model_does_not_use(two_models: Runnin
     assert studio.models == ["diffusion", "gan"] and studio.controls("gan")["live"] and not studio.controls("diffusion")["live"]
 
 
-def test_the_gan_interpolates_and_cannot_edit(client: Client, garments16: Path) -> None:
+def test_the_gan_interpolates_and_edits(client: Client, garments16: Path) -> None:
     strip, gif, status, files = client.predict("red dress", "navy shirt", 3, 4, 5, 3, 3.0, "one-step", "gan", 0.8,
                                                api_name="/interpolate")
     assert "5 frames" in status and Image.open(strip).width > 3 * Image.open(strip).height
     editor = {"background": handle_file(str(garments16 / "images" / "3.png")), "layers": [], "composite": None}
-    with pytest.raises(AppError, match="This model \\(gan\\) cannot edit photos; choose diffusion"):
-        client.predict(editor, "a navy blue shirt", 0.8, 2, 4, 3.0, "one-step", 5, "gan", api_name="/edit")
+    gallery, status, files = client.predict(editor, "a navy blue shirt", 0.8, 2, 4, 3.0, "one-step", 5, "gan", api_name="/edit")
+    assert len(gallery) == 2 and "2 edits" in status
+    assert json.loads(Path(files[-1]).read_text())["settings"]["scheduler"] == "one-step"
 
 
 def test_model_names_are_the_family_unless_two_share_one(two_models: RunningApp) -> None:

@@ -536,7 +536,8 @@ class Studio:
         for kind, value in self._stream(session, work):
             if kind == "preview":
                 number, step = value
-                done = number * per_image * len(pipeline.stages) + step.step
+                unit = per_image * len(pipeline.stages)  # the step's own count decides the fraction (a GAN's inversion has its own)
+                done = number * unit + min(unit, round(unit * step.step / max(step.steps, 1)))
                 yield Update(finished + [(step.pil()[0], f"seed {seeds[number]} · step {step.step}/{step.steps}")],
                              f"Edit {number + 1} of {count}: step {step.step} of {step.steps}{note}", progress=(done, total_steps))
             elif kind == "image":

@@ -137,7 +137,11 @@ class TextGenerator(nn.Module):
         self.to_rgb = nn.Conv2d(channels[-1], 3, 3, padding=1)
 
     def forward(self, z: Tensor, pooled: Tensor, attribute_ids: Tensor | None = None) -> Tensor:
-        c = torch.cat([z, self.condition(pooled, attribute_ids)], dim=1)  # [B, Z + C]
+        return self.from_condition(z, self.condition(pooled, attribute_ids))
+
+    def from_condition(self, z: Tensor, condition: Tensor) -> Tensor:
+        """The forward from a condition vector [B, C] (Conditioning's output): editing blends two of them."""
+        c = torch.cat([z, condition], dim=1)  # [B, Z + C]
         x = self.fc(z).view(z.shape[0], -1, 4, 4)
         for block in self.blocks:
             x = block(x, c)
