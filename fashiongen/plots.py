@@ -50,3 +50,40 @@ def training_curves(records: Sequence[dict[str, Any]], path: str | Path, title: 
         figure.savefig(temporary, format="png", dpi=110)
     plt.close(figure)
     return path
+
+
+def gan_curves(records: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """A GAN run's metrics.jsonl against step: D and G losses, D's accuracy on real, generated and mismatched pairs,
+    the batch diversity (and the EMA generator's at validation), and the matching-aware penalty."""
+    train = [r for r in records if "d_loss" in r]
+    val = [r for r in records if "diversity_ema" in r]
+    figure, axes = plt.subplots(4, 1, figsize=(7, 8.5), sharex=True, height_ratios=(3, 2, 2, 1.3))
+    steps = [r["step"] for r in train]
+    window = max(1, len(train) // 20)
+    for key, colour in (("d_loss", "tab:red"), ("g_loss", "tab:blue")):
+        values = [r[key] for r in train]
+        axes[0].plot(steps, values, color=colour, alpha=0.2, linewidth=0.8)
+        axes[0].plot(steps, _smooth(values, window), color=colour, label=f"{key[0].upper()} loss (smoothed)")
+    for key, colour, label in (("d_real_acc", "tab:green", "D right on real"), ("d_fake_acc", "tab:purple", "D right on generated"),
+                               ("d_mismatched_acc", "tab:orange", "D right on mismatched captions")):
+        points = [(r["step"], r[key]) for r in train if key in r]
+        if points:
+            axes[1].plot([p[0] for p in points], _smooth([p[1] for p in points], window), color=colour, label=label)
+    axes[2].plot(steps, _smooth([r["diversity"] for r in train], window), color="tab:brown", label="batch diversity (G)")
+    if val:
+        axes[2].plot([r["step"] for r in val], [r["diversity_ema"] / 127.5 for r in val], "o-", color="tab:olive",
+                     label="validation grid diversity (EMA G)")  # its images are 0-255; the batch's are in [-1, 1]
+    axes[3].plot(steps, _smooth([r.get("ma_gp", 0.0) for r in train], window), color="tab:gray", label="MA-GP")
+    for axis, label in zip(axes, ("loss", "accuracy", "diversity", "penalty")):
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+        axis.legend(loc="upper right", fontsize=7)
+    axes[1].set_ylim(0, 1)
+    axes[0].set_title(title, fontsize=10)
+    axes[-1].set_xlabel("step")
+    figure.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=110)
+    plt.close(figure)
+    return path

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 import pytest
 
 from fashiongen.pipeline import DEFAULT_MODEL_DIR, FashionGenPipeline, ModelFileError, default_model_path
@@ -69,3 +70,37 @@ def test_the_readme_main_job_samples_from_the_shipped_model_without_a_model_argu
                              "--out", str(tmp_path), "--quiet"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "grid.png").is_file() and len(list((tmp_path / "images").glob("*.png"))) == 2
+
+
+# ---------------------------------------------------------------- the shipped GAN, beside the default model
+
+
+def test_the_shipped_gan_is_small_checksummed_and_says_how_it_was_trained() -> None:
+    from fashiongen.models.files import BUNDLED_GAN, read_info, sha256_of
+
+    info = read_info(BUNDLED_GAN)
+    assert info.family == "gan" and info.weights is not None and info.weights.dtype == "float16"
+    assert sha256_of(BUNDLED_GAN / info.weights.file) == info.weights.sha256
+    discriminator = info.section("gan")["discriminator"]  # shipped so train.init_from can continue it
+    assert sha256_of(BUNDLED_GAN / discriminator["file"]) == discriminator["sha256"]
+    assert sum(path.stat().st_size for path in BUNDLED_GAN.iterdir()) < 20 * 2**20
+    for key in ("steps", "images_seen", "hardware", "wall_time"):
+        assert info.training.get(key) not in (None, ""), key
+    card = (BUNDLED_GAN / "README.md").read_text()
+    for fact in ("gan", "fashion-products", "FID", "R-precision", "train.init_from"):
+        assert fact in card, fact
+
+
+def test_the_shipped_gan_draws_garments_by_name_through_sample_py(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, str(repo / "sample.py"), "white sneakers", "red floral summer dress", "--model", "gan",
+                             "--num-images", "4", "--truncation", "0.8", "--out", str(tmp_path), "--quiet"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    images = sorted((tmp_path / "images").glob("*.png"))
+    assert len(images) == 8
+    pixels = np.stack([np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) for path in images])
+    assert pixels.std() > 20 and np.abs(pixels[0] - pixels[1]).mean() > 2  # pictures, and seeds differ

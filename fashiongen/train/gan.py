@@ -308,6 +308,10 @@ def train_gan(run: GANRun, show_progress: bool = True) -> Path:
 
     def validate() -> None:
         write_metrics(run, validate_gan(run))
+        if accelerator.is_main_process:
+            from ..plots import gan_curves
+
+            gan_curves(run.metrics.read(), run.run_dir / "curves.png", title=f"{run.run_dir.name} ({run.config.model.name})")
 
     try:
         with StopSignals() as stop:
