@@ -24,6 +24,16 @@ def _smooth(values: Sequence[float], window: int) -> list[float]:
     return out
 
 
+def _save(figure: Any, path: str | Path) -> Path:
+    """The figure as a PNG, written atomically, and closed."""
+    figure.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=110)
+    plt.close(figure)
+    return path
+
+
 def training_curves(records: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
     """Loss (raw and smoothed), validation loss and learning rate against step, from metrics.jsonl records."""
     train = [r for r in records if "loss" in r]
@@ -44,12 +54,7 @@ def training_curves(records: Sequence[dict[str, Any]], path: str | Path, title: 
     lr_axis.set_ylabel("learning rate")
     lr_axis.set_xlabel("step")
     lr_axis.grid(alpha=0.3)
-    figure.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=110)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def gan_curves(records: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
@@ -81,9 +86,4 @@ def gan_curves(records: Sequence[dict[str, Any]], path: str | Path, title: str =
     axes[1].set_ylim(0, 1)
     axes[0].set_title(title, fontsize=10)
     axes[-1].set_xlabel("step")
-    figure.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=110)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
