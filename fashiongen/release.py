@@ -7,7 +7,7 @@ evaluate.py report in model.json and the model card, the critic that judged it, 
 
 OUT must be new, empty, or a model folder of ours (model.json or pipeline.json), which is replaced atomically;
 anything else (a file, a folder of other files) is refused unless --overwrite. The package's own default model
-(fashiongen/pretrained) is replaced only with --overwrite, and there is no default OUT, so it is never replaced by
+(fashiongen/pretrained) and GAN (fashiongen/pretrained-gan) are replaced only with --overwrite, and there is no default OUT, so it is never replaced by
 accident. (`python -m fashiongen.train publish` is the same command.)
 """
 
@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from .evaluation.report import headline_metrics
-from .models.files import BUNDLED_CRITIC, DEFAULT_MODEL_DIR, DTYPES, ModelFileError, check_output_dir
+from .models.files import BUNDLED_CRITIC, BUNDLED_GAN, DEFAULT_MODEL_DIR, DTYPES, ModelFileError, check_output_dir
 from .pipeline import FashionGenPipeline
 from .settings import PipelineInputError
 from .utils import DISK_ERRORS
@@ -28,7 +28,7 @@ from .utils import DISK_ERRORS
 def publish(model: Path, out: Path, dtype: str = "float16", critic: Path | None = None, report: Path | None = None,
             notes: Path | None = None, overwrite: bool = False) -> Path:
     """A model folder a user loads by path (or by default, in fashiongen/pretrained/)."""
-    check_output_dir(out, overwrite, (DEFAULT_MODEL_DIR,))  # before loading anything
+    check_output_dir(out, overwrite, (DEFAULT_MODEL_DIR, BUNDLED_GAN))  # before loading anything
     pipe = FashionGenPipeline.from_pretrained(model)
     if report is not None:
         try:
@@ -50,14 +50,14 @@ def one_line(error: BaseException) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a run, checkpoint, export or saved pipeline")
-    parser.add_argument("out", help=f"output directory (the package's default model is {DEFAULT_MODEL_DIR}: "
-                                    "replacing it needs --overwrite)")
+    parser.add_argument("out", help=f"output directory (the package's models are {DEFAULT_MODEL_DIR} and {BUNDLED_GAN}: "
+                                    "replacing either needs --overwrite)")
     parser.add_argument("--dtype", default="float16", choices=sorted(DTYPES))
     parser.add_argument("--critic", default=str(BUNDLED_CRITIC), help="critic to ship beside it ('none': no critic)")
     parser.add_argument("--report", help="evaluate.py report.json whose headline numbers go into the card")
     parser.add_argument("--notes", help="markdown file added to the model card")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace OUT even when it is not a model folder of ours, or is the package's default model")
+                        help="replace OUT even when it is not a model folder of ours, or is a model shipped in the package")
 
 
 def run(options: argparse.Namespace) -> int:

@@ -54,7 +54,9 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_DIR = PACKAGE_DIR / "pretrained"  # the shipped default model, inside the package
 BUNDLED_CRITIC = DEFAULT_MODEL_DIR / "critic"  # the critic evaluate.py scores with by default, shipped beside it
-BUNDLED_GAN = DEFAULT_MODEL_DIR / "gan"  # the shipped GAN (one forward an image), beside the diffusion default
+# the shipped GAN (one forward an image), beside the diffusion default: a sibling, so republishing either folder
+# (an atomic replace of the whole folder) never takes the other with it
+BUNDLED_GAN = PACKAGE_DIR / "pretrained-gan"
 SHIPPED_MODELS = {"diffusion": DEFAULT_MODEL_DIR, "gan": BUNDLED_GAN}  # what --model diffusion / --model gan mean
 
 
@@ -257,7 +259,7 @@ def check_output_dir(out_dir: Path, overwrite: bool = False, protected: Sequence
     if out_dir.exists() and not out_dir.is_dir():
         raise ModelFileError(f"{out_dir}: exists and is not a folder; remove it or choose another output folder")
     if not overwrite and any(out_dir.resolve() == Path(p).resolve() for p in protected):
-        raise ModelFileError(f"{out_dir}: is the package's shipped default model; pass --overwrite to replace it")
+        raise ModelFileError(f"{out_dir}: is a model shipped in the package (the shipped default model or GAN); pass --overwrite to replace it")
     if out_dir.is_dir() and not overwrite and any(out_dir.iterdir()) and not _is_ours(out_dir):
         raise ModelFileError(f"{out_dir}: folder is not empty and holds no FashionGen model ({INFO_FILE} or "
                              f"{PIPELINE_INFO_FILE}); choose a new or empty folder, or pass --overwrite to replace it")
