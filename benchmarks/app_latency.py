@@ -49,9 +49,12 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
                   "--disable-component-update", "--disable-quic", "--no-first-run", "--disable-sync"]
 
 
+SAMPLER = {"name": "dpm++"}  # the served model's default sampler (main sets it)
+
+
 def request(prompt: str, images: int, steps: int, seed: int) -> list[Any]:
-    """/generate's inputs; the sampler is left to the model's default (the page maps a name the model lacks to it)."""
-    return [prompt, "", "any", "any", "any", "any", images, steps, 3.0, "", seed, False]
+    """/generate's inputs, with the served model's default sampler."""
+    return [prompt, "", "any", "any", "any", "any", images, steps, 3.0, SAMPLER["name"], seed, False]
 
 
 def timed_request(client: Client, prompt: str, images: int, steps: int, seed: int) -> dict[str, float]:
@@ -192,6 +195,7 @@ def main() -> None:
         args.model = str(model_path(args.model))
     pipe, source = load_pipeline(args.model, None, "cpu", "float32", scratch, seed=0)
     sampler = pipe.default_sampler
+    SAMPLER["name"] = sampler
     served = str(scratch / "model") if source["random_weights"] else args.model
     port = free_port()
     context = multiprocessing.get_context("spawn")

@@ -95,8 +95,9 @@ def hardware_name(device: Any) -> str:
 
 def run_facts(records: list[dict[str, Any]], up_to_step: int, max_gap_s: float = 900.0) -> dict[str, Any]:
     """Final training loss and training wall time from metrics.jsonl records up to a step. Gaps longer than
-    `max_gap_s` between log lines (a stopped and later resumed run) are not counted."""
-    lines = [r for r in records if "loss" in r and "time" in r and r.get("step", 0) <= up_to_step]
+    `max_gap_s` between log lines (a stopped and later resumed run) are not counted. A GAN's loss is its G loss."""
+    lines = [{**r, "loss": r.get("loss", r.get("g_loss"))} for r in records
+             if ("loss" in r or "g_loss" in r) and "time" in r and r.get("step", 0) <= up_to_step]
     if not lines:
         return {}
     seconds = 0.0

@@ -64,6 +64,7 @@ def write_discriminator(state_dict: dict[str, Tensor], directory: Path, dtype: s
     """The discriminator's weights beside a GAN's model files; the entry model.json records (its checksum included)."""
     state = {name: tensor.detach().to("cpu", DTYPES[dtype]).contiguous() for name, tensor in state_dict.items()}
     save_file(state, directory / DISCRIMINATOR_FILE, metadata={"format": "fashiongen-gan-discriminator"})
+    (directory / DISCRIMINATOR_FILE).chmod(0o644)  # safetensors writes 0600; a shipped folder is read by everyone
     return {"file": DISCRIMINATOR_FILE, "dtype": dtype, "sha256": sha256_of(directory / DISCRIMINATOR_FILE)}
 
 
