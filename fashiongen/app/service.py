@@ -205,6 +205,14 @@ class Studio:
                 "deterministic_samplers": list(pipeline.deterministic_samplers), "default_sampler": pipeline.default_sampler,
                 "can_edit": bool(base.can_edit), "live": one_forward}
 
+    def edit_refusal(self, name: str | None = None) -> str:
+        """Why a model cannot edit photos and which loaded one can ("" when it can): one sentence for the API and the page."""
+        pipeline = self.model(name)
+        if pipeline.stages[0].can_edit:
+            return ""
+        editors = [n for n, p in self.pipelines.items() if p.stages[0].can_edit]
+        return f"This model ({pipeline.stages[0].family}) cannot edit photos; choose {' or '.join(editors) or 'a diffusion model'}"
+
     def describe_model(self, name: str | None = None) -> str:
         """One line about a loaded model for the page header."""
         pipeline = self.model(name)
@@ -498,10 +506,9 @@ class Studio:
     def edit(self, request: EditRequest, session: str = "local") -> Iterator[Update]:
         """New versions of a photo for a new description (SDEdit); with a mask only the masked region is repainted."""
         pipeline = self.model(request.model)
-        if not pipeline.stages[0].can_edit:
-            raise PipelineInputError(f"This model ({pipeline.stages[0].family}) cannot edit photos; choose "
-                                     f"{' or '.join(n for n, p in self.pipelines.items() if p.stages[0].can_edit) or 'a diffusion model'} "
-                                     "to edit, or generate from a description.")
+        refusal = self.edit_refusal(request.model)
+        if refusal:
+            raise PipelineInputError(f"{refusal} to edit, or generate from a description.")
         if request.image is None:
             raise PipelineInputError("Upload a photo to edit (or send a generated image here).")
         description, notes = self._description(request.description, "new description", pipeline)

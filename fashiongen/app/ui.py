@@ -177,21 +177,28 @@ def build_demo(pipeline: FashionGenPipeline | Mapping[str, FashionGenPipeline], 
     launch sets Gradio's max_file_size), images over max_upload_pixels before they are decoded."""
     studio = Studio(pipeline, neighbours, limits, output_dir)
     choices = studio.attribute_choices
-    first = studio.controls()
-    truncating = [studio.controls(model) for model in studio.models if studio.controls(model)["truncation"]]
+    controls_of = {name: studio.controls(name) for name in studio.models}  # fixed while the app runs: computed once
+
+    def model_controls(model: str | None) -> dict[str, Any]:
+        if model not in (None, "") and model not in controls_of:
+            studio.model(model)  # raises the refusal naming the loaded models
+        return controls_of[model or studio.models[0]]
+
+    first = model_controls(None)
+    truncating = [c for c in controls_of.values() if c["truncation"]]
     start_truncation = truncating[0]["default_truncation"] if truncating else 1.0  # what an API call without one gets
     # the dropdowns accept every loaded model's samplers (Gradio checks a value against the choices it started with);
     # the page narrows them to the chosen model's
-    all_samplers = list(dict.fromkeys(name for model in studio.models for name in studio.controls(model)["samplers"]))
+    all_samplers = list(dict.fromkeys(name for model in studio.models for name in controls_of[model]["samplers"]))
     all_deterministic = list(dict.fromkeys(name for model in studio.models
-                                           for name in studio.controls(model)["deterministic_samplers"]))
+                                           for name in controls_of[model]["deterministic_samplers"]))
     live_tokens: dict[str, int] = {}  # per visitor: the newest live change, so only the last of a burst runs
     live_done: dict[str, int] = {}  # per visitor: the token last generated, so a burst's followers generate nothing
     live_lock = threading.Lock()
     counter = itertools.count(1)
 
     def _truncation(model: str | None, value: float | None) -> float | None:
-        return value if studio.controls(model or None)["truncation"] and value is not None else None
+        return value if model_controls(model)["truncation"] and value is not None else None
 
     @_messages
     def generate(description: str, negative: str, category: str, gender: str, colour: str, season: str, num_images: float,
@@ -199,7 +206,7 @@ def build_demo(pipeline: FashionGenPipeline | Mapping[str, FashionGenPipeline], 
                  truncation: float | None = None, request: gr.Request = None,
                  progress: gr.Progress = gr.Progress()) -> Iterator[tuple[Any, ...]]:
         attributes = dict(zip(ATTRIBUTES, (category, gender, colour, season)))
-        controls = studio.controls(model or None)
+        controls = model_controls(model)
         job = GenerateRequest(description, (negative or "") if controls["negative"] else "", attributes, num_images, steps,
                               guidance, sampler if sampler in controls["samplers"] else None, 0 if seed is None else seed,
                               bool(random_seed), model or None, _truncation(model, truncation))
@@ -213,7 +220,7 @@ def build_demo(pipeline: FashionGenPipeline | Mapping[str, FashionGenPipeline], 
     async def live_tick(live: bool, model: str | None, request: gr.Request = None) -> Any:
         """A change on the page while Live is on: after LIVE_DEBOUNCE_S, a new token in the hidden state if no later
         change came, else nothing (the state keeps the token live_generate has already made)."""
-        if not live or not studio.controls(model or None)["live"]:
+        if not live or not model_controls(model)["live"]:
             return gr.skip()
         session = _session(request)
         token = live_tokens[session] = next(counter)
@@ -240,12 +247,11 @@ def build_demo(pipeline: FashionGenPipeline | Mapping[str, FashionGenPipeline], 
 
     def switch_model(model: str | None) -> tuple[Any, ...]:
         """The controls of the chosen model: shown, hidden, their choices and defaults."""
-        c = studio.controls(model or None)
+        c = model_controls(model)
         attribute_choices = studio.attribute_choices_for(model or None)
         samplers, deterministic = c["samplers"], c["deterministic_samplers"]
-        note = "" if c["can_edit"] else (f"*This model ({c['family']}) cannot edit photos; choose "
-                                         f"{' or '.join(n for n in studio.models if studio.controls(n)['can_edit']) or 'a diffusion model'} "
-                                         "above to edit.*")
+        refusal = studio.edit_refusal(model or None)
+        note = f"*{refusal} above to edit.*" if refusal else ""
         return (gr.update(visible=c["steps"]), gr.update(visible=c["guidance"]),
                 gr.update(choices=samplers, value=c["default_sampler"], visible=len(samplers) > 1),
                 gr.update(visible=c["negative"]), gr.update(visible=c["truncation"], value=c["default_truncation"]),
@@ -262,7 +268,7 @@ def build_demo(pipeline: FashionGenPipeline | Mapping[str, FashionGenPipeline], 
     def interpolate(description_a: str, description_b: str, seed_a: float, seed_b: float, frames: float, steps: float,
                     guidance: float, sampler: str, model: str | None = None, truncation: float | None = None,
                     request: gr.Request = None, progress: gr.Progress = gr.Progress()) -> Iterator[tuple[Any, ...]]:
-        controls = studio.controls(model or None)
+        controls = model_controls(model)
         job = InterpolateRequest(description_a, description_b, seed_a, seed_b, frames, steps, guidance,
                                  sampler if sampler in controls["samplers"] else None, model or None, _truncation(model, truncation))
         for update in studio.interpolate(job, _session(request)):
