@@ -220,7 +220,7 @@ def evaluate_model(options: argparse.Namespace, settings: SamplingSettings, out:
     swept = {field for point in parse_sweep(options.sweep or []) for field in point}
     settings = pipe.settings_for_model(settings, set(given_settings(options)) | swept, SETTING_OPTIONS)
     reference = options.reference or pipe.stages[0].info.data.source or BUNDLED_DATA
-    meta = {"model": pipe.describe(), "settings": settings.to_dict() | {"seed": options.seed, "per_caption": options.per_caption,
+    meta = {"model": pipe.describe(), "settings": pipe.settings_record(settings) | {"seed": options.seed, "per_caption": options.per_caption,
                                                                        "attributes": use_attributes(pipe, options)}}
     captions = read_captions(pipe, options)
     if not options.sweep:
@@ -234,7 +234,7 @@ def evaluate_model(options: argparse.Namespace, settings: SamplingSettings, out:
         point_settings = sweep_point(settings, point)
         folder = generate(pipe, options, captions, point_settings, out / "sweep" / name / "generated")
         setup = replace(setup_from(options, reference), memorisation=False)
-        report = evaluate_set(read_image_folder(folder), setup, out / "sweep" / name, {**meta, "settings": point_settings.to_dict()})
+        report = evaluate_set(read_image_folder(folder), setup, out / "sweep" / name, {**meta, "settings": meta["settings"] | pipe.settings_record(point_settings)})
         critic = report["metrics"].get("critic_score", {}).get("generated") or {}
         rows.append({"setting": point, "fid": report["metrics"]["fid"]["value"], "kid": report["metrics"]["kid"]["mean"],
                      "critic_score": critic.get("mean"), "num_images": report["meta"]["num_generated"], "report": f"sweep/{name}"})

@@ -99,6 +99,10 @@ class Generator(Protocol):
         a family that conditions on it; `stage` picks this stage's latents out of `inputs`."""
         ...
 
+    def settings_record(self, settings: SamplingSettings) -> dict[str, Any]:
+        """The settings this family reads, with its defaults filled in: what a report records of how its images were made."""
+        ...
+
     def card_line(self) -> str:
         """One line for the model card saying how the family makes its images (e.g. its noise schedule)."""
         ...

@@ -417,6 +417,10 @@ class FashionGenPipeline:
             settings = dataclasses.replace(settings, scheduler=self.default_sampler)
         return self.sampling_settings(settings)
 
+    def settings_record(self, settings: SamplingSettings) -> dict[str, Any]:
+        """What a report records of `settings`: the fields the base model's family reads, its defaults filled in."""
+        return self.stages[0].settings_record(settings)
+
     def sampling_settings(self, settings: SamplingSettings | None = None, **values: Any) -> SamplingSettings:
         """The settings of a keyword call: `settings` as built at an edge, or the keywords given (None = default),
         checked once here against the library's bounds and the base model's samplers; not both."""

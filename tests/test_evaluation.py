@@ -16,6 +16,7 @@ from conftest import write_garment_set
 from fashiongen.config import TextConfig, load_config
 from fashiongen.data import open_source
 from fashiongen.evaluation.images import EvaluationInputError, read_image_folder
+from fashiongen.evaluation.report import headline_metrics
 from fashiongen.text import CaptionEncoder
 from fashiongen.train.critic import train_critic
 from pipeline_helpers import export_tiny, export_tiny_gan
@@ -115,6 +116,8 @@ def test_sweep_draws_fid_and_critic_score_per_setting(script, garments: Path, cr
     assert [row["setting"] for row in rows] == [{"guidance_scale": 1.0}, {"guidance_scale": 3.0}]
     assert all(np.isfinite(row["fid"]) and row["critic_score"] is not None for row in rows)
     assert (out / "sweep.png").is_file() and (out / "sweep" / "guidance_scale=3.0" / "report.json").is_file()
+    recorded = json.loads((out / "sweep" / "guidance_scale=3.0" / "report.json").read_text())["meta"]["settings"]
+    assert recorded["guidance_scale"] == 3.0 and recorded["num_inference_steps"] == 2 and "truncation" not in recorded
 
 
 def test_a_gan_is_scored_and_swept_over_truncation(script, garments: Path, critic: Path, tmp_path: Path) -> None:
@@ -127,6 +130,11 @@ def test_a_gan_is_scored_and_swept_over_truncation(script, garments: Path, criti
     assert all(np.isfinite(row["fid"]) for row in rows)
     header = json.loads((out / "sweep" / "truncation=0.5" / "generated" / "submission.json").read_text())
     assert header["settings"]["scheduler"] == "one-step" and header["settings"]["truncation"] == 0.5
+    # the report records the settings a GAN reads (the default truncation filled in), none of diffusion's
+    report = json.loads((out / "sweep" / "truncation=0.5" / "report.json").read_text())
+    recorded = report["meta"]["settings"]
+    assert recorded["truncation"] == 0.5 and "guidance_scale" not in recorded and "num_inference_steps" not in recorded
+    assert headline_metrics(report)["evaluated on"].endswith("(one-step, truncation 0.5)")  # what the model card says
     assert script.main(["--model", str(gan), "--captions", str(garments), "--num-images", "4", "--steps", "5",
                         "--out", str(tmp_path / "refused"), *common(garments, critic, tmp_path)]) == 2  # a diffusion option
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import ClassVar, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import pytest
@@ -69,6 +69,9 @@ class ColourGenerator:
     def steps_per_image(self, settings: SamplingSettings, strength: float = 1.0) -> int:
         return 1
 
+    def settings_record(self, settings: SamplingSettings) -> dict[str, Any]:
+        return {"scheduler": settings.scheduler, "size": settings.size}
+
     def card_line(self) -> str:
         return "toy: one forward per image"
 
@@ -113,7 +116,7 @@ def toy_family(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, encoder: Caption
 
 def test_every_registered_family_implements_the_interface() -> None:
     members = ("family", "conditioning", "samplers", "can_edit", "settings_used", "from_files", "resolution", "latent_shape",
-               "attribute_vocab", "draw_latents", "steps_per_image", "generate", "write", "card_line")
+               "attribute_vocab", "draw_latents", "steps_per_image", "generate", "write", "settings_record", "card_line")
     for name, family in FAMILIES.items():
         assert family.family == name
         missing = [member for member in members if not hasattr(family, member)]

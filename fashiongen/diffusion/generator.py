@@ -103,6 +103,9 @@ class DiffusionGenerator:
     def attribute_vocab(self) -> dict[str, list[str]]:
         return self.model.attribute_vocab
 
+    def settings_record(self, settings: SamplingSettings) -> dict[str, Any]:
+        return {field: getattr(settings, field) for field in sorted(self.settings_used | {"size"})}
+
     @property
     def super_resolution(self) -> bool:
         return LOW_RES in self.conditioning

@@ -147,13 +147,22 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def settings_phrase(settings: dict[str, Any]) -> str:
+    """'dpm++, 20 steps, guidance 3' for a diffusion model, 'one-step, truncation 0.8' for a GAN: the settings a report
+    recorded (only those its model's family reads)."""
+    parts = [str(settings["scheduler"])] if settings.get("scheduler") else []
+    for key, shown in (("num_inference_steps", "{} steps"), ("guidance_scale", "guidance {:g}"), ("truncation", "truncation {:g}")):
+        if settings.get(key) is not None:
+            parts.append(shown.format(settings[key]))
+    return ", ".join(parts) or "default settings"
+
+
 def headline_metrics(report: dict[str, Any]) -> dict[str, str]:
     """The numbers a model card shows, each with its real-image counterpart and sample counts."""
     metrics, meta = report.get("metrics", {}), report.get("meta", {})
     settings = meta.get("settings") or {}
     found = {"evaluated on": f"{meta.get('num_generated')} generated images vs {(meta.get('reference') or {}).get('count')} "
-                             f"real validation photos ({settings.get('scheduler')}, {settings.get('num_inference_steps')} steps, "
-                             f"guidance {settings.get('guidance_scale')})"}
+                             f"real validation photos ({settings_phrase(settings)})"}
     if fid := metrics.get("fid"):
         floor = f" (real-vs-real floor {_fmt(fid['real_vs_real'], 2)})" if fid.get("real_vs_real") is not None else ""
         found["FID"] = _fmt(fid.get("value"), 2) + floor

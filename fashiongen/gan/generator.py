@@ -152,6 +152,9 @@ class GANGenerator:
     def steps_per_image(self, settings: SamplingSettings, strength: float = 1.0) -> int:
         return 1
 
+    def settings_record(self, settings: SamplingSettings) -> dict[str, Any]:
+        return {"scheduler": SAMPLER, "size": settings.size, "truncation": self.truncation(settings)}
+
     def card_line(self) -> str:
         return f"GAN: one generator forward per image, latent truncated at {self.default_truncation:g} std by default"
 
