@@ -223,6 +223,44 @@ def test_gan_training_logs_checkpoints_exports_and_resumes_bitwise(tmp_path: Pat
                             weights(resumed / "checkpoints" / "step_000008" / name)), name
 
 
+def test_a_nan_stops_gan_training_naming_the_step_and_the_last_good_checkpoint(tmp_path: Path, garments16: Path,
+                                                                                text_cache_dir: Path) -> None:
+    from fashiongen.runs import checkpoint_dirs
+    from fashiongen.train import TrainingDiverged, prepare, train
+    from training_helpers import tiny_config, weights
+
+    exploding = gan_overrides(**{"train.max_steps": 40, "train.checkpoint_every": 1, "train.keep_checkpoints": 50,
+                                 "gan.generator_lr": 1.0, "gan.discriminator_lr": 1.0, "gan.ma_gp_weight": 1e6,
+                                 "gan.ma_gp_every": 1, "gan.ma_gp_power": 12})  # the penalty overflows within steps
+    with pytest.raises(TrainingDiverged, match=r"GAN loss became NaN/inf at step (\d+); the last checkpoint before it is .*step_"):
+        train(prepare(tiny_config(garments16, tmp_path, text_cache_dir, **exploding), show_progress=False), show_progress=False)
+    last = checkpoint_dirs(next(tmp_path.glob("001-*")))[-1]
+    assert all(bool(torch.isfinite(v).all()) for v in weights(last / "ema.safetensors").values())
+
+
+def test_a_pinned_discriminator_and_a_collapsing_batch_are_reported_with_the_step(tmp_path: Path, garments16: Path,
+                                                                                 text_cache_dir: Path) -> None:
+    from fashiongen.train import prepare, train
+    from fashiongen.train.gan import _watch
+    from training_helpers import tiny_config
+
+    run = prepare(tiny_config(garments16, tmp_path, text_cache_dir, **gan_overrides(**{"train.max_steps": 4})),
+                  show_progress=False)
+    train(run, show_progress=False)  # a checkpoint at step 4
+    run.watch, run.first_diversity = {"pinned": [], "diversity": []}, None
+    healthy = {"d_real_acc": 0.7, "d_fake_acc": 0.6, "diversity": 0.5}
+    assert [_watch(run, healthy) for _ in range(10)] == [None] * 10  # window 10: the start's diversity is 0.5
+    run.step = 37
+    pinned = [_watch(run, {"d_real_acc": 1.0, "d_fake_acc": 1.0, "diversity": 0.5}) for _ in range(10)]
+    assert pinned[-1] is not None and pinned[-1].startswith("step 37: the discriminator has classified every real and "
+                                                            "generated image right for 10 steps")
+    assert f"the last checkpoint before it is {run.run_dir / 'checkpoints' / 'step_000004'}." in pinned[-1]
+    run.watch = {"pinned": [], "diversity": []}
+    collapsing = [_watch(run, {"d_real_acc": 0.7, "d_fake_acc": 0.6, "diversity": 0.01}) for _ in range(10)]
+    assert collapsing[:-1] == [None] * 9 and "batch diversity 0.0100 is under a tenth of its start (0.5000): mode collapse" \
+        in collapsing[-1]
+
+
 def test_sample_cli_takes_a_gan_refuses_diffusion_options_and_writes_submissions(gan_model: Path, tmp_path: Path) -> None:
     import json
 
