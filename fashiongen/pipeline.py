@@ -285,7 +285,10 @@ class FashionGenPipeline:
                 lines.append(f"- {lead} `{start['path']}` (sha256 {start['sha256'][:16]}: {facts})")
         train = base.config.get("train") or {}
         if train:
-            lines += [f"- batch size {train.get('batch_size')}, learning rate {train.get('learning_rate')}, "
+            own = base.config.get(base.family) or {}  # a family with two optimisers (a GAN) sets their rates in its section
+            rate = (f"G {own['generator_lr']}, D {own['discriminator_lr']} (two optimisers)"
+                    if "generator_lr" in own and "discriminator_lr" in own else train.get("learning_rate"))
+            lines += [f"- batch size {train.get('batch_size')}, learning rate {rate}, "
                       f"EMA decay {train.get('ema_decay')}, mixed precision {train.get('mixed_precision')}"]
         metrics = base.metrics
         lines += ["", "## Metrics", ""]

@@ -345,6 +345,7 @@ def test_a_gan_is_published_with_its_card_and_loads_back(gan_model: Path, tmp_pa
     assert release([str(gan_model), str(out), "--critic", "none"]) == 0
     card = (out / "README.md").read_text()
     assert "Caption-conditioned gan model" in card and "GAN: one generator forward per image" in card
+    assert "learning rate G 0.0001, D 0.0004 (two optimisers)" in card  # its own, not train.learning_rate
     assert read_info(out).family == "gan" and read_info(out).weights.dtype == "float16"
     pipe = FashionGenPipeline.from_pretrained(out)
     assert pipe(["a red dress"], seed=0)[0].size == (32, 32)
