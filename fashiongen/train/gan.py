@@ -21,7 +21,6 @@ import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import set_seed
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from ..config import Config, save_config
 from ..data import FashionDataset
@@ -36,18 +35,7 @@ from ..text import CaptionEncoder
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DiffusionExamples, EpochSampler, attribute_vocabulary
 from .ema import EMA
-from .schedule import (
-    StopSignals,
-    Throughput,
-    TrainingDiverged,
-    TrainingStopped,
-    across_processes,
-    epoch_batches,
-    log_due,
-    save_last_checkpoint,
-    validate_and_checkpoint,
-    write_metrics,
-)
+from .adversarial import LoopParts, run_adversarial
 
 logger = logging.getLogger("fashiongen.train")
 
@@ -300,57 +288,20 @@ def export_gan(run: GANRun, dtype: str = "float32") -> Path:
 
 
 def train_gan(run: GANRun, show_progress: bool = True) -> Path:
-    """Train until train.max_steps; checkpoint, validate and log on schedule (schedule.py); export at the end."""
-    accelerator, t = run.accelerator, run.config.train
-    progress = tqdm(total=t.max_steps, initial=run.step, desc=run.run_dir.name, unit="step", dynamic_ncols=True,
-                    disable=not (show_progress and accelerator.is_main_process))
-    clock, sums, count = Throughput(), {}, 0
+    """Train until train.max_steps in the adversarial loop (adversarial.py); export at the end."""
+    from ..plots import gan_curves
 
-    def validate() -> None:
-        write_metrics(run, validate_gan(run))
-        if accelerator.is_main_process:
-            from ..plots import gan_curves
+    def watch(run: GANRun, record: dict[str, float]) -> str | None:
+        alert = _watch(run, record)
+        if alert is not None:
+            logger.warning(alert)
+            run.watch = {"pinned": [], "diversity": []}  # once a window, not every step
+        return alert
 
-            gan_curves(run.metrics.read(), run.run_dir / "curves.png", title=f"{run.run_dir.name} ({run.config.model.name})")
-
-    try:
-        with StopSignals() as stop:
-            for epoch, batch in epoch_batches(run, t.max_steps):
-                record = train_step(run, batch)
-                run.step += 1
-                clock.count_step()
-                run.ema.update(accelerator.unwrap_model(run.generator), run.step)
-                nonfinite = not all(torch.isfinite(torch.tensor(v)) for v in record.values())
-                diverged, signum = across_processes(accelerator, float(nonfinite), stop.received)
-                if diverged:
-                    checkpoints = checkpoint_dirs(run.run_dir)
-                    kept = f"the last checkpoint before it is {checkpoints[-1]}" if checkpoints else "no checkpoint was written before it"
-                    raise TrainingDiverged(f"a GAN loss became NaN/inf at step {run.step}; {kept}. Lower gan.generator_lr "
-                                           "and gan.discriminator_lr, or raise gan.ma_gp_weight")
-                if (alert := _watch(run, record)) is not None:
-                    logger.warning(alert)
-                    write_metrics(run, {"alert": alert})
-                    run.watch = {"pinned": [], "diversity": []}  # once a window, not every step
-                for key, value in record.items():
-                    sums[key] = sums.get(key, 0.0) + value
-                count += 1
-                progress.update(1)
-                if log_due(run.step, t):
-                    means = {key: value / count for key, value in sums.items()}
-                    write_metrics(run, {"epoch": epoch, **means, "images_per_s": clock.images_per_s(run.images_per_step)})
-                    progress.set_postfix(d=f"{means['d_loss']:.3f}", g=f"{means['g_loss']:.3f}")
-                    sums, count = {}, 0
-                    clock.restart()
-                if signum:
-                    raise TrainingStopped(int(signum), save_gan(run))
-                validate_and_checkpoint(run.step, t, clock, validate=validate, save=lambda: save_gan(run))
-            save_last_checkpoint(run.run_dir, run.step, lambda: save_gan(run))
-            validate()
-            export_gan(run)
-    finally:
-        progress.close()
-        accelerator.end_training()
-    return run.run_dir
+    parts = LoopParts(step=train_step, validate=lambda: validate_gan(run), save=lambda: save_gan(run),
+                      export=lambda: export_gan(run), watch=watch, curves=lambda records, path, title: gan_curves(records, path, title=title),
+                      hint="Lower gan.generator_lr and gan.discriminator_lr, or raise gan.ma_gp_weight")
+    return run_adversarial(run, parts, show_progress)
 
 
 __all__ = ["GANRun", "batch_diversity", "export_gan", "prepare_gan", "save_gan", "train_gan", "train_step", "validate_gan"]
