@@ -4,6 +4,8 @@ memorisation check, each beside the same score for real validation photos.
     python evaluate.py --model runs/001-small64/export --captions ../shared/data/fashion-products --num-images 500 --out eval/
     python evaluate.py --images submission/ --out eval-submission/          # a challenge set or a sample.py folder
     python evaluate.py --model MODEL --captions SOURCE --num-images 200 --sweep guidance=1,2,3,5 steps=10,20 --out sweep/
+    python evaluate.py --model MODEL --captions SOURCE --size 256 [--no-superres] --out eval-256/   # upsampler vs Lanczos
+    python evaluate.py --upsampling fashiongen/pretrained --reference ../shared/data/fashion-products --out eval-upsampling/
     python evaluate.py --reference ../shared/data/fashion-products --stats-only --resolution 64
     python evaluate.py --train-critic ../shared/data/fashion-products [configs/critic.yaml] [key=value ...]
 
@@ -26,7 +28,8 @@ from fashiongen.config import ConfigError, load_config
 from fashiongen.data import DataError
 from fashiongen.evaluation.critic import EncoderMismatchError
 from fashiongen.evaluation.fid import reference_stats
-from fashiongen.evaluation.images import EvaluationInputError, read_image_folder
+from fashiongen.evaluation.images import EvaluationInputError, read_dataset_images, read_image_folder
+from fashiongen.evaluation.restoration import bicubic, lanczos, restoration_report, stage_method, upsampling_stage
 from fashiongen.evaluation.report import sweep_plot
 from fashiongen.evaluation.suite import EvaluationSetup, evaluate_set
 from fashiongen.families import sampler_names
@@ -63,6 +66,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     mode.add_argument("--model", help="generate from this model (export, pipeline, checkpoint or run; or a shipped one by "
                       "name: diffusion, gan), then score")
     mode.add_argument("--images", help="score a folder: a challenge submission, a sample.py folder or plain images")
+    mode.add_argument("--upsampling", action="append", metavar="STAGE",
+                      help="score upsampling stages (an upsampler, or a model folder's last stage; repeatable) beside "
+                           "Lanczos and bicubic on the --reference validation photos, box-downsampled to their input")
     mode.add_argument("--stats-only", action="store_true", help="only precompute the reference FID statistics")
     mode.add_argument("--train-critic", metavar="SOURCE", help="train the critic on SOURCE's train split")
     parser.add_argument("rest", nargs="*", help="--train-critic: YAML configs then key=value overrides")
@@ -84,6 +90,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--val-fraction", type=float, default=0.05, help="held-out share of sources without their own split")
     parser.add_argument("--num-real", type=int, help="real validation images to use (default all)")
     parser.add_argument("--resolution", type=int, help="resize every image to this size (needed for mixed sizes)")
+    parser.add_argument("--size", type=int, help="--model: generate at this size (default: the model's largest stage; the "
+                                                 "cascade runs up to it, then Lanczos)")
+    parser.add_argument("--superres", action="append", default=[], help="--model: a stage to add (an upsampler; repeatable)")
+    parser.add_argument("--input-size", type=int, default=64, help="--upsampling: the photos are box-downsampled to this (default 64)")
+    parser.add_argument("--no-superres", action="store_true",
+                        help="--model: the base model alone, its own later stages dropped (--size is then a Lanczos resize)")
     parser.add_argument("--critic", default=None, help="saved critic (default: the bundled one); 'none' skips critic scores")
     parser.add_argument("--no-memorisation", action="store_true", help="skip the nearest-training-neighbour search")
     parser.add_argument("--kid-subset-size", type=int, default=1000)
@@ -91,9 +103,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cache-dir", default=".cache/fashiongen/eval")
     parser.add_argument("--quiet", action="store_true")
     options = parser.parse_args(argv)
-    chosen = [bool(options.model), bool(options.images), options.stats_only, bool(options.train_critic)]
+    chosen = [bool(options.model), bool(options.images), bool(options.upsampling), options.stats_only, bool(options.train_critic)]
     if sum(chosen) != 1:
-        parser.error("choose exactly one of --model, --images, --stats-only and --train-critic")
+        parser.error("choose exactly one of --model, --images, --upsampling, --stats-only and --train-critic")
     return options
 
 
@@ -129,8 +141,9 @@ def check_options(options: argparse.Namespace) -> SamplingSettings:
     """Every number of the command line in range (SamplingSettings' bounds for the sampling settings and
     every --sweep point) before anything is read or written; PipelineInputError naming the option."""
     settings = SamplingSettings.parse(names=SETTING_OPTIONS, samplers=sampler_names(), **given_settings(options))
-    if options.resolution is not None:
-        SamplingSettings.parse(names={"size": "--resolution"}, size=options.resolution)
+    for name, size in (("--resolution", options.resolution), ("--size", options.size), ("--input-size", options.input_size)):
+        if size is not None:
+            SamplingSettings.parse(names={"size": name}, size=size)
     for point in parse_sweep(options.sweep or []):
         sweep_point(settings, point)
     for name, value, low in (("--num-images", options.num_images, 1), ("--per-caption", options.per_caption, 1),
@@ -174,7 +187,7 @@ def generate(pipe: FashionGenPipeline, options: argparse.Namespace, captions: li
         raise PipelineInputError(f"--num-images {options.num_images} needs {needed} captions at --per-caption "
                                  f"{options.per_caption}; {options.captions} has {len(captions)} (raise --per-caption)")
     chosen = captions[:: max(1, len(captions) // needed)][:needed]
-    generate_submission(pipe, chosen, out, options.per_caption, settings, resolution=pipe.resolution,
+    generate_submission(pipe, chosen, out, options.per_caption, settings, resolution=options.size or pipe.resolution,
                         base_seed=options.seed, use_attributes=use_attributes(pipe, options), show_progress=not options.quiet)
     return out
 
@@ -207,15 +220,41 @@ def run(options: argparse.Namespace) -> str:
             generated = read_image_folder(options.images, options.resolution, attributes)
             report = evaluate_set(generated, setup_from(options, options.reference or BUNDLED_DATA), out)
         return summary(report, out)
+    if options.upsampling:
+        with output_lock(out):
+            return evaluate_upsampling(options, out)
     if not options.captions:
         raise PipelineInputError("--model needs --captions (a dataset source or a JSONL of {id, caption})")
     with output_lock(out):  # one writer per report folder (and its generated/ sets), held for the whole run
         return evaluate_model(options, settings, out)
 
 
+def evaluate_upsampling(options: argparse.Namespace, out: Path) -> str:
+    """Each --upsampling stage beside Lanczos and bicubic on real validation photos (evaluation/restoration.py)."""
+    stages = [(path, *upsampling_stage(path, options.device)) for path in options.upsampling]
+    sizes = {stage.resolution for _, stage, _ in stages}
+    if len(sizes) != 1:
+        raise PipelineInputError(f"--upsampling: the stages make different sizes ({sorted(sizes)}); compare one size at a time")
+    (size,) = sizes
+    input_size = options.input_size
+    if size % input_size:
+        raise PipelineInputError(f"--input-size {input_size}: the stages make {size} px, not a multiple of it")
+    reference = options.reference or BUNDLED_DATA
+    photos = read_dataset_images(reference, "validation", size, options.num_real, options.val_fraction)
+    captions = list(photos.captions or [""] * len(photos))
+    methods = {"lanczos": lanczos(size), "bicubic": bicubic(size)}
+    for path, stage, encoder in stages:
+        methods[f"{stage.family} ({path})"] = stage_method(stage, encoder, captions)
+    report = restoration_report(photos, input_size, methods, out, device=options.device, show_progress=not options.quiet)
+    best = min(report["methods"].items(), key=lambda item: item[1]["fid"])
+    return f"{len(methods)} methods on {len(photos)} photos; lowest FID: {best[0]} ({best[1]['fid']:.2f}); {out / 'report.md'}"
+
+
 def evaluate_model(options: argparse.Namespace, settings: SamplingSettings, out: Path) -> str:
     """Generate a submission-format set under out/generated (or one per --sweep point), then score it."""
-    pipe = FashionGenPipeline.from_pretrained(model_path(options.model), device=options.device)
+    pipe = FashionGenPipeline.from_pretrained(model_path(options.model), superres=options.superres, device=options.device)
+    if options.no_superres:
+        pipe = pipe.base_only()
     pipe.show_progress = not options.quiet
     swept = {field for point in parse_sweep(options.sweep or []) for field in point}
     settings = pipe.settings_for_model(settings, set(given_settings(options)) | swept, SETTING_OPTIONS)

@@ -84,8 +84,8 @@ class TextConfig:
 class ModelConfig:
     """The generator: an architecture from the registry and the diffusion process it is trained for."""
 
-    family: str = "diffusion"  # diffusion | gan: which generator family `name` is a network of
-    name: str = "unet-small"  # a key of fashiongen.models.MODELS (diffusion) or fashiongen.gan.GANS (gan)
+    family: str = "diffusion"  # diffusion | gan | upsampler: which generator family `name` is a network of
+    name: str = "unet-small"  # a key of fashiongen.models.MODELS (diffusion), fashiongen.gan.GANS (gan) or UPSAMPLERS
     prediction_type: str = "v_prediction"  # epsilon | v_prediction
     beta_schedule: str = "squaredcos_cap_v2"  # squaredcos_cap_v2 (cosine) | linear | scaled_linear
     num_train_timesteps: int = 1000
@@ -96,7 +96,7 @@ class ModelConfig:
     low_res_noise_max: float = 0.1  # super-resolution: noise std (in [-1, 1] pixels) added to the low-res input, up to
 
     def __post_init__(self) -> None:
-        _check_choice("model.family", self.family, ("diffusion", "gan"))
+        _check_choice("model.family", self.family, ("diffusion", "gan", "upsampler"))
         _check_choice("model.prediction_type", self.prediction_type, ("epsilon", "v_prediction"))
         _check_choice("model.beta_schedule", self.beta_schedule, ("squaredcos_cap_v2", "linear", "scaled_linear"))
         _check_range("model.num_train_timesteps", self.num_train_timesteps, 2, 100_000)
@@ -202,6 +202,52 @@ class GANConfig:
 
 
 @dataclass
+class UpsamplerConfig:
+    """How an upsampler (model.family: upsampler; its input size is model.low_res_resolution, its output
+    data.resolution) is trained, beside train.*: high-res patches and the degradations that make their low-res inputs,
+    the loss weights, and two optimisers. L1 alone for the first `adversarial_start` steps (ESRGAN's PSNR-oriented
+    start), then L1 + adversarial + feature matching on its own patch discriminator."""
+
+    patch_size: int = 128  # high-res patch side cropped from each photo (its input is patch_size / scale)
+    generator_lr: float = 2e-4
+    discriminator_lr: float = 2e-4
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.99
+    l1_weight: float = 1.0
+    adversarial_weight: float = 0.01
+    feature_weight: float = 0.1  # L1 between the discriminator's features of the output and of the photo
+    adversarial_start: int = 1000  # steps of L1 alone before the discriminator joins
+    blur_prob: float = 0.5
+    blur_sigma: list[float] = field(default_factory=lambda: [0.3, 1.5])  # gaussian [min, max], high-res pixels
+    kernels: list[str] = field(default_factory=lambda: ["area", "bilinear", "bicubic"])  # downsampling, one drawn per image
+    noise_prob: float = 0.3
+    noise_sigma: list[float] = field(default_factory=lambda: [1.0, 6.0])  # [min, max] in 8-bit levels
+    jpeg_prob: float = 0.2
+    jpeg_quality: list[int] = field(default_factory=lambda: [75, 95])  # [min, max]
+    validation_images: int = 8  # validation photos in the PSNR and the picture at each validation
+
+    def __post_init__(self) -> None:
+        _check_range("upsampler.patch_size", self.patch_size, 8, 4096)
+        for key in ("generator_lr", "discriminator_lr"):
+            _check_range(f"upsampler.{key}", getattr(self, key), 0.0, 1.0)
+        for key in ("adam_beta1", "adam_beta2"):
+            _check_range(f"upsampler.{key}", getattr(self, key), 0.0, 0.9999)
+        for key in ("l1_weight", "adversarial_weight", "feature_weight"):
+            _check_range(f"upsampler.{key}", getattr(self, key), 0.0, 1e6)
+        for key in ("blur_prob", "noise_prob", "jpeg_prob"):
+            _check_range(f"upsampler.{key}", getattr(self, key), 0.0, 1.0)
+        _check_range("upsampler.adversarial_start", self.adversarial_start, 0, 1 << 40)
+        _check_range("upsampler.validation_images", self.validation_images, 1, 1024)
+        for key, low, high in (("blur_sigma", 0.01, 10.0), ("noise_sigma", 0.0, 64.0), ("jpeg_quality", 1, 100)):
+            pair = getattr(self, key)
+            if len(pair) != 2 or not low <= pair[0] <= pair[1] <= high:
+                raise ConfigError(f"upsampler.{key}: expected [min, max] with {low} <= min <= max <= {high}, got {pair}")
+        unknown = [k for k in self.kernels if k not in ("area", "bilinear", "bicubic")]
+        if not self.kernels or unknown:
+            raise ConfigError(f"upsampler.kernels: expected some of area, bilinear, bicubic, got {self.kernels}")
+
+
+@dataclass
 class CriticConfig:
     """The text-image critic (evaluation/critic.py; trained by train/critic.py): a small CNN and a caption projection
     trained contrastively."""
@@ -263,6 +309,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)  # used by train/critic.py only
     gan: GANConfig = field(default_factory=GANConfig)  # used when model.family is gan
+    upsampler: UpsamplerConfig = field(default_factory=UpsamplerConfig)  # used when model.family is upsampler
 
 
 def _field_types(cls: type) -> dict[str, Any]:

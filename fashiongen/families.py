@@ -17,11 +17,13 @@ from .gan.generator import GANGenerator
 from .generators import Generator
 from .models import get_spec
 from .models.files import DTYPES, ModelFileError, read_model_files
+from .upsampler.generator import UpsamplerGenerator
 
 FAMILIES: dict[str, type[Generator]] = {
     "diffusion": DiffusionGenerator,
     "superres": SuperResolutionGenerator,
     "gan": GANGenerator,
+    "upsampler": UpsamplerGenerator,
 }
 
 

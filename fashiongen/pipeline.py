@@ -160,6 +160,15 @@ def check_mask_shape(photo: tuple[int, ...], mask: tuple[int, ...]) -> None:
                              "itself or on a copy of the same proportions")
 
 
+def encoder_for(stage: Generator, device: str | torch.device = "cpu", text_encoder: str | None = None,
+                cache_dir: str = "") -> CaptionEncoder:
+    """The caption encoder a model was trained with (`text_encoder`: a local directory to load it from instead)."""
+    text = stage.info.text
+    return CaptionEncoder(TextConfig(encoder=text_encoder or text.encoder, max_length=text.max_length,
+                                     normalize_pooled=text.normalize_pooled, device=str(device), dtype=text.dtype,
+                                     cache_dir=cache_dir))
+
+
 class FashionGenPipeline:
     """A base model, its super-resolution stages (ascending resolution) and the caption encoder they were trained with."""
 
@@ -213,15 +222,19 @@ class FashionGenPipeline:
             paths = [path]
         stages = [load_generator(p, device, dtype, verify) for p in [*paths, *map(Path, superres)]]
         stages = [stages[0], *sorted(stages[1:], key=lambda stage: stage.resolution)]
-        text = stages[0].info.text
-        encoder = CaptionEncoder(TextConfig(encoder=text_encoder or text.encoder, max_length=text.max_length,
-                                            normalize_pooled=text.normalize_pooled, device=str(device), dtype=text.dtype,
-                                            cache_dir=cache_dir))
-        return cls(stages, encoder)
+        return cls(stages, encoder_for(stages[0], device, text_encoder, cache_dir))
+
+    def base_only(self) -> FashionGenPipeline:
+        """The same base model and encoder without the stages after it (sizes above the base's become Lanczos resizes):
+        what an upsampling stage is compared against."""
+        pipe = FashionGenPipeline(self.stages[:1], self.encoder, self.batch_size)
+        pipe.show_progress = self.show_progress
+        return pipe
 
     def save_pretrained(self, path: str | Path, dtype: str | None = None, critic: str | Path | None = None,
                         notes: str = "", overwrite: bool = False) -> Path:
-        """The base model at `path`, SR stages in `path/superres-<px>/`, pipeline.json and a model card (atomic).
+        """The base model at `path`, later stages in `path/<family>-<px>/` (superres-128, upsampler-256), pipeline.json
+        and a model card (atomic).
         `critic`: a saved critic directory copied into `path/critic/`, so model and judge travel together;
         `notes`: markdown added to the model card (what the model can and cannot do).
         `path` must be new, empty or a model folder of ours; anything else, and the package's own default model,
@@ -235,7 +248,7 @@ class FashionGenPipeline:
             critic_files = [file for file in sorted(critic.iterdir()) if file.is_file()]
         dtype = dtype or {v: k for k, v in DTYPES.items()}[self.dtype]
         with replacing_directory(path, overwrite, protected=(DEFAULT_MODEL_DIR,)) as temporary:
-            names = ["."] + [f"superres-{stage.resolution}" for stage in self.stages[1:]]
+            names = ["."] + [f"{stage.family}-{stage.resolution}" for stage in self.stages[1:]]  # superres-128, upsampler-256
             for name, stage in zip(names, self.stages):
                 directory = temporary / name
                 directory.mkdir(exist_ok=True)
@@ -648,4 +661,4 @@ Stage = Generator  # a stage of the cascade is a loaded generator (the name earl
 
 __all__ = ["DEFAULT_MODEL_DIR", "MAX_SEED", "FashionGenPipeline", "Generator", "ImageInput", "ModelFileError", "PipelineInputError",
            "Preview", "SamplingSettings", "Stage", "StepPreview", "check_mask_shape", "check_range", "check_seeds",
-           "default_model_path", "load_image", "model_path"]
+           "default_model_path", "encoder_for", "load_image", "model_path"]

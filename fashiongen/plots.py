@@ -87,3 +87,35 @@ def gan_curves(records: Sequence[dict[str, Any]], path: str | Path, title: str =
     axes[0].set_title(title, fontsize=10)
     axes[-1].set_xlabel("step")
     return _save(figure, path)
+
+def upsampler_curves(records: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """An upsampler run's metrics.jsonl against step: the L1 loss, training-batch PSNR beside the validation photos'
+    PSNR (and bicubic's, the floor to beat), and, once the discriminator has joined, its losses and accuracies."""
+    train = [r for r in records if "l1" in r]
+    val = [r for r in records if "val_psnr" in r]
+    adversarial = [r for r in train if "d_loss" in r]
+    figure, axes = plt.subplots(3, 1, figsize=(7, 7.5), sharex=True, height_ratios=(2, 2, 2))
+    steps = [r["step"] for r in train]
+    window = max(1, len(train) // 20)
+    values = [r["l1"] for r in train]
+    axes[0].plot(steps, values, color="tab:blue", alpha=0.2, linewidth=0.8)
+    axes[0].plot(steps, _smooth(values, window), color="tab:blue", label="L1 (smoothed)")
+    axes[1].plot(steps, _smooth([r["psnr"] for r in train], window), color="tab:blue", label="training patches")
+    if val:
+        axes[1].plot([r["step"] for r in val], [r["val_psnr"] for r in val], "o-", color="tab:green", label="validation photos")
+        axes[1].plot([r["step"] for r in val], [r["val_psnr_bicubic"] for r in val], "--", color="tab:gray",
+                     label="validation photos, bicubic")
+    if adversarial:
+        a_steps = [r["step"] for r in adversarial]
+        for key, colour, label in (("d_loss", "tab:red", "D loss"), ("g_adv", "tab:purple", "G adversarial"),
+                                   ("d_real_acc", "tab:green", "D right on photos"), ("d_fake_acc", "tab:orange", "D right on outputs")):
+            axes[2].plot(a_steps, _smooth([r[key] for r in adversarial], window), color=colour, label=label)
+    for axis, label in zip(axes, ("L1", "PSNR (dB)", "discriminator")):
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+        if axis.lines:
+            axis.legend(loc="upper right", fontsize=7)
+    axes[0].set_title(title, fontsize=10)
+    axes[-1].set_xlabel("step")
+    return _save(figure, path)
+

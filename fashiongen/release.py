@@ -4,6 +4,7 @@ evaluate.py report in model.json and the model card, the critic that judged it, 
     python -m fashiongen.release runs/001-default64 my-model/ --dtype float16 \\
         --report docs/default-model/report.json --notes docs/default-model/card-notes.md
     python -m fashiongen.release runs/001-default64 fashiongen/pretrained --overwrite ...   # the shipped model
+    python -m fashiongen.release fashiongen/pretrained fashiongen/pretrained --superres runs/002-upsampler256 --overwrite
 
 OUT must be new, empty, or a model folder of ours (model.json or pipeline.json), which is replaced atomically;
 anything else (a file, a folder of other files) is refused unless --overwrite. The package's own default model
@@ -26,10 +27,11 @@ from .utils import DISK_ERRORS
 
 
 def publish(model: Path, out: Path, dtype: str = "float16", critic: Path | None = None, report: Path | None = None,
-            notes: Path | None = None, overwrite: bool = False) -> Path:
-    """A model folder a user loads by path (or by default, in fashiongen/pretrained/)."""
+            notes: Path | None = None, overwrite: bool = False, superres: tuple[Path, ...] = ()) -> Path:
+    """A model folder a user loads by path (or by default, in fashiongen/pretrained/); `superres`: stages (an upsampler)
+    the folder carries after the model's own."""
     check_output_dir(out, overwrite, (DEFAULT_MODEL_DIR, BUNDLED_GAN))  # before loading anything
-    pipe = FashionGenPipeline.from_pretrained(model)
+    pipe = FashionGenPipeline.from_pretrained(model, superres=superres)
     if report is not None:
         try:
             metrics = headline_metrics(json.loads(report.read_text(encoding="utf-8")))
@@ -56,6 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--critic", default=str(BUNDLED_CRITIC), help="critic to ship beside it ('none': no critic)")
     parser.add_argument("--report", help="evaluate.py report.json whose headline numbers go into the card")
     parser.add_argument("--notes", help="markdown file added to the model card")
+    parser.add_argument("--superres", action="append", default=[],
+                        help="a stage the folder carries after the model (an upsampler's run or export; repeatable)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace OUT even when it is not a model folder of ours, or is a model shipped in the package")
 
@@ -65,7 +69,7 @@ def run(options: argparse.Namespace) -> int:
     try:
         print(publish(Path(options.model), Path(options.out), options.dtype, critic,
                       Path(options.report) if options.report else None, Path(options.notes) if options.notes else None,
-                      overwrite=options.overwrite))
+                      overwrite=options.overwrite, superres=tuple(map(Path, options.superres))))
     except (ModelFileError, PipelineInputError, OSError) as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         return 2

@@ -43,3 +43,21 @@ def export_tiny_gan(out: Path, encoder: CaptionEncoder, *, seed: int = 0, attrib
     with replacing_directory(out) as temporary:
         write_model_files(model.state_dict(), gan_description(model, config, encoder.identity, {"steps": 0}), temporary)
     return out
+
+
+def export_tiny_upsampler(out: Path, encoder: CaptionEncoder, *, seed: int = 0, input_resolution: int = 32) -> Path:
+    """upsampler-tiny (4x from `input_resolution`, random weights: bicubic plus a random detail layer) with the caption
+    encoder's width, written as model files."""
+    from fashiongen.models.files import replacing_directory, write_model_files
+    from fashiongen.upsampler import UPSAMPLERS, Upsampler
+    from fashiongen.upsampler.generator import upsampler_description
+
+    config = load_config([], ["model.family=upsampler", "model.name=upsampler-tiny", f"data.resolution={4 * input_resolution}",
+                              f"model.low_res_resolution={input_resolution}", "name=tiny-upsampler-test"])
+    torch.manual_seed(seed)
+    model = Upsampler(UPSAMPLERS["upsampler-tiny"], encoder.dim)
+    torch.nn.init.normal_(model.conv_out.weight, std=0.05)  # not the bicubic start: a stage that changes images
+    with replacing_directory(out) as temporary:
+        write_model_files(model.state_dict(), upsampler_description(model, config, encoder.identity, input_resolution,
+                                                                    {"steps": 0}), temporary)
+    return out

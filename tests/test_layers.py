@@ -26,7 +26,7 @@ LAYERS: dict[str, int] = {
     "fashiongen": 0, "fashiongen.utils": 0, "fashiongen.config": 0, "fashiongen.settings": 0, "fashiongen.runs": 0,
     "fashiongen.data.*": 1, "fashiongen.text.*": 1, "fashiongen.models.*": 1, "fashiongen.grid": 1,
     "fashiongen.plots": 1, "fashiongen.generators": 1,
-    "fashiongen.diffusion.*": 2, "fashiongen.gan.*": 2,  # generator families
+    "fashiongen.diffusion.*": 2, "fashiongen.gan.*": 2, "fashiongen.upsampler.*": 2,  # generator families
     "fashiongen.families": 3, "fashiongen.pipeline": 3, "fashiongen.evaluation.*": 3,
     "fashiongen.jobs": 4, "fashiongen.submission": 4, "fashiongen.app.*": 4, "fashiongen.challenge.*": 4,
     "fashiongen.release": 4,

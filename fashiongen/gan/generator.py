@@ -68,6 +68,32 @@ def write_discriminator(state_dict: dict[str, Tensor], directory: Path, dtype: s
     return {"file": DISCRIMINATOR_FILE, "dtype": dtype, "sha256": sha256_of(directory / DISCRIMINATOR_FILE)}
 
 
+def read_discriminator(file: Path | None, recorded: Any) -> dict[str, Tensor] | None:
+    """A discriminator's float32 weights beside a model's files, checked against the checksum model.json records for
+    it (`recorded`: its entry); None when the model has none."""
+    if file is None:
+        return None
+    if not file.is_file():
+        raise ModelFileError(f"{file}: missing (model.json lists it)")
+    recorded = recorded if isinstance(recorded, dict) else {}
+    if recorded.get("sha256") and sha256_of(file) != recorded["sha256"]:
+        raise ModelFileError(f"{file}: checksum does not match model.json (file corrupted or replaced)")
+    return {name: tensor.float() for name, tensor in load_weights(file).items()}
+
+
+def discriminator_file(files: ModelFiles, section: str) -> Path | None:
+    """Where a model's discriminator is: the file model.json's `section`.discriminator names in its folder (an export),
+    Accelerate's second model (a checkpoint); None when there is none."""
+    if files.info is not None:
+        recorded = files.info.section(section).get("discriminator")
+        name = recorded.get("file") if isinstance(recorded, dict) else None
+        if name is not None and (not isinstance(name, str) or name != Path(name).name or not name.endswith(".safetensors")):
+            raise ModelFileError(f"{files.where}: {section}.discriminator.file: expected NAME.safetensors in this folder")
+        return files.directory / name if name else None
+    file = files.directory / CHECKPOINT_DISCRIMINATOR
+    return file if file.is_file() else None
+
+
 class GANGenerator:
     """A one-forward text-to-image generator (DF-GAN style). It edits a photo by GAN inversion: z is optimised so the
     generator, given the empty caption, reconstructs the photo; the image is then regenerated from that z with the
@@ -89,14 +115,7 @@ class GANGenerator:
 
     def discriminator_state(self) -> dict[str, Tensor] | None:
         """The discriminator's float32 weights, checked against model.json's checksum; None when the files have none."""
-        if self.discriminator_file is None:
-            return None
-        if not self.discriminator_file.is_file():
-            raise ModelFileError(f"{self.discriminator_file}: missing (model.json lists it)")
-        recorded = self.info.section("gan").get("discriminator") or {}
-        if recorded.get("sha256") and sha256_of(self.discriminator_file) != recorded["sha256"]:
-            raise ModelFileError(f"{self.discriminator_file}: checksum does not match model.json (file corrupted or replaced)")
-        return {name: tensor.float() for name, tensor in load_weights(self.discriminator_file).items()}
+        return read_discriminator(self.discriminator_file, self.info.section("gan").get("discriminator"))
 
     @classmethod
     def from_files(cls, files: ModelFiles, device: str | torch.device, dtype: torch.dtype) -> GANGenerator:
@@ -117,15 +136,7 @@ class GANGenerator:
             model.load_state_dict({k: v.float() for k, v in files.state_dict.items()}, strict=True)
         except (RuntimeError, OSError) as error:
             raise ModelFileError(f"{files.directory}: weights do not fit the generator described ({error})") from None
-        if files.info is not None:
-            entry = info.section("gan").get("discriminator")
-            name = entry.get("file") if isinstance(entry, dict) else None
-            if name is not None and (not isinstance(name, str) or name != Path(name).name or not name.endswith(".safetensors")):
-                raise ModelFileError(f"{files.where}: gan.discriminator.file: expected NAME.safetensors in this folder")
-            discriminator = files.directory / name if name else None
-        else:
-            discriminator = files.directory / CHECKPOINT_DISCRIMINATOR
-            discriminator = discriminator if discriminator.is_file() else None
+        discriminator = discriminator_file(files, "gan")
         return cls(model.to(device=device, dtype=dtype).eval().requires_grad_(False), info, str(files.directory), discriminator)
 
     # ------------------------------------------------------------------ facts
@@ -222,4 +233,5 @@ class GANGenerator:
         return images
 
 
-__all__ = ["DISCRIMINATOR_FILE", "GANGenerator", "SAMPLER", "gan_description", "truncated_normal", "write_discriminator"]
+__all__ = ["DISCRIMINATOR_FILE", "GANGenerator", "SAMPLER", "discriminator_file", "gan_description", "read_discriminator",
+           "truncated_normal", "write_discriminator"]

@@ -253,11 +253,16 @@ def open_encoder(config: Config, run_dir: Path, accelerator: Accelerator, datase
 
 def prepare(config: Config, resume: Path | None = None, show_progress: bool = True) -> TrainingRun:
     """Check the config, open data, build model/optimizer/EMA, restore a checkpoint, make the run directory.
-    A GAN config (model.family: gan) is prepared by train/gan.py, whose run `train` then runs."""
+    A GAN (model.family: gan) or upsampler config is prepared by train/gan.py or train/upsampler.py, whose run
+    `train` then runs."""
     if config.model.family == "gan":
         from .gan import prepare_gan
 
         return prepare_gan(config, resume, show_progress)  # type: ignore[return-value]
+    if config.model.family == "upsampler":
+        from .upsampler import prepare_upsampler
+
+        return prepare_upsampler(config, resume, show_progress)  # type: ignore[return-value]
     check_config(config)
     t = config.train
     state = PartialState(cpu=_distributed_cpu())
@@ -440,9 +445,10 @@ def _memory_mb(device: torch.device) -> float:
 def train(run: TrainingRun, show_progress: bool = True) -> Path:
     """Train until train.max_steps; checkpoint, validate and log on schedule (schedule.py); export at the end."""
     if not isinstance(run, TrainingRun):
-        from .gan import train_gan
+        from .gan import GANRun, train_gan
+        from .upsampler import train_upsampler
 
-        return train_gan(run, show_progress)
+        return train_gan(run, show_progress) if isinstance(run, GANRun) else train_upsampler(run, show_progress)
     accelerator, t = run.accelerator, run.config.train
     is_main = accelerator.is_main_process
     progress = tqdm(total=t.max_steps, initial=run.step, desc=run.run_dir.name, unit="step", dynamic_ncols=True,

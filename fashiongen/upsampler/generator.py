@@ -1,0 +1,144 @@
+"""The upsampler family behind the generator interface (fashiongen.generators): a stage that follows a base model
+(diffusion or GAN) and brings its 64 px images to 256 px in one forward, guided by the caption's pooled embedding.
+
+    pipe = FashionGenPipeline.from_pretrained("fashiongen/pretrained")            # its folder carries upsampler-256/
+    images = pipe("red floral summer dress", size=256)                             # base at 64 px, then this stage
+
+It draws nothing (no latent of its own), so an image at 256 px depends on the same seed as its 64 px design, and
+interpolation, editing and submissions at 256 px pass through it unchanged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..config import Config
+from ..gan.generator import discriminator_file, read_discriminator, write_discriminator
+from ..generators import LOW_RES, TEXT, GenerationInputs, StepCallback
+from ..models.files import ModelFileError, ModelFiles, ModelInfo, training_description, write_model_files
+from ..settings import PipelineInputError, SamplingSettings
+from .networks import Upsampler, get_upsampler_spec
+
+
+def upsampler_description(model: Upsampler, config: Config, text_identity: str, input_resolution: int,
+                          training: dict[str, Any] | None = None) -> dict[str, Any]:
+    """model.json without its weights entry: everything that rebuilds and describes an upsampler."""
+    return {"family": "upsampler", "model": model.description(),
+            "upsampler": {"input_resolution": input_resolution, "scale": model.spec.scale},
+            **training_description(config, text_identity, model.text_dim, training)}
+
+
+class UpsamplerGenerator:
+    """A one-forward 4x super-resolution stage (ESRGAN-style, caption-conditioned; see upsampler/networks.py). Like a
+    GAN it keeps track of the discriminator that trained it (exports carry it), so train.init_from can continue it."""
+
+    family: ClassVar[str] = "upsampler"
+    conditioning: ClassVar[frozenset[str]] = frozenset({TEXT, LOW_RES})
+    samplers: ClassVar[tuple[str, ...]] = ()  # a stage after the base: it follows the base model's sampler, whatever it is
+    can_edit: ClassVar[bool] = False  # it refines whatever the base stage made, edited or not
+    settings_used: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, model: Upsampler, info: ModelInfo, source: str, discriminator: Path | None = None) -> None:
+        self.model, self.info, self.source = model, info, source
+        self.discriminator_file = discriminator
+        section = info.section("upsampler")
+        self.input_resolution = section.get("input_resolution")
+        if not isinstance(self.input_resolution, int) or isinstance(self.input_resolution, bool) or \
+                not 4 <= self.input_resolution <= 4096:
+            raise ModelFileError(f"{source}: upsampler.input_resolution: expected an integer between 4 and 4096, "
+                                 f"got {self.input_resolution!r}")
+
+    @classmethod
+    def from_files(cls, files: ModelFiles, device: str | torch.device, dtype: torch.dtype) -> UpsamplerGenerator:
+        try:
+            if files.info is not None:
+                info = files.info
+                model = Upsampler.from_description(info.network)
+            else:  # a checkpoint: rebuilt from its config and state.json
+                config, state = files.config, files.state
+                assert config is not None
+                model = Upsampler(get_upsampler_spec(config.model.name), state["text_dim"])
+                raw = upsampler_description(model, config, state["text_identity"], config.model.low_res_resolution,
+                                            files.training)
+                raw["weights"] = {"file": "ema.safetensors", "dtype": "float32", "sha256": files.weights_sha256}
+                info = ModelInfo.from_dict(raw, files.where)
+        except (ValueError, TypeError, KeyError) as error:
+            raise ModelFileError(f"{files.where}: {error}") from None
+        try:
+            model.load_state_dict({k: v.float() for k, v in files.state_dict.items()}, strict=True)
+        except (RuntimeError, OSError) as error:
+            raise ModelFileError(f"{files.directory}: weights do not fit the upsampler described ({error})") from None
+        return cls(model.to(device=device, dtype=dtype).eval().requires_grad_(False), info, str(files.directory),
+                   discriminator_file(files, "upsampler"))
+
+    # ------------------------------------------------------------------ facts
+
+    @property
+    def resolution(self) -> int:
+        return self.input_resolution * self.model.spec.scale
+
+    @property
+    def latent_shape(self) -> tuple[int]:
+        return (0,)  # nothing drawn: the image is a function of its input and caption
+
+    @property
+    def attribute_vocab(self) -> dict[str, list[str]]:
+        return {}
+
+    @property
+    def sha256(self) -> str:
+        return self.info.sha256
+
+    def steps_per_image(self, settings: SamplingSettings, strength: float = 1.0) -> int:
+        return 1
+
+    def settings_record(self, settings: SamplingSettings) -> dict[str, Any]:
+        return {"size": settings.size}
+
+    def card_line(self) -> str:
+        return (f"upsampler: {self.input_resolution} -> {self.resolution} px in one forward "
+                f"({'with' if self.model.text is not None else 'without'} the caption)")
+
+    def discriminator_state(self) -> dict[str, Tensor] | None:
+        """The discriminator's float32 weights, checked against model.json's checksum; None when the files have none."""
+        return read_discriminator(self.discriminator_file, self.info.section("upsampler").get("discriminator"))
+
+    def write(self, directory: Path, dtype: str) -> ModelInfo:
+        section = {k: v for k, v in self.info.section("upsampler").items() if k != "discriminator"}
+        if (discriminator := self.discriminator_state()) is not None:
+            section["discriminator"] = write_discriminator(discriminator, directory, dtype)
+        return write_model_files(self.model.state_dict(), self.info.replace(upsampler=section), directory, dtype)
+
+    # ------------------------------------------------------------------ sampling
+
+    def draw_latents(self, generators: Sequence[torch.Generator], settings: SamplingSettings) -> Tensor:
+        return torch.zeros(len(generators), 0)
+
+    def upsample(self, low: Tensor, pooled: Tensor | None) -> Tensor:
+        """[N, 3, r, r] in [-1, 1] (resized to the input resolution it was trained for when r differs) and pooled caption
+        embeddings [N, T] -> [N, 3, R, R] in [-1, 1], float32."""
+        parameter = next(self.model.parameters())
+        low = low.to(parameter.device, parameter.dtype)
+        if low.shape[-1] != self.input_resolution or low.shape[-2] != self.input_resolution:
+            low = F.interpolate(low, size=(self.input_resolution,) * 2, mode="bicubic", align_corners=False,
+                                antialias=True).clamp(-1.0, 1.0)
+        pooled = None if self.model.text is None or pooled is None else pooled.to(parameter.device, parameter.dtype)
+        with torch.no_grad():
+            return self.model.sample(low, pooled).float()
+
+    def generate(self, inputs: GenerationInputs, settings: SamplingSettings, generators: Sequence[torch.Generator],
+                 stage: int = 0, low_res: Tensor | None = None, preview: StepCallback | None = None) -> Tensor:
+        if low_res is None:
+            raise PipelineInputError(f"{self.source}: an upsampler needs the previous stage's images")
+        images = self.upsample(low_res, inputs.text.pooled)
+        if preview is not None:
+            preview(1, 1, images)
+        return images
+
+
+__all__ = ["UpsamplerGenerator", "upsampler_description"]
