@@ -54,6 +54,7 @@ class AdversarialRun(Protocol):
 class LoopParts:
     """A family's pieces of the loop."""
 
+    name: str  # the family, as messages name it ("GAN", "upsampler")
     step: Callable[[Any, dict[str, Any]], dict[str, float]]  # (run, batch) -> this step's numbers
     validate: Callable[[], dict[str, Any]]  # a picture (and numbers for metrics.jsonl), rank 0
     save: Callable[[], Path]  # a checkpoint
@@ -88,7 +89,7 @@ def run_adversarial(run: AdversarialRun, parts: LoopParts, show_progress: bool =
                 if diverged:
                     checkpoints = checkpoint_dirs(run.run_dir)
                     kept = f"the last checkpoint before it is {checkpoints[-1]}" if checkpoints else "no checkpoint was written before it"
-                    raise TrainingDiverged(f"a loss became NaN/inf at step {run.step}; {kept}. {parts.hint}")
+                    raise TrainingDiverged(f"a {parts.name} loss became NaN/inf at step {run.step}; {kept}. {parts.hint}")
                 if (alert := parts.watch(run, record)) is not None:
                     write_metrics(run, {"alert": alert})
                 for key, value in record.items():

@@ -298,7 +298,7 @@ def train_gan(run: GANRun, show_progress: bool = True) -> Path:
             run.watch = {"pinned": [], "diversity": []}  # once a window, not every step
         return alert
 
-    parts = LoopParts(step=train_step, validate=lambda: validate_gan(run), save=lambda: save_gan(run),
+    parts = LoopParts(name="GAN", step=train_step, validate=lambda: validate_gan(run), save=lambda: save_gan(run),
                       export=lambda: export_gan(run), watch=watch, curves=lambda records, path, title: gan_curves(records, path, title=title),
                       hint="Lower gan.generator_lr and gan.discriminator_lr, or raise gan.ma_gp_weight")
     return run_adversarial(run, parts, show_progress)

@@ -310,7 +310,7 @@ def train_upsampler(run: UpsamplerRun, show_progress: bool = True) -> Path:
     """Train until train.max_steps in the adversarial loop; export at the end."""
     from ..plots import upsampler_curves
 
-    parts = LoopParts(step=train_step, validate=lambda: validate_upsampler(run), save=lambda: save_upsampler(run),
+    parts = LoopParts(name="upsampler", step=train_step, validate=lambda: validate_upsampler(run), save=lambda: save_upsampler(run),
                       export=lambda: export_upsampler(run), curves=upsampler_curves, postfix=("l1", "d_loss"),
                       hint="Lower upsampler.generator_lr and upsampler.discriminator_lr, or upsampler.adversarial_weight")
     return run_adversarial(run, parts, show_progress)
