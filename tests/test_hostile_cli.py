@@ -227,7 +227,8 @@ def test_evaluate_refuses_a_busy_or_unusable_report_folder(evaluate_py, referenc
                                                           capsys: pytest.CaptureFixture) -> None:
     before = snapshot(user_folder)
     with output_lock(user_folder):
-        for mode in (["--images", str(reference)], ["--model", str(model), "--captions", str(captions)]):
+        for mode in (["--images", str(reference)], ["--model", str(model), "--captions", str(captions)],
+                     ["--upsampling", str(model)]):
             assert evaluate_py.main([*mode, "--out", str(user_folder), "--quiet"]) == 2
             assert_one_error(capsys.readouterr().err, str(user_folder), f"pid {os.getpid()}")
     assert snapshot(user_folder) == before
@@ -240,13 +241,34 @@ def test_evaluate_refuses_a_busy_or_unusable_report_folder(evaluate_py, referenc
     (["--num-images", "0"], "--num-images"), (["--per-caption", "-2"], "--per-caption"), (["--steps", "5000"], "--steps"),
     (["--guidance", "inf"], "--guidance"), (["--seed", "-3"], "--seed"), (["--resolution", "2"], "--resolution"),
     (["--kid-subset-size", "1"], "--kid-subset-size"), (["--val-fraction", "1.5"], "--val-fraction"),
-    (["--sweep", "steps=10,0"], "--sweep steps"), (["--num-real", "x"], "--num-real"),
+    (["--sweep", "steps=10,0"], "--sweep steps"), (["--num-real", "x"], "--num-real"), (["--size", "7"], "--size"),
+    (["--input-size", "100000"], "--input-size"),
 ])
 def test_evaluate_bad_options_exit_2_with_one_line(args: list[str], name: str, evaluate_py, reference: Path, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture) -> None:
     assert evaluate_py.main(["--images", str(reference), *args, "--out", str(tmp_path / "eval"), "--quiet"]) == 2
     assert_one_error(capsys.readouterr().err, name)
     assert not (tmp_path / "eval").exists()
+
+
+def test_evaluate_upsampling_refuses_what_is_not_a_stage_with_one_line(evaluate_py, model: Path, reference: Path,
+                                                                       tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--upsampling: a folder that is no model, a base model without a stage, a damaged one: one line, no report."""
+    import shutil
+
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "model.json").write_bytes(os.urandom(300))
+    damaged = tmp_path / "damaged"
+    shutil.copytree(model, damaged)
+    weights = damaged / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # truncated
+    for path, words in ((tmp_path / "missing", "missing"), (junk, "model.json"), (model, "not an upsampling stage"),
+                        (damaged, "model.safetensors")):
+        out = tmp_path / f"eval-{path.name}"
+        assert evaluate_py.main(["--upsampling", str(path), "--reference", str(reference), "--out", str(out), "--quiet"]) == 2
+        assert_one_error(capsys.readouterr().err, words)
+        assert not (out / "report.json").exists()
 
 
 # ---------------------------------------------------------------- files a folder lists

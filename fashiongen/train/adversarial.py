@@ -2,7 +2,7 @@
 generator update) per batch, the generator's EMA, NaN and collapse watching, metrics, validation and checkpoints on
 the shared schedule (schedule.py), SIGTERM saves, and the export at the end.
 
-    run_adversarial(run, LoopParts(step=train_step, watch=_watch, validate=..., save=..., export=..., hint="..."))
+    run_adversarial(run, LoopParts(name="GAN", step=train_step, watch=_watch, validate=..., save=..., export=..., hint="..."))
 """
 
 from __future__ import annotations
