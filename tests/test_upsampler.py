@@ -18,7 +18,15 @@ from fashiongen.evaluation.restoration import box_downsample, psnr, ssim
 from fashiongen.models.files import ModelFileError, read_info
 from fashiongen.pipeline import FashionGenPipeline
 from fashiongen.text import CaptionEncoder
-from fashiongen.upsampler import UPSAMPLERS, Degradation, PatchDiscriminator, Upsampler, check_upsampler_description, degrade
+from fashiongen.upsampler import (
+    UPSAMPLERS,
+    Degradation,
+    PatchDiscriminator,
+    Upsampler,
+    UpsamplerSpec,
+    check_upsampler_description,
+    degrade,
+)
 from pipeline_helpers import export_tiny, export_tiny_gan, export_tiny_upsampler
 
 SPEC = UPSAMPLERS["upsampler-tiny"]
@@ -66,6 +74,9 @@ def test_the_network_starts_as_bicubic_makes_4x_and_clamps_when_sampling() -> No
     assert torch.allclose(shuffled[..., ::2, ::2], shuffled[..., 1::2, 1::2])
     logits, features = PatchDiscriminator(SPEC)(out, low)
     assert logits.shape[:2] == (2, 1) and len(features) == SPEC.d_layers
+    compact = Upsampler(UpsamplerSpec(4, 8, 2, 0, text_embed=4), TEXT_DIM)  # one x4 shuffle, every conv at the input's size
+    assert not len(compact.ups) and torch.allclose(compact(low, pooled), F.interpolate(low, scale_factor=4, mode="bicubic",
+                                                                                       align_corners=False), atol=1e-6)
 
 
 def test_the_caption_changes_the_output_only_through_its_film_layers() -> None:

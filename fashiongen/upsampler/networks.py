@@ -30,7 +30,10 @@ class UpsamplerSpec:
     scale: int = 4  # 2 or 4: one pixel shuffle (x2) per factor of 2
     channels: int = 64  # residual trunk width (at the input's size)
     blocks: int = 10  # residual blocks in the trunk
-    hr_channels: int = 32  # width after the last pixel shuffle (at the output's size: the costliest pixels)
+    hr_channels: int = 32  # width after the last pixel shuffle (at the output's size: the costliest pixels); 0: the
+    #                        trunk ends in one conv to 3 * scale^2 channels and a single pixel shuffle (Real-ESRGAN's
+    #                        compact SRVGGNet): every conv at the input's size
+
     text_embed: int = 64  # the pooled caption projected to this many values, then FiLM on every block; 0 = no caption
     d_channels: int = 64  # discriminator: width of its first layer (doubling per layer, at most 8x)
     d_layers: int = 4  # discriminator: stride-2 layers
@@ -40,7 +43,7 @@ class UpsamplerSpec:
         if self.scale not in (2, 4):
             raise ValueError(f"model.spec.scale: expected 2 or 4, got {self.scale!r}")
         for name in ("channels", "blocks", "hr_channels", "d_channels", "d_layers", "text_embed"):
-            value, low = getattr(self, name), 0 if name == "text_embed" else 1
+            value, low = getattr(self, name), 0 if name in ("text_embed", "hr_channels") else 1
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= 1024:
                 raise ValueError(f"model.spec.{name}: expected an integer between {low} and 1024, got {value!r}")
 
@@ -53,6 +56,7 @@ UPSAMPLERS: dict[str, UpsamplerSpec] = {
     "upsampler-tiny": UpsamplerSpec(4, 8, 1, 4, text_embed=4, d_channels=8, d_layers=2, description="tests"),
     "upsampler-256": UpsamplerSpec(4, 64, 10, 32, description="64 -> 256 px: 10 residual blocks of 64 at 64 px"),
     "upsampler-256-notext": UpsamplerSpec(4, 64, 10, 32, text_embed=0, description="64 -> 256 px without the caption"),
+    "upsampler-256-compact": UpsamplerSpec(4, 64, 16, 0, description="64 -> 256 px, every conv at 64 px (SRVGGNet-like)"),
 }
 
 
@@ -107,12 +111,16 @@ class Upsampler(nn.Module):
         self.conv_in = nn.Conv2d(3, c, 3, padding=1)
         self.blocks = nn.ModuleList(ResidualBlock(c, spec.text_embed) for _ in range(spec.blocks))
         self.conv_body = nn.Conv2d(c, c, 3, padding=1)
-        widths = [c] * spec.shuffles + [spec.hr_channels]
-        self.ups = nn.ModuleList(nn.Conv2d(a, b * 4, 3, padding=1) for a, b in zip(widths, widths[1:]))
-        for conv in self.ups:
-            icnr_(conv)
-        self.conv_hr = nn.Conv2d(spec.hr_channels, spec.hr_channels, 3, padding=1)
-        self.conv_out = nn.Conv2d(spec.hr_channels, 3, 3, padding=1)
+        if spec.hr_channels:
+            widths = [c] * spec.shuffles + [spec.hr_channels]
+            self.ups = nn.ModuleList(nn.Conv2d(a, b * 4, 3, padding=1) for a, b in zip(widths, widths[1:]))
+            for conv in self.ups:
+                icnr_(conv)
+            self.conv_hr = nn.Conv2d(spec.hr_channels, spec.hr_channels, 3, padding=1)
+            self.conv_out = nn.Conv2d(spec.hr_channels, 3, 3, padding=1)
+        else:  # compact: the detail of every output pixel comes from the input-size features
+            self.ups, self.conv_hr = nn.ModuleList(), None
+            self.conv_out = nn.Conv2d(c, 3 * spec.scale**2, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)  # starts as bicubic
         nn.init.zeros_(self.conv_out.bias)
 
@@ -124,6 +132,8 @@ class Upsampler(nn.Module):
         for block in self.blocks:
             h = block(h, condition)
         h = self.conv_body(h) + x
+        if self.conv_hr is None:
+            return base + F.pixel_shuffle(self.conv_out(F.leaky_relu(h, 0.2)), self.spec.scale)
         for conv in self.ups:
             h = F.leaky_relu(F.pixel_shuffle(conv(h), 2), 0.2)
         return base + self.conv_out(F.leaky_relu(self.conv_hr(h), 0.2))
