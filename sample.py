@@ -8,7 +8,7 @@
     python sample.py --model MODEL --edit shirt.jpg --strength 0.6 "the same shirt in red silk" [--mask sleeves.png]
 
 MODEL is an exported model, a saved pipeline, a checkpoint or a run directory (default: fashiongen/pretrained/);
---superres adds stages.
+--superres adds stages (an upsampler); --no-superres drops the folder's own, so --size is a Lanczos resize again.
 
 Bad input (an option out of range, an unreadable prompt file, an --out that is a file or read-only, an --out
 another sample.py is writing) ends with one line `error: ...` naming it and exit code 2, before a model is
@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", help="exported model, saved pipeline, checkpoint or run directory, or a shipped model by "
                                         "name: diffusion (the default) or gan")
     parser.add_argument("--superres", action="append", default=[], help="a super-resolution stage to add (repeatable)")
+    parser.add_argument("--no-superres", action="store_true",
+                        help="the base model alone, the folder's own later stages dropped (--size is then a Lanczos resize)")
     parser.add_argument("--out", default="samples", help="output folder (default: samples/)")
     parser.add_argument("--prompts", dest="prompt_file", help="text file (one prompt per line) or JSONL of prompts")
     parser.add_argument("--num-images", type=int, default=1, help="images per prompt (default 1)")
@@ -173,6 +175,8 @@ def run_job(options: argparse.Namespace, settings: SamplingSettings, attributes:
             inputs: list[PromptItem] | list[CaptionItem], out: Path) -> str:
     pipe = FashionGenPipeline.from_pretrained(model_path(options.model), superres=options.superres, device=options.device,
                                               dtype=options.dtype)
+    if options.no_superres:
+        pipe = pipe.base_only()
     pipe.show_progress = not options.quiet
     settings = pipe.settings_for_model(settings, set(given_settings(options)) - {"size"}, SETTING_OPTIONS)
     if options.batch_size:

@@ -171,6 +171,9 @@ def test_sample_submissions_evaluate_and_the_app_use_the_stage(folder: Path, tmp
     assert sample.main(["a red dress", "--model", str(folder), "--num-images", "2", "--steps", "2", "--out",
                         str(tmp_path / "sheet"), "--quiet"]) == 0
     assert Image.open(sorted((tmp_path / "sheet" / "images").glob("*.png"))[0]).size == (128, 128)
+    assert sample.main(["a red dress", "--model", str(folder), "--num-images", "1", "--steps", "2", "--no-superres", "--out",
+                        str(tmp_path / "base"), "--quiet"]) == 0
+    assert Image.open(sorted((tmp_path / "base" / "images").glob("*.png"))[0]).size == (32, 32)  # the base model's size
     captions = tmp_path / "captions.jsonl"
     captions.write_text("".join(json.dumps({"id": f"c{i}", "caption": c}) + "\n" for i, c in enumerate(["red dress", "black coat"])))
     assert sample.main(["--model", str(folder), "--submission", str(captions), "--resolution", "128", "--steps", "2",
