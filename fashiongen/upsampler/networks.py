@@ -186,8 +186,8 @@ def check_upsampler_description(description: Any) -> tuple[UpsamplerSpec, int]:
     text_dim = description.get("text_dim")
     if not isinstance(text_dim, int) or isinstance(text_dim, bool) or not 1 <= text_dim <= 65536:
         raise ValueError(f"model.text_dim: expected an integer between 1 and 65536, got {text_dim!r}")
-    c, blocks = spec.channels, spec.blocks
-    parameters = blocks * (2 * 9 * c * c + 2 * c * spec.text_embed) + 9 * c * c * 4 * spec.shuffles
+    with torch.device("meta"):  # counted without allocating anything
+        parameters = sum(p.numel() for p in Upsampler(spec, text_dim).parameters())
     if parameters > MAX_UPSAMPLER_PARAMETERS:
         raise ValueError(f"model.spec: {parameters:,} parameters is more than an upsampler of ours has "
                          f"({MAX_UPSAMPLER_PARAMETERS:,})")
