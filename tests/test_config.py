@@ -42,7 +42,7 @@ def test_unknown_key_names_it_and_the_valid_ones(tmp_path: Path) -> None:
     path.write_text("data:\n  colour_jitter: 0.1\n")
     with pytest.raises(ConfigError, match=r"bad.yaml: unknown key 'data.colour_jitter'"):
         load_config([path])
-    with pytest.raises(ConfigError, match=r"unknown key 'sampler'; valid keys: name, seed, data, text, model, train"):
+    with pytest.raises(ConfigError, match=r"unknown key 'sampler' \(did you mean 'upsampler'\?\); valid keys: name, seed, data, text, model, train"):
         load_config([], ["sampler.steps=20"])
 
 

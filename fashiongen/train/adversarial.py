@@ -13,7 +13,7 @@ from typing import Any, Callable, Protocol
 
 import torch
 from accelerate import Accelerator
-from torch import nn
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..runs import MetricsLog, checkpoint_dirs
@@ -65,6 +65,47 @@ class LoopParts:
     postfix: tuple[str, ...] = ("d_loss", "g_loss")  # the progress bar's numbers
 
 
+@dataclass(frozen=True)
+class StartModel:
+    """train.init_from for an adversarial family, loaded and checked (see `start_model`)."""
+
+    model: Any  # the family's generator class (its EMA weights)
+    discriminator: dict[str, Tensor] | None  # its discriminator's float32 weights; None when its folder has none
+    facts: dict[str, Any]  # what the run records as training.initialised_from
+
+
+def start_model(config: Any, encoder: Any, family: type, spec: Any, what: str,
+                more_problems: Callable[[Any, dict[str, Tensor] | None], list[str]] = lambda start, d: []) -> StartModel:
+    """The model train.init_from names, as the start of a `family` run making `what` ("a GAN (model.family: gan)"):
+    its family, architecture (`spec`) and caption encoder must match the config's, and `more_problems` may name
+    others; every mismatch is one ConfigError naming the keys."""
+    from ..config import ConfigError
+    from ..families import load_generator
+    from ..models.files import ModelFileError
+    from .loop import _INHERITED_FACTS
+
+    path = config.train.init_from
+    try:
+        start = load_generator(path)
+        discriminator = start.discriminator_state() if isinstance(start, family) else None
+    except ModelFileError as error:
+        raise ConfigError(f"train.init_from: {error}") from None
+    if not isinstance(start, family):
+        raise ConfigError(f"train.init_from {path}: a {start.family} model cannot start {what}")
+    problems = []
+    if start.model.spec != spec:
+        problems.append(f"model.name: init_from is {start.model.spec.description!r}, not {config.model.name}")
+    if start.info.text.identity != encoder.identity:
+        problems.append(f"text: init_from was trained with caption encoder {start.info.text.identity}, now {encoder.identity}")
+    problems += more_problems(start, discriminator)
+    if problems:
+        raise ConfigError(f"train.init_from {path}: " + "; ".join(problems))
+    training = start.info.training
+    facts = {"path": start.source, "sha256": start.info.sha256, "text_identity": start.info.text.identity,
+             **{key: training[key] for key in _INHERITED_FACTS if training.get(key) is not None}}
+    return StartModel(start, discriminator, facts)
+
+
 def run_adversarial(run: AdversarialRun, parts: LoopParts, show_progress: bool = True) -> Path:
     """Train until train.max_steps; checkpoint, validate and log on schedule; export at the end."""
     accelerator, t = run.accelerator, run.config.train
@@ -114,4 +155,4 @@ def run_adversarial(run: AdversarialRun, parts: LoopParts, show_progress: bool =
     return run.run_dir
 
 
-__all__ = ["AdversarialRun", "LoopParts", "run_adversarial"]
+__all__ = ["AdversarialRun", "LoopParts", "StartModel", "run_adversarial", "start_model"]

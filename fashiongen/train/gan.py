@@ -35,7 +35,7 @@ from ..text import CaptionEncoder
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DiffusionExamples, EpochSampler, attribute_vocabulary
 from .ema import EMA
-from .adversarial import LoopParts, run_adversarial
+from .adversarial import LoopParts, StartModel, run_adversarial, start_model
 
 logger = logging.getLogger("fashiongen.train")
 
@@ -69,37 +69,19 @@ class GANRun:
         return self.config.train.batch_size * self.accelerator.num_processes
 
 
-def _initial_gan(config: Config, encoder: CaptionEncoder) -> tuple[GANGenerator, dict[str, Tensor], dict[str, Any]]:
+def _initial_gan(config: Config, encoder: CaptionEncoder) -> StartModel:
     """train.init_from for a GAN: the generator (its EMA weights), its discriminator and the facts the run records.
-    Architecture, caption encoder and attribute names must match the config."""
-    from ..config import ConfigError
-    from ..families import load_generator
-    from ..models.files import ModelFileError
-    from .loop import _INHERITED_FACTS
+    Architecture, caption encoder and attribute names must match the config, and the folder must hold a discriminator."""
 
-    path = config.train.init_from
-    try:
-        start = load_generator(path)
-        discriminator = start.discriminator_state() if isinstance(start, GANGenerator) else None
-    except ModelFileError as error:
-        raise ConfigError(f"train.init_from: {error}") from None
-    if not isinstance(start, GANGenerator):
-        raise ConfigError(f"train.init_from {path}: a {start.family} model cannot start a GAN (model.family: gan)")
-    problems = []
-    if start.model.spec != get_gan_spec(config.model.name):
-        problems.append(f"model.name: init_from is {start.model.spec.description!r}, not {config.model.name}")
-    if start.info.text.identity != encoder.identity:
-        problems.append(f"text: init_from was trained with caption encoder {start.info.text.identity}, now {encoder.identity}")
-    if sorted(start.attribute_vocab) != sorted(config.model.attributes):
-        problems.append(f"model.attributes: init_from has {sorted(start.attribute_vocab)}, now {sorted(config.model.attributes)}")
-    if discriminator is None:
-        problems.append("its folder has no discriminator weights (gan.discriminator in model.json); a GAN continues with both")
-    if problems:
-        raise ConfigError(f"train.init_from {path}: " + "; ".join(problems))
-    training = start.info.training
-    facts = {"path": start.source, "sha256": start.info.sha256, "text_identity": start.info.text.identity,
-             **{key: training[key] for key in _INHERITED_FACTS if training.get(key) is not None}}
-    return start, discriminator, facts
+    def more(start: GANGenerator, discriminator: dict[str, Tensor] | None) -> list[str]:
+        problems = []
+        if sorted(start.attribute_vocab) != sorted(config.model.attributes):
+            problems.append(f"model.attributes: init_from has {sorted(start.attribute_vocab)}, now {sorted(config.model.attributes)}")
+        if discriminator is None:
+            problems.append("its folder has no discriminator weights (gan.discriminator in model.json); a GAN continues with both")
+        return problems
+
+    return start_model(config, encoder, GANGenerator, get_gan_spec(config.model.name), "a GAN (model.family: gan)", more)
 
 
 def _adam(module: nn.Module, lr: float, config: Config) -> torch.optim.Optimizer:
@@ -128,13 +110,13 @@ def prepare_gan(config: Config, resume: Path | None = None, show_progress: bool 
     initialised_from = saved.get("initialised_from")
     start = _initial_gan(config, encoder) if config.train.init_from and resume is None else None
     if start is not None:
-        vocab = start[0].attribute_vocab
+        vocab = start.model.attribute_vocab
     generator = TextGenerator(spec, encoder.dim, vocab)
     discriminator = Discriminator(spec, encoder.dim, vocab)
     if start is not None:  # a published GAN continues: both networks' weights; the optimisers start afresh
-        generator.load_state_dict(start[0].model.state_dict())
-        discriminator.load_state_dict(start[1])
-        initialised_from = start[2]
+        generator.load_state_dict(start.model.model.state_dict())
+        discriminator.load_state_dict(start.discriminator)
+        initialised_from = start.facts
     ema = EMA(generator, t.ema_decay, t.ema_power)
     ema.module.to(accelerator.device)
     g_optimizer, d_optimizer = _adam(generator, config.gan.generator_lr, config), _adam(discriminator, config.gan.discriminator_lr, config)

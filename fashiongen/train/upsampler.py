@@ -31,7 +31,7 @@ from ..data.transforms import to_uint8
 from ..evaluation.restoration import psnr
 from ..gan.generator import write_discriminator
 from ..grid import captioned_grid, save_image
-from ..models.files import ModelFileError, replacing_directory, write_model_files
+from ..models.files import replacing_directory, write_model_files
 from ..runs import MetricsLog, hardware_name, read_state, run_facts
 from ..text import CaptionEncoder
 from ..upsampler import (
@@ -47,7 +47,7 @@ from ..upsampler import (
     reconstruction,
 )
 from ..upsampler.generator import UpsamplerGenerator, upsampler_description
-from .adversarial import LoopParts, run_adversarial
+from .adversarial import LoopParts, run_adversarial, start_model
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DiffusionExamples, EpochSampler, example_seed
 from .ema import EMA
@@ -128,35 +128,6 @@ def check_upsampler_config(config: Config) -> None:
                           f"the scale ({spec.scale})")
 
 
-def _initial_upsampler(config: Config, encoder: CaptionEncoder) -> tuple[UpsamplerGenerator, dict[str, Tensor] | None, dict[str, Any]]:
-    """train.init_from for an upsampler: its EMA weights, its discriminator when its folder has one, and the facts."""
-    from ..families import load_generator
-    from .loop import _INHERITED_FACTS
-
-    path = config.train.init_from
-    try:
-        start = load_generator(path)
-    except ModelFileError as error:
-        raise ConfigError(f"train.init_from: {error}") from None
-    if not isinstance(start, UpsamplerGenerator):
-        raise ConfigError(f"train.init_from {path}: a {start.family} model cannot start an upsampler")
-    problems = []
-    if start.model.spec != get_upsampler_spec(config.model.name):
-        problems.append(f"model.name: init_from is {start.model.spec.description!r}, not {config.model.name}")
-    if start.info.text.identity != encoder.identity:
-        problems.append(f"text: init_from was trained with caption encoder {start.info.text.identity}, now {encoder.identity}")
-    if problems:
-        raise ConfigError(f"train.init_from {path}: " + "; ".join(problems))
-    try:
-        discriminator = start.discriminator_state()  # None: the discriminator starts afresh
-    except ModelFileError as error:
-        raise ConfigError(f"train.init_from: {error}") from None
-    training = start.info.training
-    facts = {"path": start.source, "sha256": start.info.sha256, "text_identity": start.info.text.identity,
-             **{key: training[key] for key in _INHERITED_FACTS if training.get(key) is not None}}
-    return start, discriminator, facts
-
-
 def _validation_set(config: Config, encoder: CaptionEncoder, device: torch.device) -> dict[str, Any]:
     """upsampler.validation_images validation photos spread evenly over the split (its first rows are often one
     category), unflipped and area-downsampled (the clean case), fixed for the run; {} when there is no validation split."""
@@ -189,10 +160,11 @@ def prepare_upsampler(config: Config, resume: Path | None = None, show_progress:
     initialised_from = saved.get("initialised_from")
     generator, discriminator = Upsampler(spec, encoder.dim), PatchDiscriminator(spec)
     if config.train.init_from and resume is None:
-        start, start_discriminator, initialised_from = _initial_upsampler(config, encoder)
-        generator.load_state_dict(start.model.state_dict())
-        if start_discriminator is not None:
-            discriminator.load_state_dict(start_discriminator)
+        start = start_model(config, encoder, UpsamplerGenerator, spec, "an upsampler")
+        generator.load_state_dict(start.model.model.state_dict())
+        if start.discriminator is not None:  # else the discriminator starts afresh
+            discriminator.load_state_dict(start.discriminator)
+        initialised_from = start.facts
     ema = EMA(generator, t.ema_decay, t.ema_power)
     ema.module.to(accelerator.device)
     g_optimizer = torch.optim.Adam(generator.parameters(), lr=u.generator_lr, betas=(u.adam_beta1, u.adam_beta2))
