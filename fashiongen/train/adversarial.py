@@ -106,6 +106,31 @@ def start_model(config: Any, encoder: Any, family: type, spec: Any, what: str,
     return StartModel(start, discriminator, facts)
 
 
+def export_adversarial(run: Any, loss_key: str, section: str,
+                       describe: Callable[[dict[str, Any]], dict[str, Any]], dtype: str = "float32") -> Path:
+    """The EMA generator and the discriminator (so init_from can continue both) as model files under run_dir/export
+    (rank 0): `describe(training facts)` gives model.json, whose `section` records the discriminator; `loss_key` is
+    the metrics.jsonl loss the card reports."""
+    from ..gan.generator import write_discriminator
+    from ..models.files import replacing_directory, write_model_files
+    from ..runs import hardware_name, run_facts
+
+    path = run.run_dir / "export"
+    if run.accelerator.is_main_process:
+        training = {"steps": run.step, "images_seen": run.step * run.images_per_step, "run": run.run_dir.name,
+                    "num_processes": run.accelerator.num_processes, "images_per_step": run.images_per_step,
+                    "device": str(run.accelerator.device), "hardware": hardware_name(run.accelerator.device),
+                    **run_facts([{**r, "loss": r[loss_key]} for r in run.metrics.read() if loss_key in r], run.step),
+                    "initialised_from": run.initialised_from}
+        description = describe(training)
+        with replacing_directory(path, overwrite=True) as temporary:
+            discriminator = run.accelerator.unwrap_model(run.discriminator).state_dict()
+            description[section]["discriminator"] = write_discriminator(discriminator, temporary, dtype)
+            write_model_files(run.ema.module.state_dict(), description, temporary, dtype)
+    run.accelerator.wait_for_everyone()
+    return path
+
+
 def run_adversarial(run: AdversarialRun, parts: LoopParts, show_progress: bool = True) -> Path:
     """Train until train.max_steps; checkpoint, validate and log on schedule; export at the end."""
     accelerator, t = run.accelerator, run.config.train
@@ -155,4 +180,4 @@ def run_adversarial(run: AdversarialRun, parts: LoopParts, show_progress: bool =
     return run.run_dir
 
 
-__all__ = ["AdversarialRun", "LoopParts", "StartModel", "run_adversarial", "start_model"]
+__all__ = ["AdversarialRun", "LoopParts", "StartModel", "export_adversarial", "run_adversarial", "start_model"]

@@ -27,15 +27,14 @@ from ..data import FashionDataset
 from ..data.transforms import to_uint8
 from ..gan import Discriminator, TextGenerator, diff_augment, discriminator_hinge, generator_hinge, get_gan_spec
 from ..gan import matching_aware_penalty, mismatched_rows
-from ..gan.generator import GANGenerator, gan_description, write_discriminator
+from ..gan.generator import GANGenerator, gan_description
 from ..grid import captioned_grid, save_image
-from ..models.files import replacing_directory, write_model_files
-from ..runs import MetricsLog, checkpoint_dirs, hardware_name, read_state, run_facts
+from ..runs import MetricsLog, checkpoint_dirs, hardware_name, read_state
 from ..text import CaptionEncoder
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DiffusionExamples, EpochSampler, attribute_vocabulary
 from .ema import EMA
-from .adversarial import LoopParts, StartModel, run_adversarial, start_model
+from .adversarial import LoopParts, StartModel, export_adversarial, run_adversarial, start_model
 
 logger = logging.getLogger("fashiongen.train")
 
@@ -253,20 +252,8 @@ def validate_gan(run: GANRun) -> dict[str, float]:
 
 def export_gan(run: GANRun, dtype: str = "float32") -> Path:
     """The EMA generator as model files under run_dir/export (rank 0)."""
-    path = run.run_dir / "export"
-    if run.accelerator.is_main_process:
-        training = {"steps": run.step, "images_seen": run.step * run.images_per_step, "run": run.run_dir.name,
-                    "num_processes": run.accelerator.num_processes, "images_per_step": run.images_per_step,
-                    "device": str(run.accelerator.device), "hardware": hardware_name(run.accelerator.device),
-                    **run_facts([{**r, "loss": r["g_loss"]} for r in run.metrics.read() if "g_loss" in r], run.step),
-                    "initialised_from": run.initialised_from}
-        description = gan_description(run.ema.module, run.config, run.encoder.identity, training)
-        with replacing_directory(path, overwrite=True) as temporary:
-            discriminator = run.accelerator.unwrap_model(run.discriminator).state_dict()
-            description["gan"]["discriminator"] = write_discriminator(discriminator, temporary, dtype)
-            write_model_files(run.ema.module.state_dict(), description, temporary, dtype)
-    run.accelerator.wait_for_everyone()
-    return path
+    return export_adversarial(run, "g_loss", "gan", lambda training: gan_description(
+        run.ema.module, run.config, run.encoder.identity, training), dtype)
 
 
 def train_gan(run: GANRun, show_progress: bool = True) -> Path:

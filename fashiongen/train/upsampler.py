@@ -29,10 +29,8 @@ from ..config import Config, ConfigError, save_config
 from ..data import FashionDataset
 from ..data.transforms import to_uint8
 from ..evaluation.restoration import psnr
-from ..gan.generator import write_discriminator
 from ..grid import captioned_grid, save_image
-from ..models.files import replacing_directory, write_model_files
-from ..runs import MetricsLog, hardware_name, read_state, run_facts
+from ..runs import MetricsLog, hardware_name, read_state
 from ..text import CaptionEncoder
 from ..upsampler import (
     Degradation,
@@ -47,7 +45,7 @@ from ..upsampler import (
     reconstruction,
 )
 from ..upsampler.generator import UpsamplerGenerator, upsampler_description
-from .adversarial import LoopParts, run_adversarial, start_model
+from .adversarial import LoopParts, export_adversarial, run_adversarial, start_model
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DiffusionExamples, EpochSampler, example_seed
 from .ema import EMA
@@ -261,21 +259,8 @@ def validate_upsampler(run: UpsamplerRun) -> dict[str, float]:
 
 def export_upsampler(run: UpsamplerRun, dtype: str = "float32") -> Path:
     """The EMA upsampler (and its discriminator, so init_from can continue it) as model files under run_dir/export."""
-    path = run.run_dir / "export"
-    if run.accelerator.is_main_process:
-        training = {"steps": run.step, "images_seen": run.step * run.images_per_step, "run": run.run_dir.name,
-                    "num_processes": run.accelerator.num_processes, "images_per_step": run.images_per_step,
-                    "device": str(run.accelerator.device), "hardware": hardware_name(run.accelerator.device),
-                    **run_facts([{**r, "loss": r["l1"]} for r in run.metrics.read() if "l1" in r], run.step),
-                    "initialised_from": run.initialised_from}
-        description = upsampler_description(run.ema.module, run.config, run.encoder.identity,
-                                            run.config.model.low_res_resolution, training)
-        with replacing_directory(path, overwrite=True) as temporary:
-            discriminator = run.accelerator.unwrap_model(run.discriminator).state_dict()
-            description["upsampler"]["discriminator"] = write_discriminator(discriminator, temporary, dtype)
-            write_model_files(run.ema.module.state_dict(), description, temporary, dtype)
-    run.accelerator.wait_for_everyone()
-    return path
+    return export_adversarial(run, "l1", "upsampler", lambda training: upsampler_description(
+        run.ema.module, run.config, run.encoder.identity, run.config.model.low_res_resolution, training), dtype)
 
 
 def train_upsampler(run: UpsamplerRun, show_progress: bool = True) -> Path:
