@@ -50,6 +50,15 @@ def box_downsample(images: Tensor, size: int) -> Tensor:
     return ((low.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
 
 
+def consistency(output: Tensor, low: Tensor) -> dict[str, float]:
+    """How far `output` [N, 3, R, R], saved as 8-bit and box-downsampled to `low`'s size, is from `low` (both in [-1, 1]):
+    mean, 99th percentile and max absolute difference in 8-bit levels."""
+    saved = ((output.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
+    difference = ((box_downsample(saved, low.shape[-1]) - low).abs() * 127.5).round().flatten()
+    return {"mean": float(difference.mean()), "p99": float(difference.kthvalue(max(1, int(0.99 * len(difference)))).values),
+            "max": float(difference.max())}
+
+
 def psnr(output: Tensor, target: Tensor) -> Tensor:
     """Per-image PSNR [N] in dB on the 8-bit scale, of images in [-1, 1]."""
     mse = (((output - target) * 127.5) ** 2).flatten(1).mean(1).clamp(min=1e-10)
@@ -148,7 +157,7 @@ def restoration_report(photos: ImageSet, input_size: int, methods: dict[str, Met
         rows[name] = {"psnr": float(psnr(output, high).mean()), "ssim": float(ssim(output, high).mean()),
                       "feature_distance": float(np.linalg.norm(features - real_features, axis=1).mean()),
                       "fid": scores["fid"], "kid_mean": scores["kid_mean"], "kid_std": scores["kid_std"],
-                      "ms_per_image": 1000 * seconds}
+                      "ms_per_image": 1000 * seconds, "consistency": consistency(output, low)}
         shown[name] = output[:4]
     report = {"meta": {"photos": photos.source, "count": len(photos), "output_size": high.shape[-1], "input_size": input_size,
                        "degradation": "box downsampling, 8-bit", "batch_size": batch_size, "device": device,
@@ -167,11 +176,14 @@ def restoration_markdown(report: dict[str, Any]) -> str:
              f"Photos: `{meta['photos']}`, box-downsampled to {meta['input_size']} px (8-bit), brought back by each method; "
              f"FID/KID against the photos themselves ({meta['count']} vs {meta['count']}). Feature distance: "
              f"{meta['feature_distance']}. Timing: batches of {meta['batch_size']} on {meta['device']}, "
-             f"{meta['threads']} threads.", "",
-             "| method | PSNR (dB) | SSIM | feature distance | FID | KID x 1000 | ms per image |", "|---|---|---|---|---|---|---|"]
+             f"{meta['threads']} threads. Consistency: the output saved as 8-bit and box-downsampled back to "
+             f"{meta['input_size']} px against the input, mean / 99th percentile / max difference in 8-bit levels.", "",
+             "| method | PSNR (dB) | SSIM | feature distance | FID | KID x 1000 | ms per image | consistency |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, row in report["methods"].items():
         lines.append(f"| {name} | {row['psnr']:.2f} | {row['ssim']:.4f} | {row['feature_distance']:.2f} | {row['fid']:.2f} | "
-                     f"{1000 * row['kid_mean']:.2f} ± {1000 * row['kid_std']:.2f} | {row['ms_per_image']:.1f} |")
+                     f"{1000 * row['kid_mean']:.2f} ± {1000 * row['kid_std']:.2f} | {row['ms_per_image']:.1f} | "
+                     f"{row['consistency']['mean']:.2f} / {row['consistency']['p99']:.0f} / {row['consistency']['max']:.0f} |")
     return "\n".join(lines + ["", "![comparison](comparison.png)", ""])
 
 
@@ -188,5 +200,5 @@ def _comparison(high: Tensor, low: Tensor, shown: dict[str, Tensor], path: Path)
     save_image(captioned_grid(images, captions, columns=len(columns), tile=size, caption_lines=1), path)
 
 
-__all__ = ["Method", "bicubic", "box_downsample", "lanczos", "psnr", "restoration_report", "ssim", "stage_method",
+__all__ = ["Method", "bicubic", "box_downsample", "consistency", "lanczos", "psnr", "restoration_report", "ssim", "stage_method",
            "upsampling_stage"]

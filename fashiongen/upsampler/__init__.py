@@ -3,8 +3,9 @@ discriminator, its losses and the degradations that make its training inputs."""
 
 from .degrade import Degradation, degrade, downsample
 from .losses import feature_matching, patch_generator, patch_hinge, reconstruction
-from .networks import UPSAMPLERS, PatchDiscriminator, Upsampler, UpsamplerSpec, check_upsampler_description, get_upsampler_spec
+from .networks import (UPSAMPLERS, PatchDiscriminator, Upsampler, UpsamplerSpec, back_project, check_upsampler_description,
+                       get_upsampler_spec)
 
-__all__ = ["Degradation", "PatchDiscriminator", "UPSAMPLERS", "Upsampler", "UpsamplerSpec", "check_upsampler_description",
-           "degrade", "downsample", "feature_matching", "get_upsampler_spec", "patch_generator", "patch_hinge",
+__all__ = ["Degradation", "PatchDiscriminator", "UPSAMPLERS", "Upsampler", "UpsamplerSpec", "back_project",
+           "check_upsampler_description", "degrade", "downsample", "feature_matching", "get_upsampler_spec", "patch_generator", "patch_hinge",
            "reconstruction"]

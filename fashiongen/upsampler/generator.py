@@ -22,7 +22,9 @@ from ..gan.generator import discriminator_file, read_discriminator, write_discri
 from ..generators import LOW_RES, TEXT, GenerationInputs, StepCallback
 from ..models.files import ModelFileError, ModelFiles, ModelInfo, training_description, write_model_files
 from ..settings import PipelineInputError, SamplingSettings
-from .networks import Upsampler, get_upsampler_spec
+from .networks import Upsampler, back_project, get_upsampler_spec
+
+BACK_PROJECTION_STEPS = 2  # box-average consistency with the 64 px design (networks.back_project)
 
 
 def upsampler_description(model: Upsampler, config: Config, text_identity: str, input_resolution: int,
@@ -102,7 +104,7 @@ class UpsamplerGenerator:
 
     def card_line(self) -> str:
         return (f"upsampler: {self.input_resolution} -> {self.resolution} px in one forward "
-                f"({'with' if self.model.text is not None else 'without'} the caption)")
+                f"({'with' if self.model.text is not None else 'without'} the caption), back-projected onto its input")
 
     def discriminator_state(self) -> dict[str, Tensor] | None:
         """The discriminator's float32 weights, checked against model.json's checksum; None when the files have none."""
@@ -121,7 +123,8 @@ class UpsamplerGenerator:
 
     def upsample(self, low: Tensor, pooled: Tensor | None) -> Tensor:
         """[N, 3, r, r] in [-1, 1] (resized to the input resolution it was trained for when r differs) and pooled caption
-        embeddings [N, T] -> [N, 3, R, R] in [-1, 1], float32."""
+        embeddings [N, T] -> [N, 3, R, R] in [-1, 1], float32, whose box average over each 4x4 block is the input's pixel
+        (back-projected: a 256 px design shrinks back to the 64 px one it came from)."""
         parameter = next(self.model.parameters())
         low = low.to(parameter.device, parameter.dtype)
         if low.shape[-1] != self.input_resolution or low.shape[-2] != self.input_resolution:
@@ -129,7 +132,7 @@ class UpsamplerGenerator:
                                 antialias=True).clamp(-1.0, 1.0)
         pooled = None if self.model.text is None or pooled is None else pooled.to(parameter.device, parameter.dtype)
         with torch.no_grad():
-            return self.model.sample(low, pooled).float()
+            return back_project(self.model.sample(low, pooled).float(), low.float(), BACK_PROJECTION_STEPS)
 
     def generate(self, inputs: GenerationInputs, settings: SamplingSettings, generators: Sequence[torch.Generator],
                  stage: int = 0, low_res: Tensor | None = None, preview: StepCallback | None = None) -> Tensor:

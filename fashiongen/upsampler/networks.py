@@ -151,6 +151,20 @@ class Upsampler(nn.Module):
         return cls(spec, text_dim)
 
 
+def back_project(high: Tensor, low: Tensor, steps: int = 2) -> Tensor:
+    """Iterative back-projection (Irani & Peleg 1991): `high` [N, 3, R, R] corrected so that its box average over each
+    (R/r)^2 block comes back to `low` [N, 3, r, r]. `steps` times the bicubic-upsampled residual is added, which mends
+    the smooth part of the error; then what is left of each block's error is added to its pixels evenly, which makes
+    the block means exact wherever the [-1, 1] clamp allows. It moves only what a block's mean can see, so the detail
+    the network added stays."""
+    factor = high.shape[-1] // low.shape[-1]
+    for _ in range(steps):
+        residual = low - F.avg_pool2d(high, factor)
+        high = (high + F.interpolate(residual, scale_factor=factor, mode="bicubic", align_corners=False)).clamp(-1.0, 1.0)
+    residual = low - F.avg_pool2d(high, factor)
+    return (high + F.interpolate(residual, scale_factor=factor, mode="nearest")).clamp(-1.0, 1.0)
+
+
 class PatchDiscriminator(nn.Module):
     """(high [B, 3, R, R], low [B, 3, R/s, R/s]) -> (logits [B, 1, R/2^L, R/2^L], features): a PatchGAN with spectral
     norm that sees the image beside its bicubic-upsampled low-res input, so it judges detail that fits the input. The
