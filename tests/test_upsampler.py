@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from fashiongen.config import ConfigError, TextConfig, load_config
-from fashiongen.evaluation.restoration import box_downsample, consistency, psnr, ssim
+from fashiongen.evaluation.restoration import box_downsample, consistency, psnr, ssim, to_float
 from fashiongen.models.files import ModelFileError, read_info
 from fashiongen.pipeline import FashionGenPipeline
 from fashiongen.text import CaptionEncoder
@@ -147,6 +147,25 @@ def test_a_folder_carrying_the_stage_makes_4x_images_by_seed_alone(folder: Path)
     assert frames[0].size == (128, 128) and max_difference(frames[0], single) <= 1
     lanczos = pipe.base_only()(["red dress"], seed=5, num_inference_steps=2, size=128)[0]
     assert lanczos.size == (128, 128) and not np.array_equal(np.asarray(lanczos), np.asarray(alone))
+
+
+def test_the_stage_follows_a_gan_base_too(tmp_path: Path, encoder: CaptionEncoder) -> None:
+    from fashiongen.release import publish
+    from script_helpers import load_script
+
+    base = export_tiny_gan(tmp_path / "gan", encoder)
+    folder = publish(base, tmp_path / "folder", dtype="float32", superres=(export_tiny_upsampler(tmp_path / "up", encoder),),
+                     critic=None)
+    pipe = FashionGenPipeline.from_pretrained(folder)
+    assert [stage.family for stage in pipe.stages] == ["gan", "upsampler"]
+    design, large = pipe(["red dress"], seed=3, size=32)[0], pipe(["red dress"], seed=3)[0]
+    assert large.size == (128, 128) and design.size == (32, 32)
+    measured = consistency(to_float([np.asarray(large)]), to_float([np.asarray(design)]))
+    assert measured["mean"] <= CONSISTENCY["mean"] and measured["p99"] <= CONSISTENCY["p99"], measured
+    sample = load_script("sample")
+    assert sample.main(["a red dress", "--model", str(base), "--superres", str(tmp_path / "up"), "--num-images", "1",
+                        "--out", str(tmp_path / "sheet"), "--quiet"]) == 0  # a stage added at load time
+    assert Image.open(sorted((tmp_path / "sheet" / "images").glob("*.png"))[0]).size == (128, 128)
 
 
 def test_degenerate_inputs_stay_finite_flat_and_in_range(folder: Path) -> None:
