@@ -202,7 +202,10 @@ def test_the_image_box_downsampled_is_the_design_it_came_from(folder: Path) -> N
 
 
 def test_sample_submissions_evaluate_and_the_app_use_the_stage(folder: Path, tmp_path: Path, garments16: Path) -> None:
-    from fashiongen.app import GenerateRequest, Studio
+    from gradio_client import Client
+
+    from app_helpers import generate_args
+    from fashiongen.app import build_demo
     from fashiongen.submission import validate_submission
     from script_helpers import load_script
 
@@ -232,13 +235,17 @@ def test_sample_submissions_evaluate_and_the_app_use_the_stage(folder: Path, tmp
     assert evaluate.main(["--upsampling", str(export_tiny_gan(tmp_path / "gan", CaptionEncoder(TextConfig(cache_dir="")))),
                           "--reference", str(garments16), "--out", str(tmp_path / "refused"), "--quiet"]) == 2
 
-    studio = Studio(FashionGenPipeline.from_pretrained(folder))
-    try:
-        done = list(studio.generate(GenerateRequest("a red dress", num_images=1, steps=2)))[-1]
-        assert done.done and done.images[0][0].size == (128, 128)
-        assert Image.open(done.files[0]).size == (128, 128)  # the download is the full-size PNG
+    demo = build_demo(FashionGenPipeline.from_pretrained(folder), None, output_dir=str(tmp_path / "outputs"))
+    _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, ssr_mode=False, quiet=True)
+    try:  # the app over real HTTP: it shows 256 px designs (here 128) and its download is that PNG
+        gallery, status, files, _ = Client(url, verbose=False).predict(*generate_args("a red dress", num_images=2, steps=2),
+                                                                       api_name="/generate")
+        assert [Image.open(item["image"]).size for item in gallery] == [(128, 128)] * 2 and "2 images" in status
+        assert Image.open(files[0]).size == (128, 128) and Path(files[0]).suffix == ".png"
+        assert np.array_equal(np.asarray(Image.open(files[0]).convert("RGB")),
+                              np.asarray(Image.open(gallery[0]["image"]).convert("RGB")))
     finally:
-        studio.close()
+        demo.close()
 
 
 def test_damaged_stage_files_get_one_line_naming_the_file(folder: Path, tmp_path: Path) -> None:
