@@ -145,6 +145,9 @@ def test_a_folder_carrying_the_stage_makes_4x_images_by_seed_alone(folder: Path)
                               scheduler="ddim")
     single = pipe(["red dress"], seed=5, num_inference_steps=2, scheduler="ddim")[0]
     assert frames[0].size == (128, 128) and max_difference(frames[0], single) <= 1
+    photo = Image.fromarray(np.tile(np.linspace(0, 255, 64, dtype=np.uint8)[:, None, None], (1, 64, 3)))
+    edited = pipe.edit(photo, "red dress", strength=0.5, num_inference_steps=2, seed=5)[0]
+    assert edited.size == (128, 128)  # an edit is a 32 px design too, brought to the stage's size
     lanczos = pipe.base_only()(["red dress"], seed=5, num_inference_steps=2, size=128)[0]
     assert lanczos.size == (128, 128) and not np.array_equal(np.asarray(lanczos), np.asarray(alone))
 
