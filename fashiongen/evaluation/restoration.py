@@ -65,21 +65,24 @@ def psnr(output: Tensor, target: Tensor) -> Tensor:
     return 10 * torch.log10(255.0**2 / mse)
 
 
-def ssim(output: Tensor, target: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
+def ssim(output: Tensor, target: Tensor, window: int = 11, sigma: float = 1.5, chunk: int = 8) -> Tensor:
     """Per-image SSIM [N] (Wang et al. 2004: an 11x11 gaussian window of std 1.5, K1 0.01, K2 0.03, the 8-bit range),
-    averaged over the RGB channels and the valid window positions."""
-    x, y = (output.double() + 1) * 127.5, (target.double() + 1) * 127.5
+    averaged over the RGB channels and the valid window positions; in chunks, so memory stays small for any count."""
+    if len(output) > chunk:
+        return torch.cat([ssim(output[i : i + chunk], target[i : i + chunk], window, sigma, chunk)
+                          for i in range(0, len(output), chunk)])
+    x, y = output.float() * 127.5, target.float() * 127.5  # centred 8-bit levels: float32 keeps the variances exact enough
     coords = torch.arange(window, dtype=torch.float64) - (window - 1) / 2
     g = torch.exp(-(coords**2) / (2 * sigma**2))
-    g = g / g.sum()
-    kernel = (g[:, None] * g[None, :]).expand(3, 1, window, window)
-
-    def blur(t: Tensor) -> Tensor:
-        return F.conv2d(t, kernel, groups=3)
-
+    g = (g / g.sum()).float()
+    stacked = torch.cat([x, y, x * x, y * y, x * y], dim=1)  # [N, 15, H, W]: one separable blur for all five
+    channels = stacked.shape[1]
+    blurred = F.conv2d(F.conv2d(stacked, g.view(1, 1, 1, window).expand(channels, 1, 1, window), groups=channels),
+                       g.view(1, 1, window, 1).expand(channels, 1, window, 1), groups=channels).double()
+    m_x, m_y, xx, yy, xy = blurred.chunk(5, dim=1)
+    var_x, var_y, cov = xx - m_x**2, yy - m_y**2, xy - m_x * m_y
+    mu_x, mu_y = m_x + 127.5, m_y + 127.5
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    mu_x, mu_y = blur(x), blur(y)
-    var_x, var_y, cov = blur(x * x) - mu_x**2, blur(y * y) - mu_y**2, blur(x * y) - mu_x * mu_y
     value = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
     return value.flatten(1).mean(1).float()
 
