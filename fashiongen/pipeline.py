@@ -42,6 +42,7 @@ from .models.files import (
     PIPELINE_INFO_FILE,
     SHIPPED_MODELS,
     ModelFileError,
+    copy_unchanged,
     read_versioned_json,
     replacing_directory,
 )
@@ -252,7 +253,8 @@ class FashionGenPipeline:
             for name, stage in zip(names, self.stages):
                 directory = temporary / name
                 directory.mkdir(exist_ok=True)
-                stage.write(directory, dtype)
+                if not copy_unchanged(stage.info, Path(stage.source), directory, dtype):  # an unchanged stage keeps its bytes
+                    stage.write(directory, dtype)
             manifest = {"format": PIPELINE_FORMAT, "version": 1, "stages": names, "text": self.stages[0].info.raw["text"],
                         "resolutions": [stage.resolution for stage in self.stages]}
             if critic_files:

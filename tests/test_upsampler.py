@@ -171,6 +171,22 @@ def test_the_stage_follows_a_gan_base_too(tmp_path: Path, encoder: CaptionEncode
     assert Image.open(sorted((tmp_path / "sheet" / "images").glob("*.png"))[0]).size == (128, 128)
 
 
+def test_a_folder_that_gains_a_stage_keeps_its_base_files_byte_for_byte(tmp_path: Path, encoder: CaptionEncoder) -> None:
+    from fashiongen.release import publish
+
+    first = publish(export_tiny(tmp_path / "base", encoder), tmp_path / "first", dtype="float16")
+    info = first / "model.json"  # laid out as an older release might have (same content, other bytes): kept as it is
+    info.write_text(json.dumps(json.loads(info.read_text()), indent=1) + "\n")
+    stage = export_tiny_upsampler(tmp_path / "up", encoder)
+    second = publish(first, tmp_path / "second", dtype="float16", superres=(stage,))
+    for name in ("model.json", "model.safetensors"):  # no second copy of the base weights, every sha256 still valid
+        assert (second / name).read_bytes() == (first / name).read_bytes(), name
+    assert read_info(second / "upsampler-128").weights.dtype == "float16"  # the new stage is written at the folder's dtype
+    assert FashionGenPipeline.from_pretrained(second).resolution == 128
+    wider = publish(first, tmp_path / "float32", dtype="float32")  # another dtype: written anew
+    assert (wider / "model.safetensors").stat().st_size > (first / "model.safetensors").stat().st_size
+
+
 def test_degenerate_inputs_stay_finite_flat_and_in_range(folder: Path) -> None:
     stage = FashionGenPipeline.from_pretrained(folder).stages[1]
     flat = torch.full((1, 3, 32, 32), -0.4)

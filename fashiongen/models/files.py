@@ -236,6 +236,35 @@ def write_model_files(state_dict: Mapping[str, torch.Tensor], info: Mapping[str,
     return ModelInfo.from_dict(raw, directory / INFO_FILE)
 
 
+def named_files(raw: Any) -> list[str]:
+    """Every file a model.json names (its weights, a discriminator's weights...): the "file" of each entry that also
+    records a sha256, at any depth."""
+    if isinstance(raw, dict):
+        own = [raw["file"]] if isinstance(raw.get("file"), str) and "sha256" in raw else []
+        return own + [name for value in raw.values() for name in named_files(value)]
+    if isinstance(raw, list):
+        return [name for value in raw for name in named_files(value)]
+    return []
+
+
+def copy_unchanged(info: ModelInfo, source: Path, directory: Path, dtype: str) -> bool:
+    """Copy `source`'s model.json and the files it names into `directory` byte for byte when they describe exactly
+    `info` at `dtype`; False (nothing copied) otherwise. A model republished unchanged (a folder that gains a stage)
+    then keeps its files: no second copy of its weights in git, every recorded sha256 still valid."""
+    try:
+        on_disk = read_info(source)
+    except (ModelFileError, OSError):
+        return False
+    if on_disk.raw != info.raw or on_disk.weights is None or on_disk.weights.dtype != dtype:
+        return False
+    names = [INFO_FILE, *named_files(on_disk.raw)]
+    if not all((source / name).is_file() and Path(name).name == name for name in names):
+        return False
+    for name in names:
+        shutil.copyfile(source / name, directory / name)
+    return True
+
+
 def _is_ours(path: Path) -> bool:
     """A folder holding a model of ours: model.json or pipeline.json with one of our format names."""
     for name in (INFO_FILE, PIPELINE_INFO_FILE):
@@ -456,5 +485,5 @@ def read_model_files(path: str | Path, verify: bool = True) -> ModelFiles:
 
 __all__ = ["BUNDLED_CRITIC", "BUNDLED_GAN", "SHIPPED_MODELS", "DEFAULT_MODEL_DIR", "DTYPES", "DataInfo", "INFO_FILE", "MODEL_FORMAT", "MODEL_VERSION",
            "ModelFileError", "ModelFiles", "ModelInfo", "PIPELINE_INFO_FILE", "TextInfo", "WEIGHTS_FILE", "WeightsInfo",
-           "check_output_dir", "description_digest", "find_model_dir", "load_weights", "read_info", "read_model_files",
-           "read_versioned_json", "replacing_directory", "sha256_of", "write_model_files"]
+           "check_output_dir", "copy_unchanged", "description_digest", "find_model_dir", "load_weights", "read_info", "read_model_files",
+           "named_files", "read_versioned_json", "replacing_directory", "sha256_of", "write_model_files"]
