@@ -24,18 +24,41 @@ def shipped() -> FashionGenPipeline:
 
 def test_the_default_model_is_inside_the_package_and_generates_at_8_steps(shipped: FashionGenPipeline) -> None:
     assert default_model_path() == DEFAULT_MODEL_DIR and DEFAULT_MODEL_DIR.parent.name == "fashiongen"
-    image = shipped("red floral summer dress", seed=0, num_inference_steps=8)[0]
-    assert image.size == (64, 64) and image.mode == "RGB"
+    assert [stage.family for stage in shipped.stages] == ["diffusion", "upsampler"]
+    image, again = shipped(["red floral summer dress", "red floral summer dress"], seed=[0, 0], num_inference_steps=8)
+    assert image.size == (256, 256) and image.mode == "RGB"  # the base at 64 px, then the shipped upsampling stage
     pixels = np.asarray(image, dtype=np.float32)
     assert pixels.std() > 5  # a picture, not a flat field
+    assert np.abs(pixels - np.asarray(again, dtype=np.float32)).max() <= 1  # batch independence: same seed, same image
+
+
+def test_the_shipped_stage_adds_detail_that_box_downsamples_to_the_design(shipped: FashionGenPipeline) -> None:
+    from fashiongen.data.transforms import to_uint8
+    from fashiongen.evaluation.restoration import consistency, to_float
+
+    prompts = ["white sneakers", "black leather jacket", "red floral summer dress", "navy blue shirt"]
+    designs = shipped(prompts, seed=[1, 2, 3, 4], num_inference_steps=8, size=64)
+    large = shipped(prompts, seed=[1, 2, 3, 4], num_inference_steps=8)
+    low, high = to_float([np.asarray(i) for i in designs]), to_float([np.asarray(i) for i in large])
+    measured = consistency(high, low)
+    assert measured["mean"] <= 0.1 and measured["p99"] <= 1, measured  # the tolerance of tests/test_upsampler.py
+    lanczos = to_float([np.asarray(i.resize((256, 256), Image.Resampling.LANCZOS)) for i in designs])
+    detail = (high - lanczos).abs().mean() * 127.5  # what the stage adds over a resize, in 8-bit levels
+    assert 0.5 < float(detail) < 12, float(detail)
+    assert to_uint8(high).shape == (4, 256, 256, 3)
 
 
 def test_the_shipped_files_are_small_and_their_checksum_is_recorded(shipped: FashionGenPipeline) -> None:
     info = json.loads((DEFAULT_MODEL_DIR / "model.json").read_text())
     weights = DEFAULT_MODEL_DIR / info["weights"]["file"]
     assert hashlib.sha256(weights.read_bytes()).hexdigest() == info["weights"]["sha256"]
-    total = sum(path.stat().st_size for path in DEFAULT_MODEL_DIR.iterdir())
-    assert total < 60 * 2**20
+    shipped_files = [path for model in (DEFAULT_MODEL_DIR, DEFAULT_MODEL_DIR.parent / "pretrained-gan")
+                     for path in model.rglob("*") if path.is_file()]
+    assert sum(path.stat().st_size for path in shipped_files) < 60 * 2**20  # everything the package ships, both models
+    stage = json.loads((DEFAULT_MODEL_DIR / "upsampler-256" / "model.json").read_text())
+    assert hashlib.sha256((DEFAULT_MODEL_DIR / "upsampler-256" / stage["weights"]["file"]).read_bytes()).hexdigest() == \
+        stage["weights"]["sha256"] and stage["weights"]["dtype"] == "float16"
+    assert json.loads((DEFAULT_MODEL_DIR / "pipeline.json").read_text())["stages"] == [".", "upsampler-256"]
     assert info["weights"]["dtype"] == "float16" and info["config"]["model"]["name"] == "unet-compact"
     assert (DEFAULT_MODEL_DIR / "critic" / "critic.safetensors").is_file()  # the judge ships with the model
 
