@@ -259,8 +259,12 @@ def evaluate_model(options: argparse.Namespace, settings: SamplingSettings, out:
     swept = {field for point in parse_sweep(options.sweep or []) for field in point}
     settings = pipe.settings_for_model(settings, set(given_settings(options)) | swept, SETTING_OPTIONS)
     reference = options.reference or pipe.stages[0].info.data.source or BUNDLED_DATA
-    meta = {"model": pipe.describe(), "settings": pipe.settings_record(settings) | {"seed": options.seed, "per_caption": options.per_caption,
-                                                                       "attributes": use_attributes(pipe, options)}}
+    size = options.size or pipe.resolution
+    used = pipe.stages_for(size)  # how the images reach their size: the stages after the base, then a resize if needed
+    after_base = [stage.family for stage in used[1:]] + (["lanczos"] if used[-1].resolution != size else [])
+    meta = {"model": pipe.describe(), "settings": pipe.settings_record(settings) | {
+        "size": size, "after_base": after_base, "seed": options.seed, "per_caption": options.per_caption,
+        "attributes": use_attributes(pipe, options)}}
     captions = read_captions(pipe, options)
     if not options.sweep:
         folder = generate(pipe, options, captions, settings, out / "generated")

@@ -69,6 +69,7 @@ def test_model_evaluation_writes_every_metric_for_generated_and_real(script, gar
     assert script.main(["--model", str(model), "--captions", str(garments), "--split", "all", "--num-images", "6",
                         "--steps", "2", "--out", str(out), *common(garments, critic, tmp_path)]) == 0
     report = json.loads((out / "report.json").read_text())
+    assert report["meta"]["settings"]["size"] == 32 and report["meta"]["settings"]["after_base"] == []  # the base's own size
     metrics = report["metrics"]
     assert np.isfinite(metrics["fid"]["value"]) and metrics["fid"]["num_generated"] == 6 and "biased" in metrics["fid"]["warning"]
     assert metrics["kid"]["subset_size"] == 4 and np.isfinite(metrics["kid"]["std"])

@@ -244,6 +244,12 @@ def test_sample_submissions_evaluate_and_the_app_use_the_stage(folder: Path, tmp
     assert len(header["model"]["stages"]) == 2  # the fingerprint covers the stage: a resume with another refuses
 
     evaluate = load_script("evaluate")
+    for extra, size, after in (([], 128, ["upsampler"]), (["--no-superres", "--size", "128"], 128, ["lanczos"])):
+        assert evaluate.main(["--model", str(folder), "--captions", str(captions), "--num-images", "2", "--steps", "2",
+                              "--critic", "none", "--no-memorisation", "--reference", str(garments16), "--val-fraction",
+                              "0.5", "--kid-subset-size", "2", *extra, "--out", str(tmp_path / f"eval-{after[0]}"), "--quiet"]) == 0
+        settings = json.loads((tmp_path / f"eval-{after[0]}" / "report.json").read_text())["meta"]["settings"]
+        assert (settings["size"], settings["after_base"]) == (size, after)  # the report says how images reached 128 px
     out = tmp_path / "restoration"
     assert evaluate.main(["--upsampling", str(folder), "--reference", str(garments16), "--val-fraction", "0.5",
                           "--input-size", "32", "--out", str(out), "--quiet"]) == 0
