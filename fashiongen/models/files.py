@@ -262,7 +262,7 @@ def copy_unchanged(info: ModelInfo, source: Path, directory: Path, dtype: str) -
         return False
     for name in names:
         shutil.copyfile(source / name, directory / name)
-    return True
+    return sha256_of(directory / on_disk.weights.file) == on_disk.weights.sha256  # changed since it was loaded: rewrite
 
 
 def _is_ours(path: Path) -> bool:
