@@ -84,7 +84,7 @@ class TextConfig:
 class ModelConfig:
     """The generator: an architecture from the registry and the diffusion process it is trained for."""
 
-    family: str = "diffusion"  # diffusion | gan | upsampler: which generator family `name` is a network of
+    family: str = "diffusion"  # diffusion | gan | upsampler | student: which generator family `name` is a network of
     name: str = "unet-small"  # a key of fashiongen.models.MODELS (diffusion), fashiongen.gan.GANS (gan) or UPSAMPLERS
     prediction_type: str = "v_prediction"  # epsilon | v_prediction
     beta_schedule: str = "squaredcos_cap_v2"  # squaredcos_cap_v2 (cosine) | linear | scaled_linear
@@ -96,7 +96,7 @@ class ModelConfig:
     low_res_noise_max: float = 0.1  # super-resolution: noise std (in [-1, 1] pixels) added to the low-res input, up to
 
     def __post_init__(self) -> None:
-        _check_choice("model.family", self.family, ("diffusion", "gan", "upsampler"))
+        _check_choice("model.family", self.family, ("diffusion", "gan", "upsampler", "student"))
         _check_choice("model.prediction_type", self.prediction_type, ("epsilon", "v_prediction"))
         _check_choice("model.beta_schedule", self.beta_schedule, ("squaredcos_cap_v2", "linear", "scaled_linear"))
         _check_range("model.num_train_timesteps", self.num_train_timesteps, 2, 100_000)
@@ -248,6 +248,36 @@ class UpsamplerConfig:
 
 
 @dataclass
+class DistillConfig:
+    """How a few-step student (model.family: student) is distilled from its teacher (train.init_from, a diffusion
+    model): latent consistency distillation with the guidance scale as an input, low-rank adapters on the teacher's
+    weights, the teacher's guided DDIM step on a grid of `grid_size` timesteps as the ODE solver, and an EMA of the
+    student as the target network (and what is exported)."""
+
+    lora_rank: int = 8  # adapters' rank on every conv and linear layer (rank 8: 1.1M parameters, 2.3 MB in float16)
+    guidance_features: int = 64  # sinusoidal features of the guidance scale before its MLP
+    guidance_min: float = 1.0  # the guidance scales the student learns, drawn uniformly per example
+    guidance_max: float = 6.0
+    grid_size: int = 50  # solver timesteps (skip = num_train_timesteps / grid_size)
+    huber_c: float = 0.001  # pseudo-Huber constant (images in [-1, 1])
+    target_ema_decay: float = 0.95  # the target network's EMA (LCM's); the export is this EMA
+    validation_steps: list[int] = field(default_factory=lambda: [1, 2, 4, 8])  # the picture's columns
+
+    def __post_init__(self) -> None:
+        _check_range("distill.lora_rank", self.lora_rank, 1, 4096)
+        _check_range("distill.guidance_features", self.guidance_features, 2, 4096)
+        _check_range("distill.guidance_min", self.guidance_min, 0.0, 50.0)
+        _check_range("distill.guidance_max", self.guidance_max, self.guidance_min, 50.0)
+        _check_range("distill.grid_size", self.grid_size, 1, 100_000)
+        _check_range("distill.huber_c", self.huber_c, 0.0, 10.0)
+        _check_range("distill.target_ema_decay", self.target_ema_decay, 0.0, 1.0)
+        if self.guidance_features % 2:
+            raise ConfigError(f"distill.guidance_features: {self.guidance_features} must be even (sin and cos pairs)")
+        for steps in self.validation_steps:
+            _check_range("distill.validation_steps", steps, 1, self.grid_size)
+
+
+@dataclass
 class CriticConfig:
     """The text-image critic (evaluation/critic.py; trained by train/critic.py): a small CNN and a caption projection
     trained contrastively."""
@@ -310,6 +340,7 @@ class Config:
     critic: CriticConfig = field(default_factory=CriticConfig)  # used by train/critic.py only
     gan: GANConfig = field(default_factory=GANConfig)  # used when model.family is gan
     upsampler: UpsamplerConfig = field(default_factory=UpsamplerConfig)  # used when model.family is upsampler
+    distill: DistillConfig = field(default_factory=DistillConfig)  # used when model.family is student
 
 
 def _field_types(cls: type) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import torch
 
 from .config import Config
 from .diffusion.generator import DiffusionGenerator, SuperResolutionGenerator
+from .diffusion.student import StudentGenerator
 from .gan.generator import GANGenerator
 from .generators import Generator
 from .models import get_spec
@@ -24,6 +25,7 @@ FAMILIES: dict[str, type[Generator]] = {
     "superres": SuperResolutionGenerator,
     "gan": GANGenerator,
     "upsampler": UpsamplerGenerator,
+    "student": StudentGenerator,
 }
 
 

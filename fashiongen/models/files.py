@@ -43,7 +43,7 @@ from ..utils import disk_problem, first_line
 MODEL_FORMAT = "fashiongen-model"
 MODEL_VERSION = 3  # 3: format "fashiongen-model" with a "family" field; 2: "fashiongen-diffusion" with its digest
 LEGACY_FORMATS = {"fashiongen-diffusion": 2}  # what earlier versions wrote, and the newest version of each
-FAMILIES_WRITTEN = ("diffusion", "superres", "gan", "upsampler")  # the families a model.json may name (fashiongen.families loads them)
+FAMILIES_WRITTEN = ("diffusion", "superres", "gan", "upsampler", "student")  # the families a model.json may name (fashiongen.families loads them)
 WEIGHTS_FILE = "model.safetensors"
 INFO_FILE = "model.json"
 PIPELINE_INFO_FILE = "pipeline.json"  # a saved pipeline's manifest (written by pipeline.py)

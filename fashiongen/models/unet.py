@@ -121,14 +121,18 @@ class FashionUNet(nn.Module):
         return self.spec.super_resolution
 
     def forward(self, sample: Tensor, timesteps: Tensor, text_states: Tensor, text_mask: Tensor, text_pooled: Tensor,
-                attribute_ids: Tensor | None = None, low_res: Tensor | None = None) -> Tensor:
+                attribute_ids: Tensor | None = None, low_res: Tensor | None = None,
+                extra_embedding: Tensor | None = None) -> Tensor:
         """sample [B, 3, H, W]; timesteps [B]; text_states [B, L, D]; text_mask [B, L]; text_pooled [B, D];
-        attribute_ids [B, K]; low_res [B, 3, H, W] (already upsampled) for a super-resolution stage."""
+        attribute_ids [B, K]; low_res [B, 3, H, W] (already upsampled) for a super-resolution stage;
+        extra_embedding [B, time_dim] added to the conditioning (a distilled student's guidance scale)."""
         if self.super_resolution:
             if low_res is None:
                 raise ValueError("a super-resolution UNet needs the upsampled low-res image (low_res [B, 3, H, W])")
             sample = torch.cat([sample, low_res.to(sample.dtype)], dim=1)  # [B, 6, H, W]
         class_labels = self.condition(text_pooled.to(sample.dtype), attribute_ids)  # [B, time_dim]
+        if extra_embedding is not None:
+            class_labels = class_labels + extra_embedding.to(class_labels.dtype)
         return self.unet(sample, timesteps, encoder_hidden_states=text_states.to(sample.dtype),
                          encoder_attention_mask=text_mask, class_labels=class_labels).sample
 

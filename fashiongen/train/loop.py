@@ -253,7 +253,8 @@ def open_encoder(config: Config, run_dir: Path, accelerator: Accelerator, datase
 
 def prepare(config: Config, resume: Path | None = None, show_progress: bool = True) -> TrainingRun:
     """Check the config, open data, build model/optimizer/EMA, restore a checkpoint, make the run directory.
-    A GAN (model.family: gan) or upsampler config is prepared by train/gan.py or train/upsampler.py, whose run
+    A GAN (model.family: gan), upsampler or student config is prepared by train/gan.py, train/upsampler.py or
+    train/distill.py, whose run
     `train` then runs."""
     if config.model.family == "gan":
         from .gan import prepare_gan
@@ -263,6 +264,10 @@ def prepare(config: Config, resume: Path | None = None, show_progress: bool = Tr
         from .upsampler import prepare_upsampler
 
         return prepare_upsampler(config, resume, show_progress)  # type: ignore[return-value]
+    if config.model.family == "student":
+        from .distill import prepare_distill
+
+        return prepare_distill(config, resume, show_progress)  # type: ignore[return-value]
     check_config(config)
     t = config.train
     state = PartialState(cpu=_distributed_cpu())
@@ -445,9 +450,12 @@ def _memory_mb(device: torch.device) -> float:
 def train(run: TrainingRun, show_progress: bool = True) -> Path:
     """Train until train.max_steps; checkpoint, validate and log on schedule (schedule.py); export at the end."""
     if not isinstance(run, TrainingRun):
+        from .distill import DistillRun, train_distill
         from .gan import GANRun, train_gan
         from .upsampler import train_upsampler
 
+        if isinstance(run, DistillRun):
+            return train_distill(run, show_progress)
         return train_gan(run, show_progress) if isinstance(run, GANRun) else train_upsampler(run, show_progress)
     accelerator, t = run.accelerator, run.config.train
     is_main = accelerator.is_main_process
