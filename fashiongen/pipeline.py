@@ -35,6 +35,7 @@ from .data.transforms import resize_square, to_tensor, to_uint8
 from .diffusion import lerp_text, slerp
 from .families import load_generator
 from .generators import LOW_RES, GenerationInputs, Generator
+from .models.runtime import RUNTIMES
 from .models.files import (
     DEFAULT_MODEL_DIR,
     DTYPES,
@@ -197,16 +198,23 @@ class FashionGenPipeline:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, superres: Sequence[str | Path] = (), device: str | torch.device = "cpu",
-                        dtype: str = "float32", text_encoder: str | None = None, cache_dir: str = "",
+                        dtype: str = "float32", runtime: str = "eager", runtime_cache_dir: str | Path | None = None,
+                        text_encoder: str | None = None, cache_dir: str = "",
                         verify: bool = True) -> FashionGenPipeline:
         """Load a saved pipeline, an exported model, a checkpoint or a run directory, plus optional SR stages.
 
         `text_encoder` overrides where the caption encoder is loaded from (a local directory); its
         identity must still match the one the model was trained with.
         """
-        if dtype not in DTYPES:
-            raise PipelineInputError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
-        if dtype != "float32" and torch.device(device).type == "cpu":
+        if dtype not in (*DTYPES, "auto"):
+            raise PipelineInputError(f"dtype must be one of {', '.join(DTYPES)} or auto, got '{dtype}'")
+        if runtime not in RUNTIMES:
+            raise PipelineInputError(f"runtime must be one of {', '.join(RUNTIMES)}, got '{runtime}'")
+        # `runtime` other than eager, or dtype auto: every stage that can (the diffusion families) samples through
+        # models.runtime.fast_forward in `dtype` (float32 weights, low precision by autocast where the CPU has fast
+        # kernels for it, an exported graph cached in `runtime_cache_dir`); eager keeps the weights in `dtype` as before
+        fast = runtime != "eager" or dtype == "auto"
+        if not fast and dtype != "float32" and torch.device(device).type == "cpu":
             logger.warning("%s on CPU is very slow (unet-small: ~100x slower than float32 on 2 cores); use float32 on CPU",
                            dtype)
         path = Path(path)
@@ -221,8 +229,11 @@ class FashionGenPipeline:
                 raise ModelFileError(f"{path / PIPELINE_FILE}: stages: {error}") from None
         else:
             paths = [path]
-        stages = [load_generator(p, device, dtype, verify) for p in [*paths, *map(Path, superres)]]
+        stages = [load_generator(p, device, "float32" if fast else dtype, verify) for p in [*paths, *map(Path, superres)]]
         stages = [stages[0], *sorted(stages[1:], key=lambda stage: stage.resolution)]
+        for stage in stages if fast else []:
+            if hasattr(stage, "use_runtime"):  # other families have no runtime choice and ignore it
+                stage.use_runtime(runtime, dtype, runtime_cache_dir)
         return cls(stages, encoder_for(stages[0], device, text_encoder, cache_dir))
 
     def base_only(self) -> FashionGenPipeline:
@@ -652,11 +663,17 @@ class FashionGenPipeline:
             pictures = [p.resize((size, size), Image.Resampling.LANCZOS) for p in pictures]
         return pictures
 
+    @property
+    def runtime(self) -> str:
+        """How the base stage's network runs, after any fallback: 'eager float32', 'onnxruntime float32', ..."""
+        used = getattr(self.stages[0], "runtime", None) or {"runtime": "eager", "dtype": str(self.dtype).replace("torch.", "")}
+        return f"{used['runtime']} {used['dtype']}"
+
     def describe(self) -> dict[str, Any]:
         """The facts a manifest records about the model that made an image."""
         return {"fingerprint": self.fingerprint, "stages": [stage.source for stage in self.stages],
                 "resolutions": [stage.resolution for stage in self.stages], "device": str(self.device),
-                "dtype": str(self.dtype).replace("torch.", "")}
+                "dtype": str(self.dtype).replace("torch.", ""), "runtime": self.runtime}
 
 
 Stage = Generator  # a stage of the cascade is a loaded generator (the name earlier versions used)

@@ -7,6 +7,7 @@ with classifier-free guidance, and its super-resolution stage, which also condit
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
@@ -17,10 +18,13 @@ from ..config import Config
 from ..generators import ATTRIBUTES, LOW_RES, TEXT, GenerationInputs, StepCallback, attribute_ids
 from ..models import FashionUNet, build_model, check_description, get_spec
 from ..models.files import ModelFileError, ModelFiles, ModelInfo, training_description, write_model_files
+from ..models.runtime import fast_forward
 from ..settings import PipelineInputError, SamplingSettings
 from .sampling import Inpainting, noise_from, sample
 from .schedule import SAMPLERS, diffusion_settings, make_sampler
 from .superres import low_res_condition, upsample
+
+logger = logging.getLogger(__name__)
 
 
 def model_description(model: FashionUNet, config: Config, text_identity: str,
@@ -64,6 +68,8 @@ class DiffusionGenerator:
             raise ModelFileError(f"{source}: model.json's family is {info.family}, but its network "
                                  f"{'is' if model.super_resolution else 'is not'} a super-resolution UNet")
         self.model = model
+        self.denoiser: Any = model  # what sample() calls: the module itself, or a faster runtime of it (use_runtime)
+        self.runtime = {"runtime": "eager", "dtype": str(next(model.parameters()).dtype).replace("torch.", "")}
         self.info = info
         self.source = source
         self.diffusion = info.section("diffusion")
@@ -140,6 +146,16 @@ class DiffusionGenerator:
         if settings.scheduler not in self.samplers:
             raise PipelineInputError(f"scheduler '{settings.scheduler}' is not one of {', '.join(self.samplers)}")
 
+    def use_runtime(self, runtime: str = "auto", dtype: str = "auto", cache_dir: str | Path | None = None) -> dict[str, str]:
+        """Sample through `self.model` on a faster runtime (models.runtime.fast_forward; self.model stays the module).
+        Returns what was used after any fallback, e.g. {"runtime": "onnxruntime", "dtype": "float32"}."""
+        if type(self.model) is not FashionUNet:  # a subclass's own network (a student's) has other inputs: it stays eager
+            logger.warning("%s: no fast runtime for a %s; running it eager", self.source, type(self.model).__name__)
+            return self.runtime
+        forward = fast_forward(self.model, self.sha256, runtime, dtype, cache_dir)
+        self.denoiser, self.runtime = forward, forward.description
+        return self.runtime
+
     def generate(self, inputs: GenerationInputs, settings: SamplingSettings, generators: Sequence[torch.Generator],
                  stage: int = 0, low_res: Tensor | None = None, preview: StepCallback | None = None) -> Tensor:
         self.check_sampler(settings)
@@ -155,14 +171,14 @@ class DiffusionGenerator:
         if low_res is not None or self.super_resolution:
             return self._upscale(text, unconditional, noise, scheduler, low_res, common)
         if inputs.init_image is None:
-            return sample(self.model, scheduler, text, unconditional, noise, **common)
+            return sample(self.denoiser, scheduler, text, unconditional, noise, **common)
         steps = settings.num_inference_steps
         start_step = steps - min(round(steps * inputs.strength), steps)
         photo = inputs.init_image.to(device)
         inpainting = None
         if inputs.mask is not None:
             inpainting = Inpainting(photo, inputs.mask.to(device), noise_from(list(generators), self.latent_shape, device))
-        return sample(self.model, scheduler, text, unconditional, noise, start_step=start_step, init_image=photo,
+        return sample(self.denoiser, scheduler, text, unconditional, noise, start_step=start_step, init_image=photo,
                       inpainting=inpainting, **common)
 
     def _upscale(self, text: Any, unconditional: Any, noise: Tensor, scheduler: Any, low_res: Tensor | None,
@@ -186,7 +202,7 @@ class SuperResolutionGenerator(DiffusionGenerator):
         if low_res is None:
             raise PipelineInputError(f"{self.source}: a super-resolution stage needs the previous stage's images")
         condition = low_res_condition(upsample(low_res.to(noise.device), self.resolution), self.low_res_resolution)
-        return sample(self.model, scheduler, text, unconditional, noise, low_res=condition, **common)
+        return sample(self.denoiser, scheduler, text, unconditional, noise, low_res=condition, **common)
 
 
 __all__ = ["DiffusionGenerator", "SuperResolutionGenerator", "model_description"]
