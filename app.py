@@ -22,7 +22,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 
 from fashiongen.app import Limits, ProductIndex, build_demo, model_names  # noqa: E402
 from fashiongen.data import DataError  # noqa: E402
-from fashiongen.models.files import BUNDLED_CRITIC, BUNDLED_GAN  # noqa: E402
+from fashiongen.models.files import BUNDLED_CRITIC, BUNDLED_GAN, BUNDLED_STUDENT  # noqa: E402
+from fashiongen.models.runtime import RUNTIMES  # noqa: E402
 from fashiongen.pipeline import FashionGenPipeline, ModelFileError, default_model_path, model_path  # noqa: E402
 from fashiongen.text.encoder import EncoderNotFoundError  # noqa: E402
 
@@ -31,7 +32,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", default=[],
                         help="exported model, saved pipeline, checkpoint or run directory, or a shipped model by name "
-                             "(diffusion, gan); repeat for a choice on the page (default: the shipped models)")
+                             "(student, diffusion, gan); repeat for a choice on the page (default: the shipped models, "
+                             "the few-step student first)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for your network)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs internet)")
@@ -41,6 +43,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--critic", default=str(BUNDLED_CRITIC), help="critic network for product search (default: bundled)")
     parser.add_argument("--cache-dir", default="~/.cache/fashiongen", help="where product embeddings are cached")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--runtime", default="auto", choices=list(RUNTIMES),
+                        help="how diffusion models run their network (default auto: the fastest this machine has; "
+                             "eager, channels_last, onnxruntime; docs/fast-path.md)")
     parser.add_argument("--concurrency", type=int, default=1, help="model jobs run at once (default 1; more only on a GPU)")
     parser.add_argument("--max-queue", type=int, default=32, help="requests that may wait before new ones are refused")
     parser.add_argument("--max-upload-mb", type=int, default=Limits.max_upload_mb,
@@ -67,8 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     try:
-        paths = [model_path(value) for value in args.model] or [default_model_path(), *([BUNDLED_GAN] if BUNDLED_GAN.is_dir() else [])]
-        loaded = [FashionGenPipeline.from_pretrained(path, device=args.device) for path in paths]
+        shipped = [BUNDLED_STUDENT] if BUNDLED_STUDENT.is_dir() else []  # the fast student first: the page's default
+        paths = [model_path(value) for value in args.model] or [*shipped, default_model_path(),
+                                                                 *([BUNDLED_GAN] if BUNDLED_GAN.is_dir() else [])]
+        loaded = [FashionGenPipeline.from_pretrained(path, device=args.device, runtime=args.runtime) for path in paths]
         pipelines = dict(zip(model_names(loaded, [path.name for path in paths]), loaded))
         pipeline = loaded[0]
         source = products_source(args, pipeline)

@@ -33,6 +33,7 @@ from fashiongen.evaluation.restoration import bicubic, lanczos, restoration_repo
 from fashiongen.evaluation.report import sweep_plot
 from fashiongen.evaluation.suite import EvaluationSetup, evaluate_set
 from fashiongen.families import sampler_names
+from fashiongen.models.runtime import RUNTIMES
 from fashiongen.pipeline import FashionGenPipeline, ModelFileError, model_path
 from fashiongen.settings import (
     DEFAULT_GUIDANCE,
@@ -64,7 +65,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_argument_group("what to evaluate (one of)")
     mode.add_argument("--model", help="generate from this model (export, pipeline, checkpoint or run; or a shipped one by "
-                      "name: diffusion, gan), then score")
+                      "name: diffusion, student, gan), then score")
     mode.add_argument("--images", help="score a folder: a challenge submission, a sample.py folder or plain images")
     mode.add_argument("--upsampling", action="append", metavar="STAGE",
                       help="score upsampling stages (an upsampler, or a model folder's last stage; repeatable) beside "
@@ -93,6 +94,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, help="--model: generate at this size (default: the model's largest stage; the "
                                                  "cascade runs up to it, then Lanczos)")
     parser.add_argument("--superres", action="append", default=[], help="--model: a stage to add (an upsampler; repeatable)")
+    parser.add_argument("--base", help="--model: another base model its folder offers (e.g. student)")
     parser.add_argument("--input-size", type=int, default=64, help="--upsampling: the photos are box-downsampled to this (default 64)")
     parser.add_argument("--no-superres", action="store_true",
                         help="--model: the base model alone, its own later stages dropped (--size is then a Lanczos resize)")
@@ -100,6 +102,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-memorisation", action="store_true", help="skip the nearest-training-neighbour search")
     parser.add_argument("--kid-subset-size", type=int, default=1000)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--runtime", default="eager", choices=list(RUNTIMES),
+                        help="--model: how diffusion stages run their network (docs/fast-path.md; default eager)")
     parser.add_argument("--cache-dir", default=".cache/fashiongen/eval")
     parser.add_argument("--quiet", action="store_true")
     options = parser.parse_args(argv)
@@ -252,7 +256,9 @@ def evaluate_upsampling(options: argparse.Namespace, out: Path) -> str:
 
 def evaluate_model(options: argparse.Namespace, settings: SamplingSettings, out: Path) -> str:
     """Generate a submission-format set under out/generated (or one per --sweep point), then score it."""
-    pipe = FashionGenPipeline.from_pretrained(model_path(options.model), superres=options.superres, device=options.device)
+    pipe = FashionGenPipeline.from_pretrained(model_path(options.model), superres=options.superres, device=options.device,
+                                              runtime=options.runtime,
+                                              base=options.base)
     if options.no_superres:
         pipe = pipe.base_only()
     pipe.show_progress = not options.quiet

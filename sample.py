@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from fashiongen.families import sampler_names
+from fashiongen.models.runtime import RUNTIMES
 from fashiongen.pipeline import FashionGenPipeline, ModelFileError, model_path
 from fashiongen.settings import (
     DEFAULT_GUIDANCE,
@@ -56,7 +57,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("prompts", nargs="*", help="prompts (or the new description with --edit)")
     parser.add_argument("--model", help="exported model, saved pipeline, checkpoint or run directory, or a shipped model by "
-                                        "name: diffusion (the default) or gan")
+                                        "name: diffusion (the default), student (its 4-step student) or gan")
+    parser.add_argument("--base", help="another base model the --model folder offers, e.g. student (its few-step student; "
+                                       "--model student is the shipped one)")
     parser.add_argument("--superres", action="append", default=[], help="a super-resolution stage to add (repeatable)")
     parser.add_argument("--no-superres", action="store_true",
                         help="the base model alone, the folder's own later stages dropped (--size is then a Lanczos resize)")
@@ -79,7 +82,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, help="output size in px (default: the model's; the cascade runs up to it)")
     parser.add_argument("--batch-size", type=int, help="images per batch (default 8 on CPU, 32 on GPU; halves on OOM)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16", "auto"],
+                        help="with --runtime eager: the weights' dtype; otherwise the compute dtype (float32 where this CPU "
+                             "has no fast kernels for it); auto: bfloat16 where fast, else float32")
+    parser.add_argument("--runtime", default="eager", choices=list(RUNTIMES),
+                        help="how diffusion stages run their network: eager (default), channels_last, onnxruntime (graph "
+                             "exported once, cached in $FASHIONGEN_CACHE or ~/.cache/fashiongen), auto (the fastest here; "
+                             "docs/fast-path.md)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     challenge = parser.add_argument_group("challenge submission sets")
     challenge.add_argument("--submission", metavar="CAPTIONS", help="dataset source or JSONL of {id, caption}")
@@ -174,7 +183,7 @@ def run(options: argparse.Namespace) -> str:
 def run_job(options: argparse.Namespace, settings: SamplingSettings, attributes: dict[str, str],
             inputs: list[PromptItem] | list[CaptionItem], out: Path) -> str:
     pipe = FashionGenPipeline.from_pretrained(model_path(options.model), superres=options.superres, device=options.device,
-                                              dtype=options.dtype)
+                                              dtype=options.dtype, runtime=options.runtime, base=options.base)
     if options.no_superres:
         pipe = pipe.base_only()
     pipe.show_progress = not options.quiet

@@ -63,6 +63,7 @@ class Generator(Protocol):
     samplers: ClassVar[tuple[str, ...]]  # scheduler names its settings may name (the first is its default)
     can_edit: ClassVar[bool]  # SDEdit / inpainting of a photo; a family that cannot is refused up front
     settings_used: ClassVar[frozenset[str]]  # the SamplingSettings fields it reads (size always counts); others are refused
+    default_steps: ClassVar[int]  # num_inference_steps when a caller sets none (a few-step student: 4)
 
     model: nn.Module
     info: ModelInfo

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import secrets
 import shutil
 from collections.abc import Sequence
@@ -127,6 +128,29 @@ def _with_start(training: dict[str, Any], key: str) -> str:
     return str(counts[0]) if len(counts) == 1 else f"{sum(counts)} ({' + '.join(map(str, reversed(counts)))})"
 
 
+_BASE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def _base_paths(path: Path, manifest: dict[str, Any]) -> dict[str, Path]:
+    """pipeline.json's "bases": other base models by name, each a folder inside the pipeline's."""
+    bases = manifest.get("bases", {})
+    if not isinstance(bases, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in bases.items()):
+        raise ModelFileError(f"{path / PIPELINE_FILE}: bases: expected an object of names and folders")
+    try:
+        return {name: file_inside(path, folder) for name, folder in bases.items()}
+    except ValueError as error:
+        raise ModelFileError(f"{path / PIPELINE_FILE}: bases: {error}") from None
+
+
+def _base_named(folder: Path) -> str | None:
+    """The name under which the pipeline folder above `folder` offers it as a base model, or None."""
+    try:
+        bases = _base_paths(folder.parent, read_versioned_json(folder.parent / PIPELINE_FILE, {PIPELINE_FORMAT: 1}))
+    except (ModelFileError, OSError):
+        return None
+    return next((name for name, path in bases.items() if path.resolve() == folder.resolve()), None)
+
+
 def _is_pipeline_dir(path: Path) -> bool:
     return (path / PIPELINE_FILE).is_file()
 
@@ -193,6 +217,7 @@ class FashionGenPipeline:
         self.dtype = next(stages[0].model.parameters()).dtype
         self.batch_size = batch_size or (32 if self.device.type == "cuda" else 8)
         self.show_progress = True
+        self.bases: dict[str, Path] = {}  # a saved pipeline's other base models (pipeline.json "bases"), by name
 
     # ---------------------------------------------------------------- loading and saving
 
@@ -200,11 +225,13 @@ class FashionGenPipeline:
     def from_pretrained(cls, path: str | Path, *, superres: Sequence[str | Path] = (), device: str | torch.device = "cpu",
                         dtype: str = "float32", runtime: str = "eager", runtime_cache_dir: str | Path | None = None,
                         text_encoder: str | None = None, cache_dir: str = "",
-                        verify: bool = True) -> FashionGenPipeline:
+                        verify: bool = True, base: str | None = None) -> FashionGenPipeline:
         """Load a saved pipeline, an exported model, a checkpoint or a run directory, plus optional SR stages.
 
         `text_encoder` overrides where the caption encoder is loaded from (a local directory); its
-        identity must still match the one the model was trained with.
+        identity must still match the one the model was trained with. `base` picks one of a saved pipeline's other
+        base models (pipeline.json's "bases", e.g. "student": the few-step student of the folder's model) in place of
+        its first stage; the later stages stay.
         """
         if dtype not in (*DTYPES, "auto"):
             raise PipelineInputError(f"dtype must be one of {', '.join(DTYPES)} or auto, got '{dtype}'")
@@ -218,6 +245,9 @@ class FashionGenPipeline:
             logger.warning("%s on CPU is very slow (unet-small: ~100x slower than float32 on 2 cores); use float32 on CPU",
                            dtype)
         path = Path(path)
+        if base is None and not _is_pipeline_dir(path) and _is_pipeline_dir(path.parent):
+            base = _base_named(path)  # a student's own folder: its teacher's pipeline with it as the base
+            path = path.parent if base is not None else path
         if _is_pipeline_dir(path):
             manifest = read_versioned_json(path / PIPELINE_FILE, {PIPELINE_FORMAT: 1})
             stage_names = manifest.get("stages")
@@ -227,14 +257,22 @@ class FashionGenPipeline:
                 paths = [file_inside(path, stage) for stage in stage_names]  # a stage is a folder inside the pipeline's
             except ValueError as error:
                 raise ModelFileError(f"{path / PIPELINE_FILE}: stages: {error}") from None
+            bases = _base_paths(path, manifest)
         else:
-            paths = [path]
+            paths, bases = [path], {}
+        if base is not None:
+            if base not in bases:
+                offered = f"its other base models are {', '.join(bases)}" if bases else "it has no other base model"
+                raise PipelineInputError(f"base '{base}': {path} offers no such base model ({offered})")
+            paths[0] = bases[base]
         stages = [load_generator(p, device, "float32" if fast else dtype, verify) for p in [*paths, *map(Path, superres)]]
         stages = [stages[0], *sorted(stages[1:], key=lambda stage: stage.resolution)]
         for stage in stages if fast else []:
             if hasattr(stage, "use_runtime"):  # other families have no runtime choice and ignore it
                 stage.use_runtime(runtime, dtype, runtime_cache_dir)
-        return cls(stages, encoder_for(stages[0], device, text_encoder, cache_dir))
+        pipe = cls(stages, encoder_for(stages[0], device, text_encoder, cache_dir))
+        pipe.bases = bases
+        return pipe
 
     def base_only(self) -> FashionGenPipeline:
         """The same base model and encoder without the stages after it (sizes above the base's become Lanczos resizes):
@@ -244,14 +282,26 @@ class FashionGenPipeline:
         return pipe
 
     def save_pretrained(self, path: str | Path, dtype: str | None = None, critic: str | Path | None = None,
-                        notes: str = "", overwrite: bool = False) -> Path:
+                        notes: str = "", overwrite: bool = False, bases: dict[str, Generator] | None = None) -> Path:
         """The base model at `path`, later stages in `path/<family>-<px>/` (superres-128, upsampler-256), pipeline.json
         and a model card (atomic).
         `critic`: a saved critic directory copied into `path/critic/`, so model and judge travel together;
         `notes`: markdown added to the model card (what the model can and cannot do).
         `path` must be new, empty or a model folder of ours; anything else, and the package's own default model,
-        is replaced only with `overwrite=True` (see models.files.check_output_dir)."""
+        is replaced only with `overwrite=True` (see models.files.check_output_dir).
+        `bases`: other base models saved in `path/<name>/` and offered by name (`from_pretrained(path, base=name)`):
+        a few-step student of the first stage, whose files name the folder above as its teacher."""
         path = Path(path)
+        bases = dict(bases or {})
+        if self.stages[0].family == "student":
+            raise ModelFileError("a student cannot be a saved pipeline's first stage: save its teacher's pipeline with "
+                                 "the student as one of its bases (python -m fashiongen.release ... --student RUN)")
+        for name, other in bases.items():
+            if not _BASE_NAME.fullmatch(name) or name in (CRITIC_DIR, ".", ".."):
+                raise ModelFileError(f"base '{name}': a base model's name is a folder name of letters, digits, - and _")
+            if getattr(other, "teacher_sha256", None) != self.stages[0].info.sha256:
+                raise ModelFileError(f"base '{name}' ({other.source}): only a student of this pipeline's first stage "
+                                     f"(weights sha256 {self.stages[0].info.sha256[:12]}) can be saved beside it")
         critic_files = []
         if critic is not None:
             critic = Path(critic)
@@ -261,6 +311,11 @@ class FashionGenPipeline:
         dtype = dtype or {v: k for k, v in DTYPES.items()}[self.dtype]
         with replacing_directory(path, overwrite, protected=(DEFAULT_MODEL_DIR,)) as temporary:
             names = ["."] + [f"{stage.family}-{stage.resolution}" for stage in self.stages[1:]]  # superres-128, upsampler-256
+            if clash := sorted(set(bases) & set(names)):
+                raise ModelFileError(f"base '{clash[0]}': the name of one of the pipeline's stage folders")
+            for name, other in bases.items():
+                (temporary / name).mkdir()
+                other.save_beside_teacher(temporary / name, dtype)  # type: ignore[attr-defined]
             for name, stage in zip(names, self.stages):
                 directory = temporary / name
                 directory.mkdir(exist_ok=True)
@@ -268,17 +323,19 @@ class FashionGenPipeline:
                     stage.write(directory, dtype)
             manifest = {"format": PIPELINE_FORMAT, "version": 1, "stages": names, "text": self.stages[0].info.raw["text"],
                         "resolutions": [stage.resolution for stage in self.stages]}
+            if bases:
+                manifest["bases"] = {name: name for name in bases}
             if critic_files:
                 (temporary / CRITIC_DIR).mkdir()
                 for file in critic_files:
                     shutil.copyfile(file, temporary / CRITIC_DIR / file.name)
                 manifest["critic"] = CRITIC_DIR
             (temporary / PIPELINE_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-            (temporary / CARD_FILE).write_text(self.model_card(notes, critic=CRITIC_DIR if critic_files else None),
-                                               encoding="utf-8")
+            (temporary / CARD_FILE).write_text(self.model_card(notes, critic=CRITIC_DIR if critic_files else None,
+                                                               bases=bases), encoding="utf-8")
         return path
 
-    def model_card(self, notes: str = "", critic: str | None = None) -> str:
+    def model_card(self, notes: str = "", critic: str | None = None, bases: dict[str, Generator] | None = None) -> str:
         """A README for the saved model: what it is, what it was trained on, how long, and known metrics."""
         base = self.stages[0].info
         lines = ["# FashionGen text-to-image model", "",
@@ -316,6 +373,17 @@ class FashionGenPipeline:
                     if "generator_lr" in own and "discriminator_lr" in own else train.get("learning_rate"))
             lines += [f"- batch size {train.get('batch_size')}, learning rate {rate}, "
                       f"EMA decay {train.get('ema_decay')}, mixed precision {train.get('mixed_precision')}"]
+        for name, other in (bases or {}).items():
+            training = other.info.training
+            facts = ", ".join(f"{key} {training[key]}" for key in ("steps", "images_seen", "wall_time", "hardware", "final_loss")
+                              if training.get(key) is not None)
+            lines += ["", f"## Base model `{name}`", "",
+                      f"`FashionGenPipeline.from_pretrained(\"PATH\", base=\"{name}\")` (or `--base {name}`) makes images "
+                      f"with `{name}/` in place of the model above; the later stages stay.", "",
+                      f"- {other.card_line()}",
+                      f"- teacher: this folder's model (weights sha256 {self.stages[0].info.sha256[:16]}), checked at load",
+                      f"- distillation run: {facts or 'no facts recorded'}"]
+            lines += [f"- {key}: {value}" for key, value in other.info.metrics.items()]
         metrics = base.metrics
         lines += ["", "## Metrics", ""]
         lines += [f"- {key}: {value}" for key, value in metrics.items()] if metrics else ["No evaluation recorded with this model."]
@@ -444,6 +512,8 @@ class FashionGenPipeline:
                                      f"{'it' if len(unused) == 1 else 'them'}; it takes {takes}")
         if "scheduler" not in given:
             settings = dataclasses.replace(settings, scheduler=self.default_sampler)
+        if "num_inference_steps" not in given:
+            settings = dataclasses.replace(settings, num_inference_steps=family.default_steps)
         return self.sampling_settings(settings)
 
     def settings_record(self, settings: SamplingSettings) -> dict[str, Any]:
@@ -462,6 +532,8 @@ class FashionGenPipeline:
             return settings
         if "scheduler" not in given:
             given["scheduler"] = self.default_sampler
+        if "num_inference_steps" not in given:
+            given["num_inference_steps"] = self.stages[0].default_steps
         return SamplingSettings.parse(samplers=self.samplers, **given)
 
     def __call__(self, prompts: str | Sequence[str], negative_prompt: str | Sequence[str] | None = None,

@@ -5,6 +5,7 @@ evaluate.py report in model.json and the model card, the critic that judged it, 
         --report docs/default-model/report.json --notes docs/default-model/card-notes.md
     python -m fashiongen.release runs/001-default64 fashiongen/pretrained --overwrite ...   # the shipped model
     python -m fashiongen.release fashiongen/pretrained fashiongen/pretrained --superres runs/002-upsampler256 --overwrite
+    python -m fashiongen.release fashiongen/pretrained fashiongen/pretrained --student runs/004-distill64 --overwrite
 
 OUT must be new, empty, or a model folder of ours (model.json or pipeline.json), which is replaced atomically;
 anything else (a file, a folder of other files) is refused unless --overwrite. The package's own default model
@@ -21,17 +22,26 @@ from pathlib import Path
 
 from .evaluation.report import headline_metrics
 from .models.files import BUNDLED_CRITIC, BUNDLED_GAN, DEFAULT_MODEL_DIR, DTYPES, ModelFileError, check_output_dir
+from .families import load_generator
 from .pipeline import FashionGenPipeline
 from .settings import PipelineInputError
 from .utils import DISK_ERRORS
 
 
 def publish(model: Path, out: Path, dtype: str = "float16", critic: Path | None = None, report: Path | None = None,
-            notes: Path | None = None, overwrite: bool = False, superres: tuple[Path, ...] = ()) -> Path:
+            notes: Path | None = None, overwrite: bool = False, superres: tuple[Path, ...] = (),
+            student: Path | None = None) -> Path:
     """A model folder a user loads by path (or by default, in fashiongen/pretrained/); `superres`: stages (an upsampler)
-    the folder carries after the model's own."""
+    the folder carries after the model's own; `student`: a few-step student of the model (a distillation run or its
+    export), carried as the base model "student" (`from_pretrained(out, base="student")`). The bases a saved `model`
+    already offers are carried too."""
     check_output_dir(out, overwrite, (DEFAULT_MODEL_DIR, BUNDLED_GAN))  # before loading anything
     pipe = FashionGenPipeline.from_pretrained(model, superres=superres)
+    bases = {name: load_generator(path) for name, path in pipe.bases.items()}
+    if student is not None:
+        bases["student"] = load_generator(student)
+        if bases["student"].family != "student":
+            raise ModelFileError(f"--student {student}: a {bases['student'].family} model, not a distilled student")
     if report is not None:
         try:
             metrics = headline_metrics(json.loads(report.read_text(encoding="utf-8")))
@@ -39,7 +49,7 @@ def publish(model: Path, out: Path, dtype: str = "float16", critic: Path | None 
             raise ModelFileError(f"{report}: not a readable evaluate.py report.json ({error})") from None
         pipe.stages[0].info = pipe.stages[0].info.replace(metrics=metrics)
     text = notes.read_text(encoding="utf-8") if notes is not None else ""
-    return pipe.save_pretrained(out, dtype=dtype, critic=critic, notes=text, overwrite=overwrite)
+    return pipe.save_pretrained(out, dtype=dtype, critic=critic, notes=text, overwrite=overwrite, bases=bases)
 
 
 def one_line(error: BaseException) -> str:
@@ -60,6 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--notes", help="markdown file added to the model card")
     parser.add_argument("--superres", action="append", default=[],
                         help="a stage the folder carries after the model (an upsampler's run or export; repeatable)")
+    parser.add_argument("--student", help="a few-step student of the model (a distillation run or export), carried as "
+                                          "its base model 'student'")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace OUT even when it is not a model folder of ours, or is a model shipped in the package")
 
@@ -69,7 +81,8 @@ def run(options: argparse.Namespace) -> int:
     try:
         print(publish(Path(options.model), Path(options.out), options.dtype, critic,
                       Path(options.report) if options.report else None, Path(options.notes) if options.notes else None,
-                      overwrite=options.overwrite, superres=tuple(map(Path, options.superres))))
+                      overwrite=options.overwrite, superres=tuple(map(Path, options.superres)),
+                      student=Path(options.student) if options.student else None))
     except (ModelFileError, PipelineInputError, OSError) as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         return 2

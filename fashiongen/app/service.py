@@ -35,7 +35,7 @@ from ..data.records import RecordError
 from ..grid import save_image
 from ..jobs import STRIP_FILE, save_interpolation_files
 from ..pipeline import FashionGenPipeline, StepPreview
-from ..settings import DEFAULT_GUIDANCE, DEFAULT_STEPS, PipelineInputError, SamplingLimits, SamplingSettings, image_seeds
+from ..settings import DEFAULT_GUIDANCE, PipelineInputError, SamplingLimits, SamplingSettings, image_seeds
 from .products import Product, ProductIndex
 
 logger = logging.getLogger("fashiongen.app")
@@ -84,7 +84,7 @@ class GenerateRequest:
     negative: str = ""
     attributes: dict[str, str] = field(default_factory=dict)
     num_images: int = 4
-    steps: int = DEFAULT_STEPS
+    steps: int | None = None  # None: the model's default (20 for diffusion, 4 for a student)
     guidance: float = DEFAULT_GUIDANCE
     sampler: str | None = None  # None: the model's default (dpm++ for diffusion, one-step for a GAN)
     seed: int = 0
@@ -100,7 +100,7 @@ class InterpolateRequest:
     seed_a: int = 0
     seed_b: int = 1
     frames: int = 8
-    steps: int = DEFAULT_STEPS
+    steps: int | None = None  # None: the model's default (20 for diffusion, 4 for a student)
     guidance: float = DEFAULT_GUIDANCE
     sampler: str | None = None
     model: str | None = None
@@ -114,7 +114,7 @@ class EditRequest:
     mask: np.ndarray | None = None  # bool [H, W], True = repaint
     strength: float = 0.6
     num_images: int = 2
-    steps: int = DEFAULT_STEPS
+    steps: int | None = None  # None: the model's default (20 for diffusion, 4 for a student)
     guidance: float = DEFAULT_GUIDANCE
     sampler: str | None = None
     seed: int = 0
@@ -203,7 +203,7 @@ class Studio:
                 "negative": "negative_prompt" in uses, "truncation": "truncation" in uses,
                 "default_truncation": float(getattr(base, "default_truncation", 1.0)), "samplers": list(pipeline.samplers),
                 "deterministic_samplers": list(pipeline.deterministic_samplers), "default_sampler": pipeline.default_sampler,
-                "can_edit": bool(base.can_edit), "live": one_forward}
+                "can_edit": bool(base.can_edit), "live": one_forward, "default_steps": int(base.default_steps)}
 
     def edit_refusal(self, name: str | None = None) -> str:
         """Why a model cannot edit photos and which loaded one can ("" when it can): one sentence for the API and the page."""
@@ -282,7 +282,7 @@ class Studio:
             if value not in (None, "") and field_name not in uses:
                 raise PipelineInputError(f"{SETTING_LABELS[field_name]}: this model ({pipeline.stages[0].family}) does not use it.")
         return SamplingSettings.parse(names=SETTING_LABELS, limits=self.limits.sampling, samplers=pipeline.samplers,
-                                      num_inference_steps=_integer(steps, "Steps"), guidance_scale=_number(guidance, "Guidance scale"),
+                                      num_inference_steps=_integer(pipeline.stages[0].default_steps if steps in (None, "") else steps, "Steps"), guidance_scale=_number(guidance, "Guidance scale"),
                                       scheduler=sampler if sampler not in (None, "") else pipeline.default_sampler,
                                       negative_prompt=negative,
                                       truncation=None if truncation in (None, "") else _number(truncation, "Truncation"))

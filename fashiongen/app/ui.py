@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from ..pipeline import FashionGenPipeline, check_mask_shape
-from ..settings import DEFAULT_GUIDANCE, DEFAULT_STEPS, PipelineInputError
+from ..settings import DEFAULT_GUIDANCE, PipelineInputError
 from .products import ProductIndex
 from .service import ANY, ATTRIBUTES, EditRequest, GenerateRequest, InterpolateRequest, Limits, Studio, Update
 
@@ -252,15 +252,15 @@ def build_demo(pipeline: FashionGenPipeline | Mapping[str, FashionGenPipeline], 
         samplers, deterministic = c["samplers"], c["deterministic_samplers"]
         refusal = studio.edit_refusal(model or None)
         note = f"*{refusal} above to edit.*" if refusal else ""
-        return (gr.update(visible=c["steps"]), gr.update(visible=c["guidance"]),
+        return (gr.update(visible=c["steps"], value=c["default_steps"]), gr.update(visible=c["guidance"]),
                 gr.update(choices=samplers, value=c["default_sampler"], visible=len(samplers) > 1),
                 gr.update(visible=c["negative"]), gr.update(visible=c["truncation"], value=c["default_truncation"]),
                 gr.update(visible=c["live"], value=c["live"]),
                 *[gr.update(choices=attribute_choices[name], value=ANY, visible=len(attribute_choices[name]) > 1) for name in ATTRIBUTES],
-                gr.update(visible=c["steps"]), gr.update(visible=c["guidance"]),
+                gr.update(visible=c["steps"], value=c["default_steps"]), gr.update(visible=c["guidance"]),
                 gr.update(choices=deterministic, value=c["default_sampler"], visible=len(deterministic) > 1),
                 gr.update(visible=c["truncation"], value=c["default_truncation"]),
-                gr.update(visible=c["steps"]), gr.update(visible=c["guidance"]),
+                gr.update(visible=c["steps"], value=c["default_steps"]), gr.update(visible=c["guidance"]),
                 gr.update(choices=samplers, value=c["default_sampler"], visible=len(samplers) > 1),
                 gr.update(interactive=c["can_edit"]), note)
 
@@ -341,7 +341,7 @@ def build_demo(pipeline: FashionGenPipeline | Mapping[str, FashionGenPipeline], 
                                          for name in ATTRIBUTES]
                         num_images = gr.Slider(1, limits.max_images, value=4, step=1, label="Images")
                         with gr.Accordion("Sampling", open=False):
-                            steps = gr.Slider(limits.sampling.min_steps, limits.sampling.max_steps, value=DEFAULT_STEPS, step=1,
+                            steps = gr.Slider(limits.sampling.min_steps, limits.sampling.max_steps, value=first["default_steps"], step=1,
                                               label="Steps", visible=first["steps"], elem_id="steps")
                             guidance = gr.Slider(0, limits.sampling.max_guidance, value=DEFAULT_GUIDANCE, step=0.5,
                                                  label="Guidance scale", visible=first["guidance"], elem_id="guidance")
@@ -379,7 +379,7 @@ def build_demo(pipeline: FashionGenPipeline | Mapping[str, FashionGenPipeline], 
                     seed_b = gr.Number(value=1, precision=0, minimum=0, label="Second seed")
                     frames = gr.Slider(2, limits.max_frames, value=8, step=1, label="Frames")
                 with gr.Accordion("Sampling", open=False):
-                    steps_i = gr.Slider(limits.sampling.min_steps, limits.sampling.max_steps, value=DEFAULT_STEPS, step=1,
+                    steps_i = gr.Slider(limits.sampling.min_steps, limits.sampling.max_steps, value=first["default_steps"], step=1,
                                         label="Steps", visible=first["steps"])
                     guidance_i = gr.Slider(0, limits.sampling.max_guidance, value=DEFAULT_GUIDANCE, step=0.5,
                                            label="Guidance scale", visible=first["guidance"])
@@ -407,7 +407,7 @@ def build_demo(pipeline: FashionGenPipeline | Mapping[str, FashionGenPipeline], 
                             num_images_e = gr.Slider(1, limits.max_images, value=2, step=1, label="Images")
                             seed_e = gr.Number(value=0, precision=0, minimum=0, label="Seed")
                         with gr.Accordion("Sampling", open=False):
-                            steps_e = gr.Slider(limits.sampling.min_steps, limits.sampling.max_steps, value=DEFAULT_STEPS, step=1,
+                            steps_e = gr.Slider(limits.sampling.min_steps, limits.sampling.max_steps, value=first["default_steps"], step=1,
                                                 label="Steps", visible=first["steps"])
                             guidance_e = gr.Slider(0, limits.sampling.max_guidance, value=DEFAULT_GUIDANCE, step=0.5,
                                                    label="Guidance scale", visible=first["guidance"])

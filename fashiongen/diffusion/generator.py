@@ -19,7 +19,7 @@ from ..generators import ATTRIBUTES, LOW_RES, TEXT, GenerationInputs, StepCallba
 from ..models import FashionUNet, build_model, check_description, get_spec
 from ..models.files import ModelFileError, ModelFiles, ModelInfo, training_description, write_model_files
 from ..models.runtime import fast_forward
-from ..settings import PipelineInputError, SamplingSettings
+from ..settings import DEFAULT_STEPS, PipelineInputError, SamplingSettings
 from .sampling import Inpainting, noise_from, sample
 from .schedule import SAMPLERS, diffusion_settings, make_sampler
 from .superres import low_res_condition, upsample
@@ -62,6 +62,7 @@ class DiffusionGenerator:
     deterministic_samplers: ClassVar[tuple[str, ...]] = tuple(name for name in SAMPLERS if name != "ddpm")
     can_edit: ClassVar[bool] = True
     settings_used: ClassVar[frozenset[str]] = frozenset({"num_inference_steps", "guidance_scale", "scheduler", "negative_prompt"})
+    default_steps: ClassVar[int] = DEFAULT_STEPS
 
     def __init__(self, model: FashionUNet, info: ModelInfo, source: str) -> None:
         if model.super_resolution != (self.family == "superres"):

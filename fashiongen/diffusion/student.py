@@ -11,6 +11,7 @@ teacher's network, adds the adapters and merges them, so a student forward costs
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
@@ -20,7 +21,15 @@ from torch import Tensor
 from ..config import Config
 from ..generators import ATTRIBUTES, TEXT, GenerationInputs, StepCallback, attribute_ids
 from ..models import FashionUNet
-from ..models.files import ModelFileError, ModelFiles, ModelInfo, read_model_files, training_description, write_model_files
+from ..models.files import (
+    ModelFileError,
+    ModelFiles,
+    ModelInfo,
+    copy_unchanged,
+    read_model_files,
+    training_description,
+    write_model_files,
+)
 from ..models.lora import LORA_KEYS, add_lora, merge_lora
 from ..models.student import StudentUNet
 from ..settings import PipelineInputError, SamplingSettings
@@ -133,8 +142,21 @@ class StudentGenerator(DiffusionGenerator):
                 f"(sha256 {self.teacher_sha256[:12]}), guidance as input, {s['default_steps']} steps by default "
                 f"(1 to {s['grid_size']}), LoRA rank {s['lora_rank']} merged at load")
 
+    @property
+    def sha256(self) -> str:
+        """Identifies what makes its images: its own weights and its teacher's (fingerprints, caches)."""
+        return hashlib.sha256(f"{self.info.sha256}+{self.teacher_sha256}".encode()).hexdigest()
+
     def write(self, directory: Path, dtype: str) -> ModelInfo:
-        return write_model_files(self.adapter, self.info, directory, dtype)
+        """Its files, naming the folder above as its teacher (a student is saved inside its teacher's folder)."""
+        raw = self.info.to_dict()
+        raw["student"] = {**raw["student"], "teacher": {**raw["student"]["teacher"], "path": ".."}}
+        return write_model_files(self.adapter, raw, directory, dtype)
+
+    def save_beside_teacher(self, directory: Path, dtype: str) -> None:
+        """Into `directory` inside its teacher's folder: byte for byte when it was loaded from such a place unchanged."""
+        if self.student["teacher"]["path"] != ".." or not copy_unchanged(self.info, Path(self.source), directory, dtype):
+            self.write(directory, dtype)
 
     # ------------------------------------------------------------------ sampling
 

@@ -27,7 +27,7 @@ from ..models.files import (
     training_description,
     write_model_files,
 )
-from ..settings import PipelineInputError, SamplingSettings
+from ..settings import DEFAULT_STEPS, PipelineInputError, SamplingSettings
 from .networks import TextGenerator, get_gan_spec
 
 SAMPLER = "one-step"  # the one way a GAN makes an image: what manifests record as its scheduler
@@ -107,6 +107,7 @@ class GANGenerator:
     deterministic_samplers: ClassVar[tuple[str, ...]] = (SAMPLER,)
     can_edit: ClassVar[bool] = True
     settings_used: ClassVar[frozenset[str]] = frozenset({"truncation"})
+    default_steps: ClassVar[int] = DEFAULT_STEPS  # not used: one forward
 
     def __init__(self, model: TextGenerator, info: ModelInfo, source: str, discriminator_file: Path | None = None) -> None:
         self.model, self.info, self.source = model, info, source

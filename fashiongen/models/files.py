@@ -57,7 +57,9 @@ BUNDLED_CRITIC = DEFAULT_MODEL_DIR / "critic"  # the critic evaluate.py scores w
 # the shipped GAN (one forward an image), beside the diffusion default: a sibling, so republishing either folder
 # (an atomic replace of the whole folder) never takes the other with it
 BUNDLED_GAN = PACKAGE_DIR / "pretrained-gan"
-SHIPPED_MODELS = {"diffusion": DEFAULT_MODEL_DIR, "gan": BUNDLED_GAN}  # what --model diffusion / --model gan mean
+BUNDLED_STUDENT = DEFAULT_MODEL_DIR / "student"  # the default model's few-step student (a base of its pipeline)
+# what --model diffusion / student / gan mean
+SHIPPED_MODELS = {"diffusion": DEFAULT_MODEL_DIR, "student": BUNDLED_STUDENT, "gan": BUNDLED_GAN}
 
 
 class ModelFileError(ValueError):
@@ -483,7 +485,7 @@ def read_model_files(path: str | Path, verify: bool = True) -> ModelFiles:
     return _checkpoint_files(directory)
 
 
-__all__ = ["BUNDLED_CRITIC", "BUNDLED_GAN", "SHIPPED_MODELS", "DEFAULT_MODEL_DIR", "DTYPES", "DataInfo", "INFO_FILE", "MODEL_FORMAT", "MODEL_VERSION",
+__all__ = ["BUNDLED_CRITIC", "BUNDLED_GAN", "BUNDLED_STUDENT", "SHIPPED_MODELS", "DEFAULT_MODEL_DIR", "DTYPES", "DataInfo", "INFO_FILE", "MODEL_FORMAT", "MODEL_VERSION",
            "ModelFileError", "ModelFiles", "ModelInfo", "PIPELINE_INFO_FILE", "TextInfo", "WEIGHTS_FILE", "WeightsInfo",
            "check_output_dir", "copy_unchanged", "description_digest", "find_model_dir", "load_weights", "read_info", "read_model_files",
            "named_files", "read_versioned_json", "replacing_directory", "sha256_of", "write_model_files"]

@@ -21,7 +21,7 @@ from ..config import Config
 from ..gan.generator import discriminator_file, read_discriminator, write_discriminator
 from ..generators import LOW_RES, TEXT, GenerationInputs, StepCallback
 from ..models.files import ModelFileError, ModelFiles, ModelInfo, training_description, write_model_files
-from ..settings import PipelineInputError, SamplingSettings
+from ..settings import DEFAULT_STEPS, PipelineInputError, SamplingSettings
 from .networks import Upsampler, back_project, get_upsampler_spec
 
 BACK_PROJECTION_STEPS = 2  # box-average consistency with the 64 px design (networks.back_project)
@@ -44,6 +44,7 @@ class UpsamplerGenerator:
     samplers: ClassVar[tuple[str, ...]] = ()  # a stage after the base: it follows the base model's sampler, whatever it is
     can_edit: ClassVar[bool] = False  # it refines whatever the base stage made, edited or not
     settings_used: ClassVar[frozenset[str]] = frozenset()
+    default_steps: ClassVar[int] = DEFAULT_STEPS  # not used: one forward
 
     def __init__(self, model: Upsampler, info: ModelInfo, source: str, discriminator: Path | None = None) -> None:
         self.model, self.info, self.source = model, info, source
