@@ -39,6 +39,7 @@ class ColourGenerator:
     samplers: ClassVar[tuple[str, ...]] = ("one-step",)
     can_edit: ClassVar[bool] = False
     settings_used: ClassVar[frozenset[str]] = frozenset({"scheduler"})
+    default_steps: ClassVar[int] = 1
 
     def __init__(self, model: nn.Linear, info: ModelInfo, source: str) -> None:
         self.model, self.info, self.source = model, info, source
@@ -115,7 +116,7 @@ def toy_family(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, encoder: Caption
 
 
 def test_every_registered_family_implements_the_interface() -> None:
-    members = ("family", "conditioning", "samplers", "can_edit", "settings_used", "from_files", "resolution", "latent_shape",
+    members = ("family", "conditioning", "samplers", "can_edit", "settings_used", "default_steps", "from_files", "resolution", "latent_shape",
                "attribute_vocab", "draw_latents", "steps_per_image", "generate", "write", "settings_record", "card_line")
     for name, family in FAMILIES.items():
         assert family.family == name
