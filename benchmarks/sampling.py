@@ -24,6 +24,13 @@ and, as a convergence proxy (not a quality metric), the mean absolute pixel diff
 images from the first configuration's (DDPM 250) and from DPM++ 20's, same seeds and prompts. Writes
 benchmarks/results/sampling_steps.json. The FID column stays empty until the evaluation code exists.
 
+--paths times each inference path of the shipped model (paths_table: fp32 eager, channels_last, onnxruntime, auto;
+fashiongen.models.runtime) for --images images x --steps guided steps, after one warm-up request, and reports FLOPs per
+image per forward and per request (torch.utils.flop_counter; the request's UNet rows counted on the stage's denoiser),
+the machine's measured fp32 and bf16 peaks (4096^2 matmul, 128-channel 3x3 conv), each path's GFLOPS and fraction of its
+dtype's matmul peak, and the 8-bit max/mean difference of its images from the first path's. Writes
+benchmarks/results/sampling_paths.json. time_path(name, make_pipeline, settings) times one more path (a student).
+
 A table goes to stdout, then one JSON line (also --out).
 """
 
@@ -309,6 +316,135 @@ def steps_table(args: argparse.Namespace, pipe: FashionGenPipeline, device: torc
         })
     return {"reference": reference, "second_reference": second_reference, "prompts": prompts, "seeds": seeds, "rows": rows}
 
+# ---------------------------------------------------------------- --paths: fast inference paths and peaks
+
+
+def peak_gflops(dtype: torch.dtype, repeats: int = 2, size: int = 4096, batch: int = 4, pixels: int = 64) -> dict[str, Any]:
+    """This machine's measured throughput in `dtype`: a size^2 matmul and a 128-channel 3x3 conv on [batch, 128, pixels,
+    pixels] (NCHW and NHWC), the best of `repeats` after one warm-up. A dtype without fast kernels is measured smaller
+    (bf16 without oneDNN support runs ~1 GFLOPS: a 4096^2 matmul would take minutes)."""
+    def best(run: Callable[[], Any], flops: float) -> float:
+        run()
+        return max(flops / timed(run, torch.device("cpu"))[0] for _ in range(repeats)) / 1e9
+
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    image, weight = torch.randn(batch, 128, pixels, pixels, dtype=dtype), torch.randn(128, 128, 3, 3, dtype=dtype)
+    conv_flops = 2 * batch * 128 * 128 * 9 * pixels * pixels
+    with torch.no_grad():
+        return {"matmul_size": size, "conv_input": [batch, 128, pixels, pixels], "matmul": round(best(lambda: a @ b, 2 * size**3), 1),
+                "conv128_3x3": round(best(lambda: F.conv2d(image, weight, padding=1), conv_flops), 1),
+                "conv128_3x3_channels_last": round(best(lambda: F.conv2d(image.contiguous(memory_format=torch.channels_last),
+                                                                          weight.contiguous(memory_format=torch.channels_last),
+                                                                          padding=1), conv_flops), 1)}
+
+
+def flops_per_row(pipe: FashionGenPipeline, text: TextEncoding) -> int:
+    """FLOPs of one image through the base UNet once (torch.utils.flop_counter), at the benchmark's caption length."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from fashiongen.generators import attribute_ids
+
+    stage = pipe.stages[0]
+    size = stage.resolution
+    ids = attribute_ids(stage.attribute_vocab, [{}], torch.device("cpu"))
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        stage.model(torch.zeros(1, 3, size, size), torch.tensor([500]), text.token_states[:1], text.mask[:1],
+                    text.pooled[:1], ids, None)
+    return counter.get_total_flops()
+
+
+class RowCounter:
+    """Counts the image rows a stage's denoiser is called with (2 per image per guided step)."""
+
+    def __init__(self, stage: Any) -> None:
+        self.stage, self.inner, self.rows = stage, stage.denoiser, 0
+        stage.denoiser = self
+
+    def __call__(self, sample: Tensor, *rest: Any) -> Tensor:
+        self.rows += sample.shape[0]
+        return self.inner(sample, *rest)
+
+    def remove(self) -> int:
+        self.stage.denoiser = self.inner
+        return self.rows
+
+
+def time_path(name: str, make_pipeline: Callable[[], FashionGenPipeline], settings: SamplingSettings, *, images: int = 4,
+              repeats: int = 2, seed: int = 0, forwards_per_image: int | None = None) -> dict[str, Any]:
+    """One inference path: load it (timed apart), one warm-up request, `repeats` timed requests of `images` images.
+    Returns seconds, the images (uint8) and the UNet rows one request forwards (counted on the stage's denoiser, or
+    `forwards_per_image` x images for a path that does not call it)."""
+    began = time.perf_counter()
+    pipe = make_pipeline()
+    load_s = time.perf_counter() - began
+    pipe.show_progress = False
+    _, seeds, text, unconditional = pipeline_inputs(pipe, images, seed)
+    counter = RowCounter(pipe.stages[0]) if hasattr(pipe.stages[0], "denoiser") else None
+    pixels = to_uint8(ours(pipe, text, unconditional, seeds, settings))
+    rows = counter.remove() if counter is not None else 0
+    rows = forwards_per_image * images if forwards_per_image is not None else rows
+    seconds = [timed(lambda: ours(pipe, text, unconditional, seeds, settings), torch.device("cpu"))[0] for _ in range(repeats)]
+    return {"name": name, "runtime": pipe.runtime, "load_s": round(load_s, 2), "median_s": round(statistics.median(seconds), 3),
+            "seconds": [round(s, 3) for s in seconds], "rows_per_request": rows, "settings": settings.to_dict(),
+            "pixels": pixels, "text": text, "pipeline": pipe}
+
+
+def shipped_path(runtime: str, dtype: str = "float32") -> Callable[[], FashionGenPipeline]:
+    from fashiongen.pipeline import default_model_path
+
+    return lambda: FashionGenPipeline.from_pretrained(default_model_path(), runtime=runtime, dtype=dtype).base_only()
+
+
+def paths_table(args: argparse.Namespace) -> list[tuple[str, Callable[[], FashionGenPipeline], SamplingSettings]]:
+    """(name, make_pipeline, settings) per path; the first is the reference the others are compared with."""
+    teacher = SamplingSettings(args.steps, args.guidance, args.scheduler)
+    return [
+        ("fp32 eager", shipped_path("eager"), teacher),
+        ("fp32 channels_last", shipped_path("channels_last"), teacher),
+        ("fp32 onnxruntime", shipped_path("onnxruntime"), teacher),
+        ("auto", shipped_path("auto", "auto"), teacher),
+        # a student path is one more entry: ("student-4 steps", <its make_pipeline>, SamplingSettings(4, ...))
+    ]
+
+
+def run_paths(args: argparse.Namespace) -> dict[str, Any]:
+    from fashiongen.models.runtime import cpu_support
+
+    support = cpu_support()
+    peaks = {"float32": peak_gflops(torch.float32),
+             "bfloat16": peak_gflops(torch.bfloat16) if support.bf16 else peak_gflops(torch.bfloat16, 1, 1024, 1, 32)}
+    rows, reference, per_row = [], None, None
+    for name, make_pipeline, settings in tqdm(paths_table(args), desc="paths", unit="path", leave=False):
+        row = time_path(name, make_pipeline, settings, images=args.images, repeats=args.repeats, seed=args.seed)
+        pixels, text, pipe = row.pop("pixels").astype(np.int16), row.pop("text"), row.pop("pipeline")
+        if per_row is None:  # the first path's network (every shipped path runs the same UNet)
+            per_row = flops_per_row(pipe, text)
+        del pipe
+        reference = pixels if reference is None else reference
+        dtype = row["runtime"].split()[-1]
+        flops = per_row * row["rows_per_request"]
+        row.update(gflop_per_request=round(flops / 1e9, 1), gflops=round(flops / row["median_s"] / 1e9, 1),
+                   fraction_of_peak=round(flops / row["median_s"] / 1e9 / peaks.get(dtype, peaks["float32"])["matmul"], 3),
+                   max_abs_diff_uint8=int(np.abs(pixels - reference).max()),
+                   mean_abs_diff_uint8=round(float(np.abs(pixels - reference).mean()), 4))
+        rows.append(row)
+    base = rows[0]["median_s"]
+    for row in rows:
+        row["speedup_vs_first"] = round(base / row["median_s"], 3)
+    return {"cpu_support": {"capability": support.capability, "mkldnn_bf16": support.bf16, "mkldnn_fp16": support.fp16,
+                            "flags": list(support.flags)},
+            "peaks_gflops": peaks, "gflop_per_image_per_forward": round((per_row or 0) / 1e9, 3),
+            "fraction_of_peak_is_of": "the path's dtype's matmul peak", "paths": rows}
+
+
+def print_paths(result: dict[str, Any]) -> None:
+    print(f"peaks (GFLOPS): {json.dumps(result['peaks_gflops'])}; {result['gflop_per_image_per_forward']} GFLOP per image "
+          "per forward")
+    print(f"{'path':<22}{'runtime':<24}{'s/request':>10}{'speedup':>9}{'GFLOP':>8}{'GFLOPS':>8}{'of peak':>8}{'max/mean |diff|':>17}")
+    for r in result["paths"]:
+        print(f"{r['name']:<22}{r['runtime']:<24}{r['median_s']:>10.3f}{r['speedup_vs_first']:>9.3f}{r['gflop_per_request']:>8.0f}"
+              f"{r['gflops']:>8.1f}{r['fraction_of_peak']:>8.2f}{r['max_abs_diff_uint8']:>10d} / {r['mean_abs_diff_uint8']:.4f}")
+
 
 def print_comparison(result: dict[str, Any]) -> None:
     print(f"{'':<12}{'median s/batch':>16}{'images/s':>10}")
@@ -353,6 +489,10 @@ def main() -> None:
     parser.add_argument("--fid-reference", metavar="SOURCE",
                         help="--steps-table: prompts are SOURCE's first --images validation captions; FID/KID of each "
                              "configuration against SOURCE's validation photos")
+    parser.add_argument("--paths", action="store_true",
+                        help="time each inference path of the shipped model (fp32 eager, channels_last, onnxruntime, auto; "
+                             "see paths_table) with FLOPs, measured peaks and the images' difference from the first; "
+                             "writes benchmarks/results/sampling_paths.json")
     parser.add_argument("--table", default=STEPS_TABLE, help="sampler:steps list for --steps-table; the first is the reference")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON file (default: benchmarks/results/sampling.json, or sampling_steps.json with --steps-table)")
@@ -369,6 +509,16 @@ def main() -> None:
     device = torch.device(args.device)
     out = args.out or REPO / "benchmarks/results" / ("sampling_steps.json" if args.steps_table else "sampling.json")
     logging.getLogger("diffusers.utils.torch_utils").setLevel(logging.WARNING)  # "generator on cpu" notes on CUDA
+    if args.paths:
+        result = run_paths(args)
+        print_paths(result)
+        report = {"benchmark": "sampling_paths", "machine": machine(device), "settings": {
+            "images": args.images, "num_inference_steps": args.steps, "guidance_scale": args.guidance, "scheduler": args.scheduler,
+            "repeats": args.repeats, "seed": args.seed, "command": " ".join(sys.argv)}, "results": result}
+        out = args.out or REPO / "benchmarks/results/sampling_paths.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        return
 
     with tempfile.TemporaryDirectory(prefix="sampling-benchmark-") as scratch:
         pipe, source = load_pipeline(args.model, args.resolution, args.device, args.dtype, Path(scratch), args.seed)
