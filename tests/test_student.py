@@ -322,3 +322,15 @@ def test_sample_cli_and_submission_with_the_student(distilled: dict[str, Path], 
     from fashiongen.submission import main as submission_main
 
     assert submission_main(["validate", str(submission)]) == 0
+
+
+def test_a_checkpoint_exports_the_same_student_as_the_finished_run(distilled: dict[str, Path], tmp_path: Path) -> None:
+    from fashiongen.train import export_checkpoint
+
+    out = export_checkpoint(distilled["run"] / "checkpoints" / "step_000004", tmp_path / "exported")
+    info = read_info(out)
+    assert info.family == "student" and info.training["steps"] == 4
+    assert (out / info.section("student")["teacher"]["path"]).resolve() == distilled["teacher"].resolve()
+    pipes = [FashionGenPipeline.from_pretrained(path) for path in (out, distilled["export"])]
+    made = [pipe.generate_images(["red dress"], [3], pipe.sampling_settings()) for pipe in pipes]
+    assert np.array_equal(np.asarray(made[0][0]), np.asarray(made[1][0]))

@@ -11,7 +11,9 @@ teacher's network, adds the adapters and merges them, so a student forward costs
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import os
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
@@ -30,7 +32,7 @@ from ..models.files import (
     training_description,
     write_model_files,
 )
-from ..models.lora import LORA_KEYS, add_lora, merge_lora
+from ..models.lora import LORA_KEYS, add_lora, lora_state, merge_lora
 from ..models.student import StudentUNet
 from ..settings import PipelineInputError, SamplingSettings
 from .consistency import StartFrom, consistency_sample, sampling_timesteps
@@ -91,17 +93,18 @@ class StudentGenerator(DiffusionGenerator):
     settings_used: ClassVar[frozenset[str]] = frozenset({"num_inference_steps", "guidance_scale", "scheduler"})
     default_steps: ClassVar[int] = STUDENT_DEFAULT_STEPS
 
-    def __init__(self, model: StudentUNet, info: ModelInfo, source: str, adapter: dict[str, Tensor]) -> None:
+    def __init__(self, model: StudentUNet, info: ModelInfo, source: str, adapter: dict[str, Tensor],
+                 teacher_dir: Path) -> None:
         super().__init__(model, info, source)  # type: ignore[arg-type]
         self.student = _section(info, source)
         self.adapter = adapter  # what `write` saves: the adapters' factors and the guidance embedding
+        self.teacher_dir = teacher_dir  # where its teacher was loaded from (absolute)
         self.alphas_cumprod = alphas_cumprod_of(self.diffusion)
 
     @classmethod
     def from_files(cls, files: ModelFiles, device: str | torch.device, dtype: torch.dtype) -> StudentGenerator:
         if files.info is None:
-            raise ModelFileError(f"{files.where}: a student checkpoint: export it first "
-                                 "(python -m fashiongen.train export RUN); its model.json names the teacher")
+            return cls._from_checkpoint(files, device, dtype)
         info, where = files.info, files.where
         student = _section(info, where)
         teacher = _teacher_files(files.directory, student["teacher"], where)
@@ -124,7 +127,35 @@ class StudentGenerator(DiffusionGenerator):
             raise ModelFileError(f"{where}: weights do not fit the student in model.json ({error})") from None
         merge_lora(model)
         model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
-        return cls(model, info, str(files.directory), adapter)
+        return cls(model, info, str(files.directory), adapter, teacher.directory.resolve())
+
+    @classmethod
+    def _from_checkpoint(cls, files: ModelFiles, device: str | torch.device, dtype: torch.dtype) -> StudentGenerator:
+        """A distillation checkpoint: its EMA student (adapters unmerged) over the teacher its config names
+        (train.init_from), described as the run's export would be."""
+        from ..families import load_generator
+
+        config, where = files.config, files.where
+        assert config is not None
+        teacher = load_generator(config.train.init_from)
+        facts = files.state.get("initialised_from") or {}
+        if teacher.info.sha256 != facts.get("sha256"):
+            raise ModelFileError(f"{where}: its teacher {config.train.init_from} is not the model it was distilled from "
+                                 f"(weights sha256 {teacher.info.sha256[:12]}, expected {str(facts.get('sha256'))[:12]})")
+        model = StudentUNet(copy.deepcopy(teacher.model).float(), config.distill.guidance_features)
+        add_lora(model.unet, config.distill.lora_rank)
+        try:
+            model.load_state_dict({k: v.float() for k, v in files.state_dict.items()}, strict=True)
+        except RuntimeError as error:
+            raise ModelFileError(f"{where}: EMA weights do not fit the checkpoint's config ({error})") from None
+        adapter = {**lora_state(model), **{f"guidance.{k}": v for k, v in model.guidance.state_dict().items()}}
+        teacher_dir = Path(teacher.source).resolve()
+        raw = student_description(teacher, config, os.path.relpath(teacher_dir, files.directory.resolve()),
+                                  {**files.training, "initialised_from": facts})
+        raw["weights"] = {"file": "ema.safetensors", "dtype": "float32", "sha256": files.weights_sha256}
+        merge_lora(model)
+        model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        return cls(model, ModelInfo.from_dict(raw, where), str(files.directory), adapter, teacher_dir)
 
     # ------------------------------------------------------------------ facts
 
@@ -147,16 +178,19 @@ class StudentGenerator(DiffusionGenerator):
         """Identifies what makes its images: its own weights and its teacher's (fingerprints, caches)."""
         return hashlib.sha256(f"{self.info.sha256}+{self.teacher_sha256}".encode()).hexdigest()
 
-    def write(self, directory: Path, dtype: str) -> ModelInfo:
-        """Its files, naming the folder above as its teacher (a student is saved inside its teacher's folder)."""
+    def write(self, directory: Path, dtype: str, teacher_path: str | None = None) -> ModelInfo:
+        """Its files, naming its teacher by `teacher_path` relative to `directory` (default: where the teacher it was
+        loaded with is, seen from `directory`, which is a sibling of the final folder when written atomically)."""
+        path = teacher_path or os.path.relpath(self.teacher_dir, Path(directory).resolve())
         raw = self.info.to_dict()
-        raw["student"] = {**raw["student"], "teacher": {**raw["student"]["teacher"], "path": ".."}}
+        raw["student"] = {**raw["student"], "teacher": {**raw["student"]["teacher"], "path": path}}
         return write_model_files(self.adapter, raw, directory, dtype)
 
     def save_beside_teacher(self, directory: Path, dtype: str) -> None:
-        """Into `directory` inside its teacher's folder: byte for byte when it was loaded from such a place unchanged."""
+        """Into `directory` inside its teacher's folder (naming ".." as its teacher): byte for byte when it was loaded
+        from such a place unchanged."""
         if self.student["teacher"]["path"] != ".." or not copy_unchanged(self.info, Path(self.source), directory, dtype):
-            self.write(directory, dtype)
+            self.write(directory, dtype, teacher_path="..")
 
     # ------------------------------------------------------------------ sampling
 
