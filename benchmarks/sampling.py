@@ -370,10 +370,11 @@ class RowCounter:
 
 
 def time_path(name: str, make_pipeline: Callable[[], FashionGenPipeline], settings: SamplingSettings, *, images: int = 4,
-              repeats: int = 2, seed: int = 0, forwards_per_image: int | None = None) -> dict[str, Any]:
+              repeats: int = 0, seed: int = 0, forwards_per_image: int | None = None) -> dict[str, Any]:
     """One inference path: load it (timed apart), one warm-up request, `repeats` timed requests of `images` images.
-    Returns seconds, the images (uint8) and the UNet rows one request forwards (counted on the stage's denoiser, or
-    `forwards_per_image` x images for a path that does not call it)."""
+    Returns seconds, the images (uint8), the UNet rows one request forwards (counted on the stage's denoiser, or
+    `forwards_per_image` x images for a path that does not call it) and `run`, one more timed request (run_paths
+    alternates the paths' requests round by round: on a shared machine the speed drifts by tens of percent)."""
     began = time.perf_counter()
     pipe = make_pipeline()
     load_s = time.perf_counter() - began
@@ -384,9 +385,11 @@ def time_path(name: str, make_pipeline: Callable[[], FashionGenPipeline], settin
     rows = counter.remove() if counter is not None else 0
     rows = forwards_per_image * images if forwards_per_image is not None else rows
     seconds = [timed(lambda: ours(pipe, text, unconditional, seeds, settings), torch.device("cpu"))[0] for _ in range(repeats)]
-    return {"name": name, "runtime": pipe.runtime, "load_s": round(load_s, 2), "median_s": round(statistics.median(seconds), 3),
+    return {"name": name, "runtime": pipe.runtime, "load_s": round(load_s, 2),
+            "median_s": round(statistics.median(seconds), 3) if seconds else None,
             "seconds": [round(s, 3) for s in seconds], "rows_per_request": rows, "settings": settings.to_dict(),
-            "pixels": pixels, "text": text, "pipeline": pipe}
+            "pixels": pixels, "text": text, "pipeline": pipe,
+            "run": lambda: timed(lambda: ours(pipe, text, unconditional, seeds, settings), torch.device("cpu"))[0]}
 
 
 def shipped_path(runtime: str, dtype: str = "float32") -> Callable[[], FashionGenPipeline]:
@@ -414,8 +417,14 @@ def run_paths(args: argparse.Namespace) -> dict[str, Any]:
     peaks = {"float32": peak_gflops(torch.float32),
              "bfloat16": peak_gflops(torch.bfloat16) if support.bf16 else peak_gflops(torch.bfloat16, 1, 1024, 1, 32)}
     rows, reference, per_row = [], None, None
-    for name, make_pipeline, settings in tqdm(paths_table(args), desc="paths", unit="path", leave=False):
-        row = time_path(name, make_pipeline, settings, images=args.images, repeats=args.repeats, seed=args.seed)
+    prepared = [time_path(name, make_pipeline, settings, images=args.images, seed=args.seed)
+                for name, make_pipeline, settings in tqdm(paths_table(args), desc="loading and warm-up", unit="path", leave=False)]
+    for index in tqdm(range(args.repeats), desc="timed rounds", unit="round", leave=False):
+        for row in prepared if index % 2 == 0 else prepared[::-1]:
+            row["seconds"].append(round(row["run"](), 3))
+    for row in prepared:
+        row["median_s"], row["min_s"] = round(statistics.median(row["seconds"]), 3), min(row["seconds"])
+        row.pop("run")
         pixels, text, pipe = row.pop("pixels").astype(np.int16), row.pop("text"), row.pop("pipeline")
         if per_row is None:  # the first path's network (every shipped path runs the same UNet)
             per_row = flops_per_row(pipe, text)
@@ -429,8 +438,9 @@ def run_paths(args: argparse.Namespace) -> dict[str, Any]:
                    mean_abs_diff_uint8=round(float(np.abs(pixels - reference).mean()), 4))
         rows.append(row)
     base = rows[0]["median_s"]
-    for row in rows:
+    for row in rows:  # the median of per-round ratios too: the paths of one round ran back to back
         row["speedup_vs_first"] = round(base / row["median_s"], 3)
+        row["speedup_vs_first_per_round"] = round(statistics.median(a / b for a, b in zip(rows[0]["seconds"], row["seconds"])), 3)
     return {"cpu_support": {"capability": support.capability, "mkldnn_bf16": support.bf16, "mkldnn_fp16": support.fp16,
                             "flags": list(support.flags)},
             "peaks_gflops": peaks, "gflop_per_image_per_forward": round((per_row or 0) / 1e9, 3),
