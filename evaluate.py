@@ -34,7 +34,6 @@ from fashiongen.evaluation.report import sweep_plot
 from fashiongen.evaluation.suite import EvaluationSetup, evaluate_set
 from fashiongen.families import sampler_names
 from fashiongen.models.runtime import RUNTIMES
-from fashiongen.models.runtime import RUNTIMES
 from fashiongen.pipeline import FashionGenPipeline, ModelFileError, model_path
 from fashiongen.settings import (
     DEFAULT_GUIDANCE,
@@ -103,8 +102,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-memorisation", action="store_true", help="skip the nearest-training-neighbour search")
     parser.add_argument("--kid-subset-size", type=int, default=1000)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--runtime", default="eager", choices=list(RUNTIMES),
-                        help="--model: how diffusion stages run their network (docs/fast-path.md; default eager)")
     parser.add_argument("--runtime", default="eager", choices=list(RUNTIMES),
                         help="--model: how diffusion stages run their network (docs/fast-path.md; default eager)")
     parser.add_argument("--cache-dir", default=".cache/fashiongen/eval")
@@ -260,7 +257,6 @@ def evaluate_upsampling(options: argparse.Namespace, out: Path) -> str:
 def evaluate_model(options: argparse.Namespace, settings: SamplingSettings, out: Path) -> str:
     """Generate a submission-format set under out/generated (or one per --sweep point), then score it."""
     pipe = FashionGenPipeline.from_pretrained(model_path(options.model), superres=options.superres, device=options.device,
-                                              runtime=options.runtime,
                                               runtime=options.runtime,
                                               base=options.base)
     if options.no_superres:
