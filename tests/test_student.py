@@ -334,3 +334,19 @@ def test_a_checkpoint_exports_the_same_student_as_the_finished_run(distilled: di
     pipes = [FashionGenPipeline.from_pretrained(path) for path in (out, distilled["export"])]
     made = [pipe.generate_images(["red dress"], [3], pipe.sampling_settings()) for pipe in pipes]
     assert np.array_equal(np.asarray(made[0][0]), np.asarray(made[1][0]))
+
+
+@pytest.mark.parametrize("runtime", ["channels_last", "onnxruntime"])
+def test_the_student_on_a_fast_runtime_makes_the_eager_images(distilled: dict[str, Path], tmp_path: Path, runtime: str) -> None:
+    pytest.importorskip("onnxruntime") if runtime == "onnxruntime" else None
+    eager = FashionGenPipeline.from_pretrained(distilled["folder"], base="student")
+    fast = FashionGenPipeline.from_pretrained(distilled["folder"], base="student", runtime=runtime, runtime_cache_dir=tmp_path)
+    assert fast.describe()["runtime"] == f"{runtime} float32"
+    prompts, seeds = ["red dress", "navy shirt", "white sneakers"], [0, 1, 2]
+    for steps in (1, 4):
+        a, b = (np.stack([np.asarray(i, dtype=np.int16) for i in pipe.generate_images(
+            prompts, seeds, pipe.sampling_settings(num_inference_steps=steps))]) for pipe in (eager, fast))
+        assert np.abs(a - b).max() <= 2 and np.abs(a - b).mean() <= 0.02, steps
+    if runtime == "onnxruntime":  # cached under a key of the student's and its teacher's weights
+        (graph,) = tmp_path.glob("*.onnx")
+        assert fast.stages[0].sha256[:16] in graph.name and fast.stages[0].sha256 != read_info(distilled["folder"] / "student").sha256

@@ -7,7 +7,6 @@ with classifier-free guidance, and its super-resolution stage, which also condit
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
@@ -23,8 +22,6 @@ from ..settings import DEFAULT_STEPS, PipelineInputError, SamplingSettings
 from .sampling import Inpainting, noise_from, sample
 from .schedule import SAMPLERS, diffusion_settings, make_sampler
 from .superres import low_res_condition, upsample
-
-logger = logging.getLogger(__name__)
 
 
 def model_description(model: FashionUNet, config: Config, text_identity: str,
@@ -150,9 +147,6 @@ class DiffusionGenerator:
     def use_runtime(self, runtime: str = "auto", dtype: str = "auto", cache_dir: str | Path | None = None) -> dict[str, str]:
         """Sample through `self.model` on a faster runtime (models.runtime.fast_forward; self.model stays the module).
         Returns what was used after any fallback, e.g. {"runtime": "onnxruntime", "dtype": "float32"}."""
-        if type(self.model) is not FashionUNet:  # a subclass's own network (a student's) has other inputs: it stays eager
-            logger.warning("%s: no fast runtime for a %s; running it eager", self.source, type(self.model).__name__)
-            return self.runtime
         forward = fast_forward(self.model, self.sha256, runtime, dtype, cache_dir)
         self.denoiser, self.runtime = forward, forward.description
         return self.runtime

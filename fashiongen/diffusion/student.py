@@ -219,7 +219,7 @@ class StudentGenerator(DiffusionGenerator):
             kept = None if inputs.mask is None else noise_from(list(generators), self.latent_shape, device)
             start = StartFrom(inputs.init_image.to(device), first, None if inputs.mask is None else inputs.mask.to(device), kept)
         ids = attribute_ids(self.attribute_vocab, inputs.attributes, device)
-        return consistency_sample(self.model, self.alphas_cumprod, str(self.diffusion["prediction_type"]),
+        return consistency_sample(self.denoiser, self.alphas_cumprod, str(self.diffusion["prediction_type"]),
                                   text.token_states, text.mask, text.pooled, noise, timesteps, settings.guidance_scale,
                                   generators, ids, start, preview)
 

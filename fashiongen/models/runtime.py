@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from ..utils import atomic_path
+from .student import StudentUNet
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ RUNTIMES = ("auto", "eager", "channels_last", "onnxruntime")
 RUNTIME_DTYPES = ("auto", "float32", "bfloat16", "float16")
 ONNX_OPSET = 17
 CACHE_FORMAT = 1  # part of every cache key: bump when the exported graph changes meaning
-INPUT_NAMES = ("sample", "timesteps", "text_states", "text_mask", "text_pooled", "attribute_ids", "low_res")
+INPUT_NAMES = ("sample", "timesteps", "text_states", "text_mask", "text_pooled", "attribute_ids", "low_res", "guidance")
 
 
 @dataclass(frozen=True)
@@ -134,8 +135,11 @@ class FastForward:
         return {"runtime": self.runtime, "dtype": self.dtype}
 
     def __call__(self, sample: Tensor, timesteps: Tensor, text_states: Tensor, text_mask: Tensor, text_pooled: Tensor,
-                 attribute_ids: Tensor | None = None, low_res: Tensor | None = None) -> Tensor:
-        return self._run(sample, timesteps, text_states, text_mask, text_pooled, attribute_ids, low_res).float()
+                 attribute_ids: Tensor | None = None, low_res: Tensor | None = None, guidance: Tensor | None = None) -> Tensor:
+        """`guidance` [B]: a student's guidance scale (models/student.py); None for a FashionUNet."""
+        if guidance is None:
+            return self._run(sample, timesteps, text_states, text_mask, text_pooled, attribute_ids, low_res).float()
+        return self._run(sample, timesteps, text_states, text_mask, text_pooled, attribute_ids, low_res, guidance).float()
 
 
 def fast_forward(model: nn.Module, weights_sha256: str, runtime: str = "auto", dtype: str = "auto",
@@ -171,22 +175,27 @@ def fast_forward(model: nn.Module, weights_sha256: str, runtime: str = "auto", d
 class _Exportable(nn.Module):
     """The UNet with the optional inputs it takes made positional and the ones it does not dropped (ONNX has no None)."""
 
-    def __init__(self, model: nn.Module, attributes: bool, low_res: bool) -> None:
+    def __init__(self, model: nn.Module, attributes: bool, low_res: bool, guidance: bool = False) -> None:
         super().__init__()
-        self.model, self.attributes, self.low_res = model, attributes, low_res
+        self.model, self.attributes, self.low_res, self.guidance = model, attributes, low_res, guidance
 
     def forward(self, *inputs: Tensor) -> Tensor:
         sample, timesteps, states, mask, pooled, *rest = inputs
         ids = rest.pop(0) if self.attributes else None
         low = rest.pop(0) if self.low_res else None
+        if self.guidance:
+            return self.model(sample, timesteps, states, mask, pooled, ids, low, rest.pop(0))
         return self.model(sample, timesteps, states, mask, pooled, ids, low)
 
 
 def input_signature(model: nn.Module) -> dict[str, Any]:
-    """What the exported graph's inputs look like, batch and caption length aside (both dynamic)."""
-    return {"in_channels": model.unet.config.in_channels, "resolution": model.resolution,
-            "text_dim": model.unet.config.cross_attention_dim, "attributes": len(model.attribute_vocab),
-            "low_res": bool(model.super_resolution)}
+    """What the exported graph's inputs look like, batch and caption length aside (both dynamic). A student
+    (models.student.StudentUNet, its adapters merged) takes its guidance scale [B] as one more input."""
+    guided = isinstance(model, StudentUNet)
+    unet = model.unet.unet if guided else model.unet
+    return {"in_channels": unet.config.in_channels, "resolution": model.resolution,
+            "text_dim": unet.config.cross_attention_dim, "attributes": len(model.attribute_vocab),
+            "low_res": bool(model.super_resolution), "guidance": guided}
 
 
 def cache_path(cache_dir: Path, weights_sha256: str, signature: dict[str, Any], dtype: str = "float32") -> Path:
@@ -221,6 +230,8 @@ def _example_inputs(model: nn.Module, signature: dict[str, Any]) -> tuple[Tensor
         inputs.append(torch.zeros(batch, signature["attributes"], dtype=torch.long))
     if signature["low_res"]:
         inputs.append(torch.zeros(batch, 3, size, size))
+    if signature["guidance"]:
+        inputs.append(torch.full((batch,), 3.0))
     return tuple(inputs)
 
 
@@ -229,10 +240,11 @@ def export_onnx(model: nn.Module, path: Path) -> None:
     the file's sha256, which a later load checks before trusting the file."""
     signature = input_signature(model)
     names = [*INPUT_NAMES[:5], *(["attribute_ids"] if signature["attributes"] else []),
-             *(["low_res"] if signature["low_res"] else [])]
+             *(["low_res"] if signature["low_res"] else []), *(["guidance"] if signature["guidance"] else [])]
     axes = {name: {0: "batch"} for name in names} | {"text_states": {0: "batch", 1: "tokens"},
                                                      "text_mask": {0: "batch", 1: "tokens"}, "output": {0: "batch"}}
-    network = _Exportable(copy.deepcopy(model).float().cpu().eval(), bool(signature["attributes"]), signature["low_res"])
+    network = _Exportable(copy.deepcopy(model).float().cpu().eval(), bool(signature["attributes"]), signature["low_res"],
+                          signature["guidance"])
     with atomic_path(path) as temporary, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about diffusers' shape checks, and the exporter's deprecation
         # the TorchScript exporter: torch.export (dynamo=True) fails on diffusers' attention with a dynamic batch
