@@ -5,6 +5,8 @@
         --screenshot docs/app/generate.png                 # also a screenshot of the page after a generation
     python benchmarks/app_latency.py --model gan --live --out benchmarks/results/app_latency_gan.json
                                                            # the shipped GAN, and live regeneration in a browser
+    python benchmarks/app_latency.py --model student --threads 2 --out benchmarks/results/app_latency_student.json
+                                                           # the shipped 4-step student at 256 px, as the app serves it
 
 Measures, for one request of --images images at --steps DPM++ steps with guidance:
 - time to the first preview and to the first finished image, and the whole request;
@@ -13,7 +15,9 @@ Measures, for one request of --images images at --steps DPM++ steps with guidanc
   (what a plain "generate, then show" page would do), whose first image is ready only with the last.
 With --live (a one-forward model): in headless Chromium, the seconds from the last keystroke of a typed
 description to the new images in the gallery (the page's debounce included), and how many generations a burst
-of typing started. Writes benchmarks/results/app_latency.json.
+of typing started. Also the request's FLOPs (counted over the eager pipeline, every stage), this machine's measured
+fp32 peak and the fraction of it the app and the direct batch reach (on --runtime, the app's own: auto by default).
+Writes benchmarks/results/app_latency.json.
 """
 
 from __future__ import annotations
@@ -37,11 +41,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 from gradio_client import Client  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from benchmarks.common import machine  # noqa: E402
-from benchmarks.sampling import load_pipeline  # noqa: E402
+from benchmarks.sampling import load_pipeline, peak_gflops  # noqa: E402
 from fashiongen.app import ProductIndex, build_demo  # noqa: E402
 from fashiongen.app.ui import LIVE_DEBOUNCE_S  # noqa: E402
+from fashiongen.models import MODELS  # noqa: E402
 from fashiongen.pipeline import FashionGenPipeline, SamplingSettings, model_path  # noqa: E402
 
 PROMPTS = ["red floral summer dress", "black leather ankle boots", "men's navy check shirt", "white sneakers"]
@@ -151,11 +157,11 @@ def live_latency(url: str, output_dir: Path, prompts: list[str]) -> dict[str, An
             "generations_per_burst": generations, "keys_per_burst": [len(p) for p in prompts], "debounce_s": LIVE_DEBOUNCE_S}
 
 
-def serve(model: str, products: str | None, port: int, threads: int, output_dir: str, ready: Any) -> None:
+def serve(model: str, products: str | None, port: int, threads: int, output_dir: str, ready: Any, runtime: str = "eager") -> None:
     """The app in its own process, as in production: the client's work does not share its interpreter."""
     if threads:
         torch.set_num_threads(threads)
-    pipe = FashionGenPipeline.from_pretrained(model)
+    pipe = FashionGenPipeline.from_pretrained(model, runtime=runtime)
     index = None
     if products:
         index = ProductIndex.build(products, cache_dir="~/.cache/fashiongen", caption_mode=pipe.stages[0].info.data.caption_mode,
@@ -175,10 +181,12 @@ def free_port() -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="unet-small", help="registry name (random weights), an exported model, or a "
-                                                              "shipped one by name (diffusion, gan)")
+                                                              "shipped one by name (student, diffusion, gan): a folder "
+                                                              "is served whole, its upsampling stage included")
     parser.add_argument("--products", help="dataset for the Nearest products tab (only for the screenshot)")
     parser.add_argument("--images", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=None, help="default: the model's own (20; 4 for a student)")
+    parser.add_argument("--runtime", default="auto", help="the app's runtime (app.py's default: auto; docs/fast-path.md)")
     parser.add_argument("--latency-requests", type=int, default=3, help="requests timed one at a time (median reported)")
     parser.add_argument("--clients", default="1,4", help="client counts for requests/min")
     parser.add_argument("--requests-each", type=int, default=2, help="requests per client in the throughput runs")
@@ -191,17 +199,29 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     scratch = Path(tempfile.mkdtemp(prefix="app-latency-"))
-    if args.model in ("diffusion", "gan"):
+    if args.model in ("diffusion", "gan", "student"):
         args.model = str(model_path(args.model))
-    pipe, source = load_pipeline(args.model, None, "cpu", "float32", scratch, seed=0)
+    if args.model in MODELS:
+        pipe, source = load_pipeline(args.model, None, "cpu", "float32", scratch, seed=0)
+    else:  # a folder as the app serves it, every stage
+        pipe, source = FashionGenPipeline.from_pretrained(args.model), {"model": args.model, "random_weights": False}
+        pipe.show_progress = False
     sampler = pipe.default_sampler
     SAMPLER["name"] = sampler
+    args.steps = args.steps or pipe.stages[0].default_steps
     served = str(scratch / "model") if source["random_weights"] else args.model
+    settings = SamplingSettings(args.steps, 3.0, sampler)
+    with FlopCounterMode(display=False) as counter:  # the eager pipeline: every op of the request, all stages
+        pipe.generate_images([PROMPTS[0]] * args.images, list(range(args.images)), settings)
+    flops = counter.get_total_flops()
+    peaks = {"float32": peak_gflops(torch.float32)}
+    fast = FashionGenPipeline.from_pretrained(served, runtime=args.runtime) if args.runtime != "eager" else pipe
+    fast.show_progress = False
     port = free_port()
     context = multiprocessing.get_context("spawn")
     ready = context.Queue()
-    server = context.Process(target=serve, args=(served, args.products, port, args.threads, str(scratch / "outputs"), ready),
-                             daemon=True)
+    server = context.Process(target=serve, args=(served, args.products, port, args.threads, str(scratch / "outputs"), ready,
+                                                args.runtime), daemon=True)
     server.start()
     ready.get(timeout=600)
     url = f"http://127.0.0.1:{port}/"
@@ -209,11 +229,11 @@ def main() -> None:
         client = Client(url, verbose=False)
         timed_request(client, PROMPTS[0], 1, 2, 0)  # warm-up: first-call costs (threads, caches) are not latency
 
-        settings = SamplingSettings(args.steps, 3.0, sampler)
         baseline = []  # the server idles meanwhile
+        fast.generate_images([PROMPTS[0]], [0], settings)  # its warm-up
         for k in range(args.latency_requests):
             started = time.perf_counter()
-            pipe.generate_images([PROMPTS[k % 4]] * args.images, list(range(k, k + args.images)), settings)
+            fast.generate_images([PROMPTS[k % 4]] * args.images, list(range(k, k + args.images)), settings)
             baseline.append(time.perf_counter() - started)
         runs = [timed_request(client, PROMPTS[k % 4], args.images, args.steps, k) for k in range(args.latency_requests)]
         latency = {key: round(statistics.median(run[key] for run in runs), 2) for key in runs[0]}
@@ -221,7 +241,13 @@ def main() -> None:
         result: dict[str, Any] = {
             "machine": machine(torch.device("cpu")), "source": source,
             "request": {"images": args.images, "steps": pipe.stages[0].steps_per_image(settings), "guidance": 3.0,
-                        "sampler": sampler, "family": pipe.stages[0].family},
+                        "sampler": sampler, "family": pipe.stages[0].family, "size": pipe.resolution,
+                        "stages": [stage.family for stage in pipe.stages], "runtime": fast.runtime},
+            "flops": {"gflop_per_request": round(flops / 1e9, 1), "gflop_per_image": round(flops / args.images / 1e9, 2),
+                      "counted": "torch.utils.flop_counter over the eager pipeline's request (all stages)"},
+            "peaks_gflops": peaks,
+            "fraction_of_fp32_peak": {"app_total": round(flops / latency["total_s"] / 1e9 / peaks["float32"]["matmul"], 3),
+                                      "direct_batch": round(flops / statistics.median(baseline) / 1e9 / peaks["float32"]["matmul"], 3)},
             "app": latency, "app_runs": runs,
             "baseline_direct_batch_s": batch,
             "ratios": {"first_image_app_vs_batch": round(batch / latency["first_image_s"], 2),
@@ -237,7 +263,8 @@ def main() -> None:
         server.terminate()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps({k: result[k] for k in ("request", "app", "baseline_direct_batch_s", "ratios", "throughput", "live")
+    print(json.dumps({k: result[k] for k in ("request", "flops", "fraction_of_fp32_peak", "app", "baseline_direct_batch_s",
+                                             "ratios", "throughput", "live")
                       if k in result}, indent=2))
     print(f"wrote {args.out}")
 

@@ -398,16 +398,41 @@ def shipped_path(runtime: str, dtype: str = "float32") -> Callable[[], FashionGe
     return lambda: FashionGenPipeline.from_pretrained(default_model_path(), runtime=runtime, dtype=dtype).base_only()
 
 
+def student_path(runtime: str, dtype: str = "float32") -> Callable[[], FashionGenPipeline]:
+    """The default folder's few-step student (its base model "student") at 64 px."""
+    from fashiongen.pipeline import default_model_path
+
+    return lambda: FashionGenPipeline.from_pretrained(default_model_path(), base="student", runtime=runtime,
+                                                      dtype=dtype).base_only()
+
+
 def paths_table(args: argparse.Namespace) -> list[tuple[str, Callable[[], FashionGenPipeline], SamplingSettings]]:
-    """(name, make_pipeline, settings) per path; the first is the reference the others are compared with."""
+    """(name, make_pipeline, settings) per path; the first is the reference the others are compared with (for a
+    student the 8-bit difference from it is a distance from the teacher's images, not a tolerance)."""
     teacher = SamplingSettings(args.steps, args.guidance, args.scheduler)
-    return [
+    paths = [
         ("fp32 eager", shipped_path("eager"), teacher),
         ("fp32 channels_last", shipped_path("channels_last"), teacher),
         ("fp32 onnxruntime", shipped_path("onnxruntime"), teacher),
         ("auto", shipped_path("auto", "auto"), teacher),
-        # a student path is one more entry: ("student-4 steps", <its make_pipeline>, SamplingSettings(4, ...))
     ]
+    if args.student:
+        for steps in (1, 2, 4, 8):
+            paths.append((f"student {steps} step{'s' if steps > 1 else ''}", student_path("eager"),
+                          SamplingSettings(steps, args.guidance, "lcm")))
+        for steps in (1, 2, 4, 8):
+            paths.append((f"student {steps} auto", student_path("auto", "auto"), SamplingSettings(steps, args.guidance, "lcm")))
+    return paths
+
+
+def end_to_end(row: dict[str, Any], repeats: int) -> None:
+    """Seconds for the whole call a user makes, pipe(prompts, ...): prompt encoding and PIL images included."""
+    pipe, settings = row["pipeline"], SamplingSettings(**row["settings"])
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(len(row["pixels"]))]
+    call = (lambda: pipe(prompts, seed=0, num_inference_steps=settings.num_inference_steps,
+                         guidance_scale=settings.guidance_scale, scheduler=settings.scheduler))
+    call()
+    row["end_to_end_s"] = round(statistics.median(timed(call, torch.device("cpu"))[0] for _ in range(max(1, repeats))), 3)
 
 
 def run_paths(args: argparse.Namespace) -> dict[str, Any]:
@@ -425,6 +450,7 @@ def run_paths(args: argparse.Namespace) -> dict[str, Any]:
     for row in prepared:
         row["median_s"], row["min_s"] = round(statistics.median(row["seconds"]), 3), min(row["seconds"])
         row.pop("run")
+        end_to_end(row, args.repeats)
         pixels, text, pipe = row.pop("pixels").astype(np.int16), row.pop("text"), row.pop("pipeline")
         if per_row is None:  # the first path's network (every shipped path runs the same UNet)
             per_row = flops_per_row(pipe, text)
@@ -450,10 +476,12 @@ def run_paths(args: argparse.Namespace) -> dict[str, Any]:
 def print_paths(result: dict[str, Any]) -> None:
     print(f"peaks (GFLOPS): {json.dumps(result['peaks_gflops'])}; {result['gflop_per_image_per_forward']} GFLOP per image "
           "per forward")
-    print(f"{'path':<22}{'runtime':<24}{'s/request':>10}{'speedup':>9}{'GFLOP':>8}{'GFLOPS':>8}{'of peak':>8}{'max/mean |diff|':>17}")
+    print(f"{'path':<22}{'runtime':<24}{'s/request':>10}{'end to end':>11}{'speedup':>9}{'GFLOP':>8}{'GFLOPS':>8}"
+          f"{'of peak':>8}{'max/mean |diff|':>17}")
     for r in result["paths"]:
-        print(f"{r['name']:<22}{r['runtime']:<24}{r['median_s']:>10.3f}{r['speedup_vs_first']:>9.3f}{r['gflop_per_request']:>8.0f}"
-              f"{r['gflops']:>8.1f}{r['fraction_of_peak']:>8.2f}{r['max_abs_diff_uint8']:>10d} / {r['mean_abs_diff_uint8']:.4f}")
+        print(f"{r['name']:<22}{r['runtime']:<24}{r['median_s']:>10.3f}{r['end_to_end_s']:>11.3f}{r['speedup_vs_first']:>9.3f}"
+              f"{r['gflop_per_request']:>8.0f}{r['gflops']:>8.1f}{r['fraction_of_peak']:>8.2f}"
+              f"{r['max_abs_diff_uint8']:>10d} / {r['mean_abs_diff_uint8']:.4f}")
 
 
 def print_comparison(result: dict[str, Any]) -> None:
@@ -503,6 +531,8 @@ def main() -> None:
                         help="time each inference path of the shipped model (fp32 eager, channels_last, onnxruntime, auto; "
                              "see paths_table) with FLOPs, measured peaks and the images' difference from the first; "
                              "writes benchmarks/results/sampling_paths.json")
+    parser.add_argument("--student", action="store_true",
+                        help="--paths: also the default folder's few-step student at 1, 2, 4 and 8 steps, eager and auto")
     parser.add_argument("--table", default=STEPS_TABLE, help="sampler:steps list for --steps-table; the first is the reference")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON file (default: benchmarks/results/sampling.json, or sampling_steps.json with --steps-table)")
