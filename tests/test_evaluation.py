@@ -181,3 +181,27 @@ def test_bad_folders_get_clear_messages(script, garments: Path, critic: Path, tm
     args = ["--images", str(copies), "--out", str(tmp_path / "r"), *common(garments, other_critic, tmp_path)]
     assert script.main(args) == 2
     assert "critic trained with encoder minilm-000000000000" in capsys.readouterr().err
+
+
+def test_a_student_is_scored_per_step_count(script, garments: Path, critic: Path, model: Path, tmp_path: Path) -> None:
+    from fashiongen.diffusion.student import student_description
+    from fashiongen.families import load_generator
+    from fashiongen.models.files import replacing_directory, write_model_files
+    from fashiongen.release import publish
+    from fashiongen.train.distill import adapter_state, build_student
+
+    teacher = load_generator(model)
+    config = load_config([], ["distill.lora_rank=2", "distill.grid_size=10"])
+    student = build_student(teacher, config)  # fresh: its teacher's conditional branch, a real student's files
+    with replacing_directory(tmp_path / "student") as temporary:
+        write_model_files(adapter_state(student), student_description(teacher, config, str(model.resolve()), {"steps": 0}),
+                          temporary)
+    folder = publish(model, tmp_path / "folder", dtype="float32", critic=None, student=tmp_path / "student")
+    out = tmp_path / "student-sweep"
+    assert script.main(["--model", str(folder), "--base", "student", "--captions", str(garments), "--split", "all",
+                        "--num-images", "4", "--sweep", "steps=1,2", "--out", str(out), *common(garments, critic, tmp_path)]) == 0
+    rows = json.loads((out / "sweep.json").read_text())
+    assert [row["setting"] for row in rows] == [{"num_inference_steps": 1}, {"num_inference_steps": 2}]
+    assert all(np.isfinite(row["fid"]) and row["critic_score"] is not None for row in rows)
+    report = json.loads((out / "sweep" / "num_inference_steps=2" / "report.json").read_text())
+    assert report["meta"]["settings"]["scheduler"] == "lcm" and Path(report["meta"]["model"]["stages"][0]).name == "student"

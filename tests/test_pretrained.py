@@ -127,3 +127,43 @@ def test_the_shipped_gan_draws_garments_by_name_through_sample_py(tmp_path: Path
     assert len(images) == 8
     pixels = np.stack([np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) for path in images])
     assert pixels.std() > 20 and np.abs(pixels[0] - pixels[1]).mean() > 2  # pictures, and seeds differ
+
+
+@pytest.fixture(scope="module")
+def student() -> FashionGenPipeline:
+    pipe = FashionGenPipeline.from_pretrained(DEFAULT_MODEL_DIR / "student")
+    pipe.show_progress = False
+    return pipe
+
+
+def test_the_shipped_student_names_its_teacher_and_is_small(student: FashionGenPipeline) -> None:
+    info = json.loads((DEFAULT_MODEL_DIR / "student" / "model.json").read_text())
+    teacher = json.loads((DEFAULT_MODEL_DIR / "model.json").read_text())
+    assert info["family"] == "student" and info["student"]["teacher"] == {**info["student"]["teacher"], "path": "..",
+                                                                         "sha256": teacher["weights"]["sha256"]}
+    weights = DEFAULT_MODEL_DIR / "student" / info["weights"]["file"]
+    assert hashlib.sha256(weights.read_bytes()).hexdigest() == info["weights"]["sha256"] and info["weights"]["dtype"] == "float16"
+    assert weights.stat().st_size < 4 * 2**20  # adapters and guidance embedding only: the teacher's weights are shared
+    assert info["training"]["steps"] > 0 and info["training"]["initialised_from"]["sha256"] == teacher["weights"]["sha256"]
+    assert json.loads((DEFAULT_MODEL_DIR / "pipeline.json").read_text())["bases"] == {"student": "student"}
+    card = (DEFAULT_MODEL_DIR / "README.md").read_text()
+    assert "## Base model `student`" in card and teacher["weights"]["sha256"][:16] in card
+    assert [stage.family for stage in student.stages] == ["student", "upsampler"] and student.samplers == ("lcm",)
+
+
+def test_the_shipped_student_is_deterministic_batch_independent_and_near_its_teacher(student: FashionGenPipeline,
+                                                                                    shipped: FashionGenPipeline) -> None:
+    prompts = ["red floral summer dress", "black leather ankle boots", "white sneakers"]
+
+    def pixels(pipe: FashionGenPipeline, chosen: list[str], seeds: list[int], **settings: object) -> np.ndarray:
+        return np.stack([np.asarray(image, dtype=np.int16) for image in pipe(chosen, seed=seeds, size=64, **settings)])
+
+    images = pixels(student, prompts, [0, 1, 2])
+    assert student.sampling_settings().num_inference_steps == 4
+    assert np.array_equal(images, pixels(student, prompts, [0, 1, 2]))
+    assert np.abs(images[1:2] - pixels(student, prompts[1:2], [1])).max() <= 1
+    assert images.std() > 20  # pictures, not flat fields
+    teacher = pixels(shipped, prompts, [0, 1, 2])
+    unrelated = pixels(shipped, prompts, [7, 8, 9])
+    # the same seed's student image is closer to the teacher's than the teacher's own image of another seed
+    assert np.abs(images - teacher).mean() < np.abs(unrelated - teacher).mean()

@@ -350,3 +350,35 @@ def test_the_student_on_a_fast_runtime_makes_the_eager_images(distilled: dict[st
     if runtime == "onnxruntime":  # cached under a key of the student's and its teacher's weights
         (graph,) = tmp_path.glob("*.onnx")
         assert fast.stages[0].sha256[:16] in graph.name and fast.stages[0].sha256 != read_info(distilled["folder"] / "student").sha256
+
+
+def test_the_app_serves_the_student_first_with_its_own_steps_and_the_teacher_one_choice_away(distilled: dict[str, Path],
+                                                                                           tmp_path: Path) -> None:
+    import os
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from gradio_client import Client
+
+    from app_helpers import generate_args
+    from fashiongen.app import build_demo
+    from fashiongen.app.service import Studio, model_names
+
+    pipes = [FashionGenPipeline.from_pretrained(distilled["folder"] / "student"), FashionGenPipeline.from_pretrained(distilled["folder"])]
+    names = model_names(pipes)
+    assert names == ["student", "diffusion"]
+    studio = Studio(dict(zip(names, pipes)), output_dir=str(tmp_path / "studio"))
+    assert studio.controls()["default_steps"] == 4 and studio.controls("diffusion")["default_steps"] == 20
+    demo = build_demo(dict(zip(names, pipes)), None, output_dir=str(tmp_path / "outputs"))
+    _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, ssr_mode=False, quiet=True)
+    try:
+        client = Client(url, verbose=False)
+        gallery, status, files, _ = client.predict(*generate_args("red dress", num_images=2, steps=4, sampler="lcm", seed=3),
+                                                   "student", 1.0, api_name="/generate")
+        record = json.loads(Path(files[-1]).read_text())
+        assert len(gallery) == 2 and record["settings"]["scheduler"] == "lcm" and record["settings"]["num_inference_steps"] == 4
+        assert Path(record["model"]["stages"][0]).name == "student"
+        teacher = client.predict(*generate_args("red dress", num_images=1, steps=3, sampler="dpm++", seed=3), "diffusion", 1.0,
+                                 api_name="/generate")[2]
+        assert json.loads(Path(teacher[-1]).read_text())["settings"]["scheduler"] == "dpm++"
+    finally:
+        demo.close()
