@@ -272,9 +272,9 @@ def evaluate_model(options: argparse.Namespace, settings: SamplingSettings, out:
         "size": size, "after_base": after_base, "seed": options.seed, "per_caption": options.per_caption,
         "attributes": use_attributes(pipe, options)}}
     captions = read_captions(pipe, options)
+    attributes = {item.id: item.attributes for item in captions}  # what attribute accuracy checks each image against
     if not options.sweep:
         folder = generate(pipe, options, captions, settings, out / "generated")
-        attributes = {item.id: item.attributes for item in captions}
         report = evaluate_set(read_image_folder(folder, None, attributes), setup_from(options, reference), out, meta)
         return summary(report, out)
     rows = []
@@ -283,7 +283,8 @@ def evaluate_model(options: argparse.Namespace, settings: SamplingSettings, out:
         point_settings = sweep_point(settings, point)
         folder = generate(pipe, options, captions, point_settings, out / "sweep" / name / "generated")
         setup = replace(setup_from(options, reference), memorisation=False)
-        report = evaluate_set(read_image_folder(folder), setup, out / "sweep" / name, {**meta, "settings": meta["settings"] | pipe.settings_record(point_settings)})
+        report = evaluate_set(read_image_folder(folder, None, attributes), setup, out / "sweep" / name,
+                              {**meta, "settings": meta["settings"] | pipe.settings_record(point_settings)})
         critic = report["metrics"].get("critic_score", {}).get("generated") or {}
         rows.append({"setting": point, "fid": report["metrics"]["fid"]["value"], "kid": report["metrics"]["kid"]["mean"],
                      "critic_score": critic.get("mean"), "num_images": report["meta"]["num_generated"], "report": f"sweep/{name}"})

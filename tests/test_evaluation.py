@@ -205,3 +205,5 @@ def test_a_student_is_scored_per_step_count(script, garments: Path, critic: Path
     assert all(np.isfinite(row["fid"]) and row["critic_score"] is not None for row in rows)
     report = json.loads((out / "sweep" / "num_inference_steps=2" / "report.json").read_text())
     assert report["meta"]["settings"]["scheduler"] == "lcm" and Path(report["meta"]["model"]["stages"][0]).name == "student"
+    # each sweep point's images are checked against their captions' attributes, as a single evaluation's are
+    assert all(v["generated"] is not None for v in report["metrics"]["attribute_accuracy"].values())

@@ -322,6 +322,11 @@ def test_sample_cli_and_submission_with_the_student(distilled: dict[str, Path], 
     from fashiongen.submission import main as submission_main
 
     assert submission_main(["validate", str(submission)]) == 0
+    for model, base in ((distilled["folder"], "nope"), (distilled["teacher"], "student")):  # one line, exit 2, nothing written
+        assert sample.main(["--model", str(model), "--base", base, "red dress", "--out", str(tmp_path / "refused")]) == 2
+        assert not (tmp_path / "refused").exists()
+    assert sample.main(["--model", str(distilled["folder"] / "student"), "red dress", "--negative", "blurry",
+                        "--out", str(tmp_path / "refused")]) == 2  # no unconditional branch: no negative prompt
 
 
 def test_a_checkpoint_exports_the_same_student_as_the_finished_run(distilled: dict[str, Path], tmp_path: Path) -> None:
@@ -382,3 +387,26 @@ def test_the_app_serves_the_student_first_with_its_own_steps_and_the_teacher_one
         assert json.loads(Path(teacher[-1]).read_text())["settings"]["scheduler"] == "dpm++"
     finally:
         demo.close()
+
+
+def test_a_new_run_continues_a_saved_student_from_its_adapters(distilled: dict[str, Path], tmp_path: Path, garments16: Path,
+                                                                text_cache_dir: Path, encoder: CaptionEncoder) -> None:
+    from fashiongen.train import prepare
+    from fashiongen.train.distill import adapter_state
+    from safetensors.torch import load_file
+    from training_helpers import tiny_config
+
+    def config(**extra: object):
+        return tiny_config(garments16, tmp_path / "runs", text_cache_dir, **student_overrides(distilled["teacher"], **extra))
+
+    run = prepare(config(**{"distill.init_student": distilled["export"]}), show_progress=False)
+    saved = load_file(distilled["export"] / "model.safetensors")
+    started = adapter_state(run.ema.module)
+    assert set(started) == set(saved) and all(torch.equal(started[k], saved[k]) for k in saved)
+    assert run.teacher_facts["student"]["sha256"] == read_info(distilled["export"]).sha256
+    other = export_tiny(tmp_path / "other", encoder, seed=4, attributes=True)
+    for extra, message in (({"distill.init_student": other}, "a diffusion model, not a student"),
+                           ({"distill.init_student": distilled["export"], "distill.lora_rank": 3}, "do not fit this config"),
+                           ({"distill.init_student": distilled["export"], "train.init_from": other}, "another teacher")):
+        with pytest.raises(ConfigError, match=message):
+            prepare(config(**extra), show_progress=False)

@@ -115,6 +115,31 @@ def build_student(teacher: DiffusionGenerator, config: Config) -> StudentUNet:
     return student
 
 
+def start_student(student: StudentUNet, path: str, teacher: DiffusionGenerator) -> dict[str, Any]:
+    """distill.init_student: load a saved student's adapters and guidance embedding into `student` (a run on another
+    machine continues a shipped student this way, as train.init_from continues other families); returns its facts."""
+    from ..families import load_generator
+
+    try:
+        start = load_generator(path)
+    except ModelFileError as error:
+        raise ConfigError(f"distill.init_student: {error}") from None
+    if start.family != "student":
+        raise ConfigError(f"distill.init_student {path}: a {start.family} model, not a student")
+    if start.teacher_sha256 != teacher.sha256:  # type: ignore[attr-defined]
+        raise ConfigError(f"distill.init_student {path}: a student of another teacher (sha256 "
+                          f"{start.teacher_sha256[:12]}, train.init_from's {teacher.sha256[:12]})")  # type: ignore[attr-defined]
+    adapter = start.adapter  # type: ignore[attr-defined]
+    mine = adapter_state(student)
+    if set(adapter) != set(mine) or any(adapter[k].shape != mine[k].shape for k in mine):
+        raise ConfigError(f"distill.init_student {path}: its adapters do not fit this config (distill.lora_rank, "
+                          "distill.guidance_features must match the student's)")
+    student.load_state_dict({k: v.float() for k, v in adapter.items()}, strict=False)
+    training = start.info.training
+    return {"path": start.source, "sha256": start.info.sha256, "steps": training.get("steps"),
+            "images_seen": training.get("images_seen")}
+
+
 def teacher_facts(teacher: DiffusionGenerator) -> dict[str, Any]:
     training = teacher.info.training
     return {"path": teacher.source, "sha256": teacher.sha256, "text_identity": teacher.info.text.identity,
@@ -148,6 +173,8 @@ def prepare_distill(config: Config, resume: Path | None = None, show_progress: b
                           f"(sha256 {teacher.sha256[:12]}, the run's {str(facts.get('sha256'))[:12]})")
     teacher.model.to(accelerator.device, memory_format=torch.channels_last)  # its forwards: ~1.3x faster on CPU
     student = build_student(teacher, config)
+    if d.init_student and resume is None:
+        facts = {**facts, "student": start_student(student, d.init_student, teacher)}
     ema = EMA(student, d.target_ema_decay, t.ema_power)
     ema.module.to(accelerator.device)
     trainable = [p for p in student.parameters() if p.requires_grad]
