@@ -133,11 +133,9 @@ class StudentGenerator(DiffusionGenerator):
     def _from_checkpoint(cls, files: ModelFiles, device: str | torch.device, dtype: torch.dtype) -> StudentGenerator:
         """A distillation checkpoint: its EMA student (adapters unmerged) over the teacher its config names
         (train.init_from), described as the run's export would be."""
-        from ..families import load_generator
-
         config, where = files.config, files.where
         assert config is not None
-        teacher = load_generator(config.train.init_from)
+        teacher = DiffusionGenerator.from_files(read_model_files(config.train.init_from), "cpu", torch.float32)
         facts = files.state.get("initialised_from") or {}
         if teacher.info.sha256 != facts.get("sha256"):
             raise ModelFileError(f"{where}: its teacher {config.train.init_from} is not the model it was distilled from "
