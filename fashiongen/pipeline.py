@@ -36,7 +36,7 @@ from .data.transforms import resize_square, to_tensor, to_uint8
 from .diffusion import lerp_text, slerp
 from .families import load_generator
 from .generators import LOW_RES, GenerationInputs, Generator
-from .models.runtime import RUNTIMES
+from .models.runtime import RUNTIMES, cpu_support
 from .models.files import (
     DEFAULT_MODEL_DIR,
     DTYPES,
@@ -241,9 +241,9 @@ class FashionGenPipeline:
         # models.runtime.fast_forward in `dtype` (float32 weights, low precision by autocast where the CPU has fast
         # kernels for it, an exported graph cached in `runtime_cache_dir`); eager keeps the weights in `dtype` as before
         fast = runtime != "eager" or dtype == "auto"
-        if not fast and dtype != "float32" and torch.device(device).type == "cpu":
-            logger.warning("%s on CPU is very slow (unet-small: ~100x slower than float32 on 2 cores); use float32 on CPU",
-                           dtype)
+        if not fast and dtype != "float32" and torch.device(device).type == "cpu" and not cpu_support().fast(dtype):
+            logger.warning("%s on this CPU has no fast kernels and is very slow (unet-small: ~100x slower than float32 on "
+                           "2 AVX2 cores); use float32, or dtype auto", dtype)
         path = Path(path)
         if base is None and not _is_pipeline_dir(path) and _is_pipeline_dir(path.parent):
             base = _base_named(path)  # a student's own folder: its teacher's pipeline with it as the base
