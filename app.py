@@ -46,6 +46,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runtime", default="auto", choices=list(RUNTIMES),
                         help="how diffusion models run their network (default auto: the fastest this machine has; "
                              "eager, channels_last, onnxruntime; docs/fast-path.md)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                        help="the networks' compute dtype (default auto: bfloat16 where this CPU has fast kernels for it, "
+                             "else float32; a dtype without them falls back to float32 with a warning)")
     parser.add_argument("--concurrency", type=int, default=1, help="model jobs run at once (default 1; more only on a GPU)")
     parser.add_argument("--max-queue", type=int, default=32, help="requests that may wait before new ones are refused")
     parser.add_argument("--max-upload-mb", type=int, default=Limits.max_upload_mb,
@@ -75,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         shipped = [BUNDLED_STUDENT] if BUNDLED_STUDENT.is_dir() else []  # the fast student first: the page's default
         paths = [model_path(value) for value in args.model] or [*shipped, default_model_path(),
                                                                  *([BUNDLED_GAN] if BUNDLED_GAN.is_dir() else [])]
-        loaded = [FashionGenPipeline.from_pretrained(path, device=args.device, runtime=args.runtime) for path in paths]
+        loaded = [FashionGenPipeline.from_pretrained(path, device=args.device, runtime=args.runtime,
+                                                     dtype=args.dtype) for path in paths]
         pipelines = dict(zip(model_names(loaded, [path.name for path in paths]), loaded))
         pipeline = loaded[0]
         source = products_source(args, pipeline)

@@ -23,6 +23,7 @@ import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from fashiongen.config import ConfigError, load_config
 from fashiongen.data import DataError
@@ -104,6 +105,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--runtime", default="eager", choices=list(RUNTIMES),
                         help="--model: how diffusion stages run their network (docs/fast-path.md; default eager)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"],
+                        help="--model: the networks' compute dtype (default float32; auto: bfloat16 where this CPU has "
+                             "fast kernels for it; with --runtime eager the weights are cast)")
     parser.add_argument("--cache-dir", default=".cache/fashiongen/eval")
     parser.add_argument("--quiet", action="store_true")
     options = parser.parse_args(argv)
@@ -254,10 +258,26 @@ def evaluate_upsampling(options: argparse.Namespace, out: Path) -> str:
     return f"{len(methods)} methods on {len(photos)} photos; lowest FID: {best[0]} ({best[1]['fid']:.2f}); {out / 'report.md'}"
 
 
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def sweep_row(point: dict[str, Any], report: dict[str, Any], where: str) -> dict[str, Any]:
+    """One sweep point's scores: FID, KID, the critic's score, R-precision and each attribute's accuracy (generated)."""
+    metrics = report["metrics"]
+    critic = (metrics.get("critic_score") or {}).get("generated") or {}
+    precision = (metrics.get("r_precision") or {}).get("generated") or {}
+    accuracy = {name: (scores.get("generated") or {}).get("accuracy")
+                for name, scores in (metrics.get("attribute_accuracy") or {}).items()}
+    return {"setting": point, "fid": metrics["fid"]["value"], "kid": metrics["kid"]["mean"], "critic_score": critic.get("mean"),
+            "r_precision": precision.get("mean"), "attribute_accuracy": {k: v for k, v in accuracy.items() if v is not None},
+            "num_images": report["meta"]["num_generated"], "report": where}
+
+
 def evaluate_model(options: argparse.Namespace, settings: SamplingSettings, out: Path) -> str:
     """Generate a submission-format set under out/generated (or one per --sweep point), then score it."""
     pipe = FashionGenPipeline.from_pretrained(model_path(options.model), superres=options.superres, device=options.device,
-                                              runtime=options.runtime,
+                                              runtime=options.runtime, dtype=options.dtype,
                                               base=options.base)
     if options.no_superres:
         pipe = pipe.base_only()
@@ -285,14 +305,17 @@ def evaluate_model(options: argparse.Namespace, settings: SamplingSettings, out:
         setup = replace(setup_from(options, reference), memorisation=False)
         report = evaluate_set(read_image_folder(folder, None, attributes), setup, out / "sweep" / name,
                               {**meta, "settings": meta["settings"] | pipe.settings_record(point_settings)})
-        critic = report["metrics"].get("critic_score", {}).get("generated") or {}
-        rows.append({"setting": point, "fid": report["metrics"]["fid"]["value"], "kid": report["metrics"]["kid"]["mean"],
-                     "critic_score": critic.get("mean"), "num_images": report["meta"]["num_generated"], "report": f"sweep/{name}"})
+        rows.append(sweep_row(point, report, f"sweep/{name}"))
     atomic_write_text(out / "sweep.json", json.dumps(rows, indent=2) + "\n")
     sweep_plot(rows, out / "sweep.png")
-    lines = ["| " + " | ".join(rows[0]["setting"]) + " | FID | KID | critic score |", "|" + "---|" * (len(rows[0]["setting"]) + 3)]
+    accuracy_names = sorted({name for row in rows for name in row["attribute_accuracy"]})
+    lines = ["| " + " | ".join(rows[0]["setting"]) + " | FID | KID | critic score | R-precision | "
+             + "".join(f"{name} accuracy | " for name in accuracy_names),
+             "|" + "---|" * (len(rows[0]["setting"]) + 5 + len(accuracy_names))]
     lines += ["| " + " | ".join(str(v) for v in row["setting"].values()) + f" | {row['fid']:.2f} | {row['kid']:.4f} | "
-              f"{row['critic_score'] if row['critic_score'] is None else round(row['critic_score'], 4)} |" for row in rows]
+              + " | ".join(_cell(v) for v in [row["critic_score"], row["r_precision"],
+                                              *(row["attribute_accuracy"].get(name) for name in accuracy_names)]) + " |"
+              for row in rows]
     atomic_write_text(out / "sweep.md", "# Sweep\n\n" + "\n".join(lines) + "\n\n![sweep](sweep.png)\n")
     return f"sweep of {len(rows)} settings: {out / 'sweep.md'}, {out / 'sweep.json'}, {out / 'sweep.png'}"
 

@@ -207,3 +207,9 @@ def test_a_student_is_scored_per_step_count(script, garments: Path, critic: Path
     assert report["meta"]["settings"]["scheduler"] == "lcm" and Path(report["meta"]["model"]["stages"][0]).name == "student"
     # each sweep point's images are checked against their captions' attributes, as a single evaluation's are
     assert all(v["generated"] is not None for v in report["metrics"]["attribute_accuracy"].values())
+    # and the sweep's own table carries R-precision and every attribute's accuracy beside FID, KID and the critic
+    accuracy = {name: v["generated"]["accuracy"] for name, v in report["metrics"]["attribute_accuracy"].items()}
+    assert rows[1]["attribute_accuracy"] == accuracy and accuracy
+    assert rows[1]["r_precision"] == report["metrics"]["r_precision"]["generated"]["mean"]
+    table = (out / "sweep.md").read_text()
+    assert "R-precision" in table and all(f"{name} accuracy" in table for name in accuracy)
