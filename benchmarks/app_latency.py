@@ -48,6 +48,7 @@ from benchmarks.sampling import load_pipeline, peak_gflops  # noqa: E402
 from fashiongen.app import ProductIndex, build_demo  # noqa: E402
 from fashiongen.app.ui import LIVE_DEBOUNCE_S  # noqa: E402
 from fashiongen.models import MODELS  # noqa: E402
+from fashiongen.models.runtime import cpu_support  # noqa: E402
 from fashiongen.pipeline import FashionGenPipeline, SamplingSettings, model_path  # noqa: E402
 
 PROMPTS = ["red floral summer dress", "black leather ankle boots", "men's navy check shirt", "white sneakers"]
@@ -157,11 +158,12 @@ def live_latency(url: str, output_dir: Path, prompts: list[str]) -> dict[str, An
             "generations_per_burst": generations, "keys_per_burst": [len(p) for p in prompts], "debounce_s": LIVE_DEBOUNCE_S}
 
 
-def serve(model: str, products: str | None, port: int, threads: int, output_dir: str, ready: Any, runtime: str = "eager") -> None:
+def serve(model: str, products: str | None, port: int, threads: int, output_dir: str, ready: Any, runtime: str = "eager",
+          dtype: str = "float32") -> None:
     """The app in its own process, as in production: the client's work does not share its interpreter."""
     if threads:
         torch.set_num_threads(threads)
-    pipe = FashionGenPipeline.from_pretrained(model, runtime=runtime)
+    pipe = FashionGenPipeline.from_pretrained(model, runtime=runtime, dtype=dtype)
     index = None
     if products:
         index = ProductIndex.build(products, cache_dir="~/.cache/fashiongen", caption_mode=pipe.stages[0].info.data.caption_mode,
@@ -187,6 +189,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--steps", type=int, default=None, help="default: the model's own (20; 4 for a student)")
     parser.add_argument("--runtime", default="auto", help="the app's runtime (app.py's default: auto; docs/fast-path.md)")
+    parser.add_argument("--dtype", default="auto", help="the app's compute dtype (app.py's default: auto, bf16 where fast)")
     parser.add_argument("--latency-requests", type=int, default=3, help="requests timed one at a time (median reported)")
     parser.add_argument("--clients", default="1,4", help="client counts for requests/min")
     parser.add_argument("--requests-each", type=int, default=2, help="requests per client in the throughput runs")
@@ -215,13 +218,17 @@ def main() -> None:
         pipe.generate_images([PROMPTS[0]] * args.images, list(range(args.images)), settings)
     flops = counter.get_total_flops()
     peaks = {"float32": peak_gflops(torch.float32)}
-    fast = FashionGenPipeline.from_pretrained(served, runtime=args.runtime) if args.runtime != "eager" else pipe
+    if cpu_support().bf16:
+        peaks["bfloat16"] = peak_gflops(torch.bfloat16)
+    fast = (FashionGenPipeline.from_pretrained(served, runtime=args.runtime, dtype=args.dtype)
+            if (args.runtime, args.dtype) != ("eager", "float32") else pipe)
     fast.show_progress = False
+    computed = getattr(fast.stages[0], "runtime", {}).get("dtype", "float32")  # a GAN has no runtime choice
     port = free_port()
     context = multiprocessing.get_context("spawn")
     ready = context.Queue()
     server = context.Process(target=serve, args=(served, args.products, port, args.threads, str(scratch / "outputs"), ready,
-                                                args.runtime), daemon=True)
+                                                args.runtime, args.dtype), daemon=True)
     server.start()
     ready.get(timeout=600)
     url = f"http://127.0.0.1:{port}/"
@@ -248,6 +255,9 @@ def main() -> None:
             "peaks_gflops": peaks,
             "fraction_of_fp32_peak": {"app_total": round(flops / latency["total_s"] / 1e9 / peaks["float32"]["matmul"], 3),
                                       "direct_batch": round(flops / statistics.median(baseline) / 1e9 / peaks["float32"]["matmul"], 3)},
+            "fraction_of_dtype_peak": {  # of the peak of the dtype the app computes in (bf16's where it runs bf16)
+                "app_total": round(flops / latency["total_s"] / 1e9 / peaks.get(computed, peaks["float32"])["matmul"], 3),
+                "direct_batch": round(flops / batch / 1e9 / peaks.get(computed, peaks["float32"])["matmul"], 3)},
             "app": latency, "app_runs": runs,
             "baseline_direct_batch_s": batch,
             "ratios": {"first_image_app_vs_batch": round(batch / latency["first_image_s"], 2),
@@ -263,7 +273,7 @@ def main() -> None:
         server.terminate()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps({k: result[k] for k in ("request", "flops", "fraction_of_fp32_peak", "app", "baseline_direct_batch_s",
+    print(json.dumps({k: result[k] for k in ("request", "flops", "fraction_of_fp32_peak", "fraction_of_dtype_peak", "app", "baseline_direct_batch_s",
                                              "ratios", "throughput", "live")
                       if k in result}, indent=2))
     print(f"wrote {args.out}")

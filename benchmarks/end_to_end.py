@@ -1,7 +1,7 @@
 """Whole-call latency of the default folder's teacher and student, one process per path (ONNX Runtime sessions of
 other paths in the same process would spin their thread pools and slow the one being timed).
 
-    for b in "student eager" "student onnxruntime" "teacher eager" "teacher onnxruntime"; do
+    for b in "student eager" "student onnxruntime" "student auto" "teacher eager" "teacher onnxruntime" "teacher auto"; do
         OMP_NUM_THREADS=2 python benchmarks/end_to_end.py $b; done > benchmarks/results/end_to_end.jsonl
 
 Per path: pipe(4 prompts, seed=0, steps, size) at 64 px and at 256 px (the folder's upsampling stage), median of 3
@@ -24,8 +24,10 @@ from fashiongen.pipeline import FashionGenPipeline, default_model_path  # noqa: 
 PROMPTS = ["red floral summer dress", "black leather ankle boots", "men's navy check shirt", "white sneakers"]
 
 base, runtime = sys.argv[1], sys.argv[2]
+dtype = sys.argv[3] if len(sys.argv) > 3 else "auto" if runtime == "auto" else "float32"  # auto: bf16 where the CPU has it
 torch.set_num_threads(2)
-pipe = FashionGenPipeline.from_pretrained(default_model_path(), base=None if base == "teacher" else "student", runtime=runtime)
+pipe = FashionGenPipeline.from_pretrained(default_model_path(), base=None if base == "teacher" else "student", runtime=runtime,
+                                          dtype=dtype)
 pipe.show_progress = False
 out = {}
 for steps in [20] if base == "teacher" else [1, 2, 4, 8]:
@@ -39,5 +41,5 @@ for steps in [20] if base == "teacher" else [1, 2, 4, 8]:
             started = time.perf_counter()
             call()
             times.append(time.perf_counter() - started)
-        out[f"{base} {runtime} {steps} steps {size}px"] = round(statistics.median(times), 3)
+        out[f"{base} {pipe.runtime} {steps} steps {size}px"] = round(statistics.median(times), 3)
 print(json.dumps(out))

@@ -162,3 +162,25 @@ def test_a_low_precision_without_fast_kernels_falls_back_to_float32_with_a_warni
     assert pipe.runtime == "channels_last float32"
     assert [r for r in caplog.records if "bfloat16 has no fast kernels" in r.getMessage()]
     assert next(pipe.stages[0].model.parameters()).dtype == torch.float32
+
+
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("bfloat16", marks=needs_bf16)])
+def test_the_upsampling_stage_on_the_fast_path_matches_eager_and_still_box_downsamples_to_the_design(dtype: str) -> None:
+    from fashiongen.evaluation.restoration import consistency
+
+    eager = FashionGenPipeline.from_pretrained(default_model_path()).stages[1]
+    fast = FashionGenPipeline.from_pretrained(default_model_path(), runtime="channels_last", dtype=dtype).stages[1]
+    assert eager.family == "upsampler" and fast.runtime == {"runtime": "channels_last", "dtype": dtype}
+    assert eager.runtime["runtime"] == "eager" and eager.network is eager.model
+    low = torch.nn.functional.interpolate(torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 1.8 - 0.9,
+                                          size=(64, 64), mode="bicubic", align_corners=False).clamp(-0.95, 0.95)
+    pooled = torch.randn(4, eager.model.text_dim, generator=torch.Generator().manual_seed(1))
+    reference, high = eager.upsample(low, pooled), fast.upsample(low, pooled)
+    levels = ((high - reference).abs() * 127.5).numpy()
+    if dtype == "float32":
+        assert levels.max() <= MAX_LEVELS, levels.max()
+    else:
+        assert 0 < levels.mean() <= BF16_MEAN_LEVELS and np.percentile(levels, 99) <= BF16_P99_LEVELS, levels.mean()
+    measured = consistency(high, low)  # back-projection runs in float32 after the network, whatever its precision
+    assert measured["mean"] <= 0.1 and measured["p99"] <= 1, measured
+    assert next(eager.model.parameters()).dtype == torch.float32 and eager.network is eager.model
