@@ -316,7 +316,12 @@ def test_gan_overfits_eight_photos(tmp_path: Path, text_cache_dir: Path) -> None
         return float(torch.cdist(images, real).min(dim=1).values.mean())
 
     before = nearest_photo_distance()
-    train(run, show_progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # a GAN's path is chaotic in float rounding: 1 thread (a pytest-xdist worker) ends at 0.55
+    try:
+        train(run, show_progress=False)
+    finally:
+        torch.set_num_threads(threads)
     after = nearest_photo_distance()
     assert after < 0.5 * before, (before, after)
 

@@ -132,10 +132,11 @@ class UpsamplerGenerator:
         self.model stays the module. There is no exported graph for this family: onnxruntime (auto's choice on a CPU
         without bf16) means eager float32 here. Returns what was used after any fallback."""
         parameter = next(self.model.parameters())
-        runtime, dtype, notes = resolve(runtime, dtype, parameter.device)
+        # (asked for onnxruntime, the base stage warns if it is missing; this stage has no graph and runs eager float32)
+        runtime, dtype, notes = resolve("eager" if runtime == "onnxruntime" else runtime, dtype, parameter.device)
         for note in notes:
             logger.warning(note)
-        runtime = "eager" if runtime == "onnxruntime" else runtime
+        runtime = "eager" if runtime == "onnxruntime" else runtime  # auto's float32 choice without bf16
         self.network, self.runtime = torch_module(self.model, runtime, dtype), {"runtime": runtime, "dtype": dtype}
         return self.runtime
 
