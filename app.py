@@ -21,10 +21,16 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from an offline studio machine
 
 from fashiongen.app import Limits, ProductIndex, build_demo, model_names  # noqa: E402
+from fashiongen.app.compute import on_compute_thread  # noqa: E402
 from fashiongen.data import DataError  # noqa: E402
 from fashiongen.models.files import BUNDLED_CRITIC, BUNDLED_GAN, BUNDLED_STUDENT  # noqa: E402
 from fashiongen.models.runtime import RUNTIMES  # noqa: E402
-from fashiongen.pipeline import FashionGenPipeline, ModelFileError, default_model_path, model_path  # noqa: E402
+from fashiongen.pipeline import (  # noqa: E402
+    FashionGenPipeline,
+    ModelFileError,
+    default_model_path,
+    model_path,
+)
 from fashiongen.text.encoder import EncoderNotFoundError  # noqa: E402
 
 
@@ -78,16 +84,18 @@ def main(argv: list[str] | None = None) -> int:
         shipped = [BUNDLED_STUDENT] if BUNDLED_STUDENT.is_dir() else []  # the fast student first: the page's default
         paths = [model_path(value) for value in args.model] or [*shipped, default_model_path(),
                                                                  *([BUNDLED_GAN] if BUNDLED_GAN.is_dir() else [])]
-        loaded = [FashionGenPipeline.from_pretrained(path, device=args.device, runtime=args.runtime,
-                                                     dtype=args.dtype) for path in paths]
+        # on the compute thread that will sample with them (fashiongen/app/compute.py: one thread for all torch work)
+        loaded = on_compute_thread(lambda: [FashionGenPipeline.from_pretrained(path, device=args.device, runtime=args.runtime,
+                                                                               dtype=args.dtype) for path in paths])
         pipelines = dict(zip(model_names(loaded, [path.name for path in paths]), loaded))
         pipeline = loaded[0]
         source = products_source(args, pipeline)
         products = None
         if source is not None:
             data = pipeline.stages[0].info.data
-            products = ProductIndex.build(source, critic=args.critic, cache_dir=args.cache_dir, device=args.device,
-                                          caption_mode=data.caption_mode, caption_template=data.caption_template)
+            products = on_compute_thread(ProductIndex.build, source, critic=args.critic, cache_dir=args.cache_dir,
+                                         device=args.device, caption_mode=data.caption_mode,
+                                         caption_template=data.caption_template)
     except (ModelFileError, EncoderNotFoundError, DataError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -389,6 +389,48 @@ def test_the_app_serves_the_student_first_with_its_own_steps_and_the_teacher_one
         demo.close()
 
 
+def test_the_app_makes_a_few_step_models_first_image_alone_then_the_rest_in_one_batch_on_its_compute_thread(
+        distilled: dict[str, Path], tmp_path: Path) -> None:
+    import threading
+
+    from fashiongen.app.compute import THREAD_NAME
+    from fashiongen.app.service import GenerateRequest, Studio
+
+    pipe = FashionGenPipeline.from_pretrained(distilled["folder"] / "student")
+    studio = Studio({"student": pipe}, output_dir=str(tmp_path / "studio"))
+    ran_on: set[str] = set()
+    encode = pipe.encode_prompts
+
+    def recording(*args: object, **kwargs: object) -> object:  # which thread the model work runs on
+        ran_on.add(threading.current_thread().name)
+        return encode(*args, **kwargs)
+
+    pipe.encode_prompts = recording  # type: ignore[method-assign]
+    updates = list(studio.generate(GenerateRequest("red dress", num_images=4, steps=4, sampler="lcm", seed=5)))
+    shown = [len(update.images) for update in updates]
+    assert shown == [1, 4, 4] and not any("step" in caption for u in updates for _, caption in u.images), shown
+    assert "Images 2-4 of 4" in updates[1].status and updates[-1].done
+    assert ran_on and all(name.startswith(THREAD_NAME) for name in ran_on), ran_on
+    # the same images as one at a time: the batch changes nothing but the time (seeds make the images)
+    alone = [np.asarray(pipe.generate_images(["red dress"], [seed], pipe.sampling_settings(num_inference_steps=4,
+                                                                                          scheduler="lcm"))[0], np.int16)
+             for seed in updates[-1].extra["seeds"]]
+    batched = [np.asarray(image, np.int16) for image, _ in updates[-1].images]
+    assert max(np.abs(a - b).max() for a, b in zip(alone, batched)) <= 1
+
+
+def test_the_compute_thread_runs_nested_calls_in_place_and_hands_back_errors() -> None:
+    import threading
+
+    from fashiongen.app.compute import THREAD_NAME, on_compute_thread
+
+    outer = on_compute_thread(lambda: (threading.current_thread().name,
+                                       on_compute_thread(lambda: threading.current_thread().name)))
+    assert outer[0].startswith(THREAD_NAME) and outer[1] == outer[0]  # nested: no deadlock on the one worker
+    with pytest.raises(ValueError, match="refused"):
+        on_compute_thread(lambda: (_ for _ in ()).throw(ValueError("refused")))
+
+
 def test_a_new_run_continues_a_saved_student_from_its_adapters(distilled: dict[str, Path], tmp_path: Path, garments16: Path,
                                                                 text_cache_dir: Path, encoder: CaptionEncoder) -> None:
     from fashiongen.train import prepare

@@ -13,6 +13,8 @@ model (a GAN) generates them all in one forward.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import queue
@@ -23,6 +25,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +39,14 @@ from ..data.records import RecordError
 from ..grid import save_image
 from ..jobs import STRIP_FILE, save_interpolation_files
 from ..pipeline import FashionGenPipeline, StepPreview
-from ..settings import DEFAULT_GUIDANCE, PipelineInputError, SamplingLimits, SamplingSettings, image_seeds
+from ..settings import (
+    DEFAULT_GUIDANCE,
+    PipelineInputError,
+    SamplingLimits,
+    SamplingSettings,
+    image_seeds,
+)
+from . import compute
 from .products import Product, ProductIndex
 
 logger = logging.getLogger("fashiongen.app")
@@ -43,6 +54,7 @@ logger = logging.getLogger("fashiongen.app")
 ATTRIBUTES = ("category", "gender", "colour", "season")  # the dropdowns, always present so the API never changes
 ANY = "any"
 MAX_SEED = 2**31 - 1
+FEW_STEPS = 4  # a base model sampling in this many steps or fewer shows no previews and batches all but the first image
 PREVIEW_INTERVAL_S = 1.0  # the first preview at once, then at most one a second: each page update costs CPU the
 # sampler would otherwise use (0.2 s made a 4-image request 1.32x slower than 1 s on 2 cores; benchmarks/README.md)
 
@@ -133,11 +145,18 @@ class Update:
     extra: dict[str, Any] = field(default_factory=dict)  # per-job results (e.g. the GIF path)
 
 
+def _wait(job: Future[Any], timeout: float = 30) -> None:
+    """Wait for a job on the compute thread to finish (it stops at its next step once cancelled); its outcome was
+    already reported through the job's queue."""
+    with contextlib.suppress(FutureTimeout):
+        job.result(timeout=timeout)
+
+
 class Studio:
     """One or more loaded pipelines (and optionally a product index) shared by every visitor of the app."""
 
     def __init__(self, pipeline: FashionGenPipeline | Mapping[str, FashionGenPipeline], products: ProductIndex | None = None,
-                 limits: Limits = Limits(), output_dir: str | Path | None = None) -> None:
+                 limits: Limits = Limits(), output_dir: str | Path | None = None, concurrency: int = 1) -> None:
         pipelines = dict(pipeline) if isinstance(pipeline, Mapping) else dict(zip(model_names([pipeline]), [pipeline]))
         if not pipelines:
             raise ValueError("a studio needs at least one model")
@@ -145,6 +164,7 @@ class Studio:
         self.pipeline = next(iter(pipelines.values()))  # the default model: the first
         self.products = products
         self.limits = limits
+        self.concurrency = concurrency  # model jobs at once: 1 runs them all on the compute thread (app/compute.py)
         self._own_output = output_dir is None
         self.output_dir = Path(output_dir or tempfile.mkdtemp(prefix="fashiongen-app-"))
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -347,8 +367,14 @@ class Studio:
             except BaseException as error:  # handed to the page's thread, which turns it into a message
                 events.put(("error", error))
 
-        worker = threading.Thread(target=target, name=f"fashiongen-job-{session[:8]}", daemon=True)
-        worker.start()
+        # on the app's one compute thread (app/compute.py: a thread per job made every forward ~40% slower on a CPU);
+        # with more than one job at a time (a GPU server's --concurrency) a thread of its own
+        if self.concurrency == 1:
+            finish: Callable[[], Any] = functools.partial(_wait, compute.submit(target))
+        else:
+            worker = threading.Thread(target=target, name=f"fashiongen-job-{session[:8]}", daemon=True)
+            worker.start()
+            finish = functools.partial(worker.join, timeout=30)
         last_preview = 0.0
         pending: deque[tuple[str, Any]] = deque()
         try:
@@ -370,7 +396,7 @@ class Studio:
                     return
         finally:
             stop.set()
-            worker.join(timeout=30)  # at most one sampling step, so the next queued job gets the cores
+            finish()  # at most one sampling step, so the next queued job gets the cores
             with self._jobs_lock:
                 self._jobs.get(session, set()).discard(stop)
                 if not self._jobs.get(session):
@@ -400,6 +426,16 @@ class Studio:
                 for number, image in enumerate(images):
                     report("image", (number, image))
                 return images
+            if pipeline.stages[0].steps_per_image(settings) <= FEW_STEPS:  # a few-step model (the student): no previews,
+                # the first image alone (the soonest first result), then the others in one batch, which costs about
+                # half of making them one by one (batch 1 forwards waste most of the CPU); seeds make the same images
+                finished = []
+                for first, group in ((0, seeds[:1]), (1, seeds[1:])):
+                    if group:
+                        images = pipeline.generate_images([description] * len(group), group, settings, [attributes] * len(group))
+                        finished.extend(images)
+                        report("images", list(enumerate(images, start=first)))  # one page update for the batch
+                return finished
             finished = []
             for number, image_seed in enumerate(seeds):
                 def preview(step: StepPreview, number: int = number) -> None:
@@ -420,11 +456,13 @@ class Studio:
                 caption = f"seed {seeds[number]} · step {step.step}/{step.steps}"
                 status = f"Image {number + 1} of {count}: step {step.step} of {step.steps}{note}"
                 yield Update(finished + [(step.pil()[0], caption)], status, progress=(done, total_steps))
-            elif kind == "image":
-                number, image = value
-                timings.append(time.perf_counter() - started)
-                finished.append((image, f"seed {seeds[number]}"))
-                status = f"Image {number + 1} of {count} finished after {timings[-1]:.1f} s{note}"
+            elif kind in ("image", "images"):
+                for number, image in [value] if kind == "image" else value:
+                    timings.append(time.perf_counter() - started)
+                    finished.append((image, f"seed {seeds[number]}"))
+                status = (f"Image {number + 1} of {count} finished after {timings[-1]:.1f} s{note}" if kind == "image" or
+                          len(value) == 1 else f"Images {value[0][0] + 1}-{number + 1} of {count} finished after "
+                                               f"{timings[-1]:.1f} s{note}")
                 yield Update(list(finished), status, progress=((number + 1) * per_image, total_steps))
             elif kind == "cancelled":
                 yield Update(list(finished), f"Stopped after {len(finished)} of {count} images.", done=True)
@@ -585,7 +623,7 @@ class Studio:
         if array.ndim != 3 or array.shape[-1] not in (3, 4):
             raise PipelineInputError(f"Expected a colour image, got an array of shape {array.shape}.")
         array = np.ascontiguousarray(array[..., :3].astype(np.uint8))
-        found = self.products.search(array, k)
+        found = compute.on_compute_thread(self.products.search, array, k)
         top = found[0].similarity if found else float("nan")
         verdict = self.products.novelty(top)
         return found, f"Closest product: similarity {top:.3f}. {verdict}"

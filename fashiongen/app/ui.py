@@ -32,7 +32,16 @@ from PIL import Image
 from ..pipeline import FashionGenPipeline, check_mask_shape
 from ..settings import DEFAULT_GUIDANCE, PipelineInputError
 from .products import ProductIndex
-from .service import ANY, ATTRIBUTES, EditRequest, GenerateRequest, InterpolateRequest, Limits, Studio, Update
+from .service import (
+    ANY,
+    ATTRIBUTES,
+    EditRequest,
+    GenerateRequest,
+    InterpolateRequest,
+    Limits,
+    Studio,
+    Update,
+)
 
 logger = logging.getLogger("fashiongen.app")
 
@@ -175,7 +184,7 @@ def build_demo(pipeline: FashionGenPipeline | Mapping[str, FashionGenPipeline], 
 
     Uploads are bounded by `limits`: files over max_upload_mb are refused while they arrive (the returned demo's
     launch sets Gradio's max_file_size), images over max_upload_pixels before they are decoded."""
-    studio = Studio(pipeline, neighbours, limits, output_dir)
+    studio = Studio(pipeline, neighbours, limits, output_dir, concurrency)
     choices = studio.attribute_choices
     controls_of = {name: studio.controls(name) for name in studio.models}  # fixed while the app runs: computed once
 
