@@ -2,7 +2,10 @@
 other paths in the same process would spin their thread pools and slow the one being timed).
 
     for b in "student eager" "student onnxruntime" "student auto" "teacher eager" "teacher onnxruntime" "teacher auto"; do
-        OMP_NUM_THREADS=2 python benchmarks/end_to_end.py $b; done > benchmarks/results/end_to_end.jsonl
+        OMP_NUM_THREADS=2 python benchmarks/end_to_end.py $b; done > benchmarks/results/end_to_end-avx512-bf16.jsonl
+
+(end_to_end.jsonl: the AVX2 machine of the previous stop, eager and onnxruntime only; end_to_end-avx512-bf16.jsonl: an
+AVX-512 BF16 machine, where auto runs bf16 on channels_last.)
 
 Per path: pipe(4 prompts, seed=0, steps, size) at 64 px and at 256 px (the folder's upsampling stage), median of 3
 after a warm-up, prompt encoding and PIL conversion included; the student at 1, 2, 4 and 8 steps, the teacher at 20.
