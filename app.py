@@ -25,12 +25,7 @@ from fashiongen.app.compute import on_compute_thread  # noqa: E402
 from fashiongen.data import DataError  # noqa: E402
 from fashiongen.models.files import BUNDLED_CRITIC, BUNDLED_GAN, BUNDLED_STUDENT  # noqa: E402
 from fashiongen.models.runtime import RUNTIMES  # noqa: E402
-from fashiongen.pipeline import (  # noqa: E402
-    FashionGenPipeline,
-    ModelFileError,
-    default_model_path,
-    model_path,
-)
+from fashiongen.pipeline import FashionGenPipeline, ModelFileError, default_model_path, model_path  # noqa: E402
 from fashiongen.text.encoder import EncoderNotFoundError  # noqa: E402
 
 

@@ -2,15 +2,7 @@
 handling it wraps in service.py, and the real-product search of the Nearest products tab in products.py."""
 
 from .products import Product, ProductIndex
-from .service import (
-           EditRequest,
-           GenerateRequest,
-           InterpolateRequest,
-           Limits,
-           Studio,
-           Update,
-           model_names,
-)
+from .service import EditRequest, GenerateRequest, InterpolateRequest, Limits, Studio, Update, model_names
 from .ui import build_demo
 
 __all__ = ["EditRequest", "GenerateRequest", "InterpolateRequest", "Limits", "Product", "ProductIndex", "Studio", "Update", "model_names",

@@ -32,16 +32,7 @@ from PIL import Image
 from ..pipeline import FashionGenPipeline, check_mask_shape
 from ..settings import DEFAULT_GUIDANCE, PipelineInputError
 from .products import ProductIndex
-from .service import (
-    ANY,
-    ATTRIBUTES,
-    EditRequest,
-    GenerateRequest,
-    InterpolateRequest,
-    Limits,
-    Studio,
-    Update,
-)
+from .service import ANY, ATTRIBUTES, EditRequest, GenerateRequest, InterpolateRequest, Limits, Studio, Update
 
 logger = logging.getLogger("fashiongen.app")
 
