@@ -274,6 +274,19 @@ def sweep_row(point: dict[str, Any], report: dict[str, Any], where: str) -> dict
             "num_images": report["meta"]["num_generated"], "report": where}
 
 
+def sweep_table(rows: list[dict[str, Any]]) -> str:
+    """sweep.md: one row a sweep point, FID, KID, the critic's score, R-precision and each attribute's accuracy."""
+    accuracy_names = sorted({name for row in rows for name in row["attribute_accuracy"]})
+    lines = ["| " + " | ".join([*rows[0]["setting"], "FID", "KID", "critic score", "R-precision",
+                                *(f"{name} accuracy" for name in accuracy_names)]) + " |",
+             "|" + "---|" * (len(rows[0]["setting"]) + 4 + len(accuracy_names))]
+    lines += ["| " + " | ".join(str(v) for v in row["setting"].values()) + f" | {row['fid']:.2f} | {row['kid']:.4f} | "
+              + " | ".join(_cell(v) for v in [row["critic_score"], row["r_precision"],
+                                              *(row["attribute_accuracy"].get(name) for name in accuracy_names)]) + " |"
+              for row in rows]
+    return "# Sweep\n\n" + "\n".join(lines) + "\n\n![sweep](sweep.png)\n"
+
+
 def evaluate_model(options: argparse.Namespace, settings: SamplingSettings, out: Path) -> str:
     """Generate a submission-format set under out/generated (or one per --sweep point), then score it."""
     pipe = FashionGenPipeline.from_pretrained(model_path(options.model), superres=options.superres, device=options.device,
@@ -308,15 +321,7 @@ def evaluate_model(options: argparse.Namespace, settings: SamplingSettings, out:
         rows.append(sweep_row(point, report, f"sweep/{name}"))
     atomic_write_text(out / "sweep.json", json.dumps(rows, indent=2) + "\n")
     sweep_plot(rows, out / "sweep.png")
-    accuracy_names = sorted({name for row in rows for name in row["attribute_accuracy"]})
-    lines = ["| " + " | ".join(rows[0]["setting"]) + " | FID | KID | critic score | R-precision | "
-             + "".join(f"{name} accuracy | " for name in accuracy_names),
-             "|" + "---|" * (len(rows[0]["setting"]) + 5 + len(accuracy_names))]
-    lines += ["| " + " | ".join(str(v) for v in row["setting"].values()) + f" | {row['fid']:.2f} | {row['kid']:.4f} | "
-              + " | ".join(_cell(v) for v in [row["critic_score"], row["r_precision"],
-                                              *(row["attribute_accuracy"].get(name) for name in accuracy_names)]) + " |"
-              for row in rows]
-    atomic_write_text(out / "sweep.md", "# Sweep\n\n" + "\n".join(lines) + "\n\n![sweep](sweep.png)\n")
+    atomic_write_text(out / "sweep.md", sweep_table(rows))
     return f"sweep of {len(rows)} settings: {out / 'sweep.md'}, {out / 'sweep.json'}, {out / 'sweep.png'}"
 
 

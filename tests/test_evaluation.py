@@ -213,3 +213,4 @@ def test_a_student_is_scored_per_step_count(script, garments: Path, critic: Path
     assert rows[1]["r_precision"] == report["metrics"]["r_precision"]["generated"]["mean"]
     table = (out / "sweep.md").read_text()
     assert "R-precision" in table and all(f"{name} accuracy" in table for name in accuracy)
+    assert len({line.count("|") for line in table.splitlines() if line.startswith("|")}) == 1  # header, rule, rows agree
