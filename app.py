@@ -21,7 +21,7 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from an offline studio machine
 
 from fashiongen.app import Limits, ProductIndex, build_demo, model_names  # noqa: E402
-from fashiongen.app.compute import on_compute_thread  # noqa: E402
+from fashiongen.app.compute import ComputeThread  # noqa: E402
 from fashiongen.data import DataError  # noqa: E402
 from fashiongen.models.files import BUNDLED_CRITIC, BUNDLED_GAN, BUNDLED_STUDENT  # noqa: E402
 from fashiongen.models.runtime import RUNTIMES  # noqa: E402
@@ -80,23 +80,24 @@ def main(argv: list[str] | None = None) -> int:
         paths = [model_path(value) for value in args.model] or [*shipped, default_model_path(),
                                                                  *([BUNDLED_GAN] if BUNDLED_GAN.is_dir() else [])]
         # on the compute thread that will sample with them (fashiongen/app/compute.py: one thread for all torch work)
-        loaded = on_compute_thread(lambda: [FashionGenPipeline.from_pretrained(path, device=args.device, runtime=args.runtime,
-                                                                               dtype=args.dtype) for path in paths])
+        compute = ComputeThread()
+        loaded = compute.run(lambda: [FashionGenPipeline.from_pretrained(path, device=args.device, runtime=args.runtime,
+                                                                         dtype=args.dtype) for path in paths])
         pipelines = dict(zip(model_names(loaded, [path.name for path in paths]), loaded))
         pipeline = loaded[0]
         source = products_source(args, pipeline)
         products = None
         if source is not None:
             data = pipeline.stages[0].info.data
-            products = on_compute_thread(ProductIndex.build, source, critic=args.critic, cache_dir=args.cache_dir,
-                                         device=args.device, caption_mode=data.caption_mode,
-                                         caption_template=data.caption_template)
+            products = compute.run(ProductIndex.build, source, critic=args.critic, cache_dir=args.cache_dir,
+                                   device=args.device, caption_mode=data.caption_mode,
+                                   caption_template=data.caption_template)
     except (ModelFileError, EncoderNotFoundError, DataError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     limits = Limits(max_upload_mb=args.max_upload_mb, max_upload_pixels=int(args.max_upload_megapixels * 1e6))
     demo = build_demo(pipelines, products, examples=products.examples(8) if products is not None else None,
-                      limits=limits, concurrency=args.concurrency, max_queue=args.max_queue)
+                      limits=limits, concurrency=args.concurrency, max_queue=args.max_queue, compute=compute)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, ssr_mode=False, footer_links=["api"])
     return 0
 

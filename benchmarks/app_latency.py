@@ -46,7 +46,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from benchmarks.common import machine  # noqa: E402
 from benchmarks.sampling import load_pipeline, peak_gflops  # noqa: E402
 from fashiongen.app import ProductIndex, build_demo  # noqa: E402
-from fashiongen.app.compute import on_compute_thread  # noqa: E402
+from fashiongen.app.compute import ComputeThread  # noqa: E402
 from fashiongen.app.ui import LIVE_DEBOUNCE_S  # noqa: E402
 from fashiongen.models import MODELS  # noqa: E402
 from fashiongen.models.runtime import cpu_support  # noqa: E402
@@ -167,13 +167,13 @@ def serve(model: str, products: str | None, port: int, threads: int, output_dir:
     """The app in its own process, as in production: the client's work does not share its interpreter."""
     if threads:
         torch.set_num_threads(threads)
-    # loaded on the app's compute thread, as app.py does (fashiongen/app/compute.py)
-    pipe = on_compute_thread(FashionGenPipeline.from_pretrained, model, runtime=runtime, dtype=dtype)
+    compute = ComputeThread()  # loaded on the app's compute thread, as app.py does (fashiongen/app/compute.py)
+    pipe = compute.run(FashionGenPipeline.from_pretrained, model, runtime=runtime, dtype=dtype)
     index = None
     if products:
-        index = on_compute_thread(ProductIndex.build, products, cache_dir="~/.cache/fashiongen",
-                                  caption_mode=pipe.stages[0].info.data.caption_mode, show_progress=False)
-    demo = build_demo(pipe, index, examples=index.examples(8) if index else None, output_dir=output_dir)
+        index = compute.run(ProductIndex.build, products, cache_dir="~/.cache/fashiongen",
+                            caption_mode=pipe.stages[0].info.data.caption_mode, show_progress=False)
+    demo = build_demo(pipe, index, examples=index.examples(8) if index else None, output_dir=output_dir, compute=compute)
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, ssr_mode=False, quiet=True)
     ready.put(True)
     threading.Event().wait()

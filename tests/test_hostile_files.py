@@ -551,9 +551,9 @@ def test_disk_full_while_converting_or_exporting_leaves_no_temporary(cli: Runner
 # ---------------------------------------------------------------- 7. kill -9 at seeded random points
 
 
-def _kill_points(seed: int, duration: float, count: int = 10) -> list[float]:
+def _kill_points(seed: int, duration: float, count: int = 10, latest: float = 0.95) -> list[float]:
     rng = random.Random(seed)
-    return sorted(rng.uniform(0.02, 0.95) * duration for _ in range(count))
+    return sorted(rng.uniform(0.02, latest) * duration for _ in range(count))
 
 
 def _timed(cli: Runner, command: str, *argv: str) -> float:
@@ -601,7 +601,9 @@ def test_kill_9_during_training_keeps_every_complete_checkpoint(cli: Runner, run
 
     duration = RUN_SECONDS[0]  # a resume of 2 more steps does the same work as the 2-step run
     killed, steps = 0, 2
-    for delay in _kill_points(2, duration):
+    # up to 0.8 of the measured run: on two busy pytest-xdist workers a resume can run faster than the run measured
+    # beside other work, and a kill drawn near its end then finds it finished (4 of 10 killed, once)
+    for delay in _kill_points(2, duration, latest=0.8):
         before = {p.name: snapshot(p) for p in (run / "checkpoints").glob("step_*")}
         steps += 2
         killed += _kill_after(cli, delay, "train", *argv(steps))

@@ -393,11 +393,12 @@ def test_the_app_makes_a_few_step_models_first_image_alone_then_the_rest_in_one_
         distilled: dict[str, Path], tmp_path: Path) -> None:
     import threading
 
-    from fashiongen.app.compute import THREAD_NAME
+    from fashiongen.app.compute import ComputeThread
     from fashiongen.app.service import GenerateRequest, Studio
 
-    pipe = FashionGenPipeline.from_pretrained(distilled["folder"] / "student")
-    studio = Studio({"student": pipe}, output_dir=str(tmp_path / "studio"))
+    compute = ComputeThread()
+    pipe = compute.run(FashionGenPipeline.from_pretrained, distilled["folder"] / "student")  # loaded where it samples
+    studio = Studio({"student": pipe}, output_dir=str(tmp_path / "studio"), compute=compute)
     ran_on: set[str] = set()
     encode = pipe.encode_prompts
 
@@ -410,25 +411,31 @@ def test_the_app_makes_a_few_step_models_first_image_alone_then_the_rest_in_one_
     shown = [len(update.images) for update in updates]
     assert shown == [1, 4, 4] and not any("step" in caption for u in updates for _, caption in u.images), shown
     assert "Images 2-4 of 4" in updates[1].status and updates[-1].done
-    assert ran_on and all(name.startswith(THREAD_NAME) for name in ran_on), ran_on
+    assert ran_on and all(name.startswith(compute.name + "_") for name in ran_on), ran_on
     # the same images as one at a time: the batch changes nothing but the time (seeds make the images)
     alone = [np.asarray(pipe.generate_images(["red dress"], [seed], pipe.sampling_settings(num_inference_steps=4,
                                                                                           scheduler="lcm"))[0], np.int16)
              for seed in updates[-1].extra["seeds"]]
     batched = [np.asarray(image, np.int16) for image, _ in updates[-1].images]
     assert max(np.abs(a - b).max() for a, b in zip(alone, batched)) <= 1
+    studio.close()
+    compute.close()
 
 
-def test_the_compute_thread_runs_nested_calls_in_place_and_hands_back_errors() -> None:
+def test_a_compute_thread_runs_nested_calls_in_place_and_hands_back_errors() -> None:
     import threading
 
-    from fashiongen.app.compute import THREAD_NAME, on_compute_thread
+    from fashiongen.app.compute import ComputeThread
 
-    outer = on_compute_thread(lambda: (threading.current_thread().name,
-                                       on_compute_thread(lambda: threading.current_thread().name)))
-    assert outer[0].startswith(THREAD_NAME) and outer[1] == outer[0]  # nested: no deadlock on the one worker
+    compute, other = ComputeThread(), ComputeThread()
+    outer = compute.run(lambda: (threading.current_thread().name, compute.run(lambda: threading.current_thread().name),
+                                 other.run(lambda: threading.current_thread().name)))
+    assert outer[0].startswith(compute.name + "_") and outer[1] == outer[0]  # nested: no deadlock on the one worker
+    assert outer[2].startswith(other.name + "_") and other.name != compute.name  # each studio its own thread
     with pytest.raises(ValueError, match="refused"):
-        on_compute_thread(lambda: (_ for _ in ()).throw(ValueError("refused")))
+        compute.run(lambda: (_ for _ in ()).throw(ValueError("refused")))
+    compute.close()
+    other.close()
 
 
 def test_a_new_run_continues_a_saved_student_from_its_adapters(distilled: dict[str, Path], tmp_path: Path, garments16: Path,

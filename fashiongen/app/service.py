@@ -46,7 +46,7 @@ from ..settings import (
     SamplingSettings,
     image_seeds,
 )
-from . import compute
+from .compute import ComputeThread
 from .products import Product, ProductIndex
 
 logger = logging.getLogger("fashiongen.app")
@@ -156,7 +156,8 @@ class Studio:
     """One or more loaded pipelines (and optionally a product index) shared by every visitor of the app."""
 
     def __init__(self, pipeline: FashionGenPipeline | Mapping[str, FashionGenPipeline], products: ProductIndex | None = None,
-                 limits: Limits = Limits(), output_dir: str | Path | None = None, concurrency: int = 1) -> None:
+                 limits: Limits = Limits(), output_dir: str | Path | None = None, concurrency: int = 1,
+                 compute: ComputeThread | None = None) -> None:
         pipelines = dict(pipeline) if isinstance(pipeline, Mapping) else dict(zip(model_names([pipeline]), [pipeline]))
         if not pipelines:
             raise ValueError("a studio needs at least one model")
@@ -165,6 +166,8 @@ class Studio:
         self.products = products
         self.limits = limits
         self.concurrency = concurrency  # model jobs at once: 1 runs them all on the compute thread (app/compute.py)
+        self._own_compute = compute is None
+        self.compute = compute or ComputeThread()  # pass the one the models were loaded on (app.py does)
         self._own_output = output_dir is None
         self.output_dir = Path(output_dir or tempfile.mkdtemp(prefix="fashiongen-app-"))
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -249,6 +252,8 @@ class Studio:
     def close(self) -> None:
         if self._own_output:
             shutil.rmtree(self.output_dir, ignore_errors=True)
+        if self._own_compute:
+            self.compute.close()
 
     # ------------------------------------------------------------------ uploads
 
@@ -370,7 +375,7 @@ class Studio:
         # on the app's one compute thread (app/compute.py: a thread per job made every forward ~40% slower on a CPU);
         # with more than one job at a time (a GPU server's --concurrency) a thread of its own
         if self.concurrency == 1:
-            finish: Callable[[], Any] = functools.partial(_wait, compute.submit(target))
+            finish: Callable[[], Any] = functools.partial(_wait, self.compute.submit(target))
         else:
             worker = threading.Thread(target=target, name=f"fashiongen-job-{session[:8]}", daemon=True)
             worker.start()
@@ -623,7 +628,7 @@ class Studio:
         if array.ndim != 3 or array.shape[-1] not in (3, 4):
             raise PipelineInputError(f"Expected a colour image, got an array of shape {array.shape}.")
         array = np.ascontiguousarray(array[..., :3].astype(np.uint8))
-        found = compute.on_compute_thread(self.products.search, array, k)
+        found = self.compute.run(self.products.search, array, k)
         top = found[0].similarity if found else float("nan")
         verdict = self.products.novelty(top)
         return found, f"Closest product: similarity {top:.3f}. {verdict}"

@@ -31,6 +31,7 @@ from PIL import Image
 
 from ..pipeline import FashionGenPipeline, check_mask_shape
 from ..settings import DEFAULT_GUIDANCE, PipelineInputError
+from .compute import ComputeThread
 from .products import ProductIndex
 from .service import ANY, ATTRIBUTES, EditRequest, GenerateRequest, InterpolateRequest, Limits, Studio, Update
 
@@ -168,14 +169,15 @@ def _header(studio: Studio) -> str:
 
 def build_demo(pipeline: FashionGenPipeline | Mapping[str, FashionGenPipeline], neighbours: ProductIndex | None = None, *,
                examples: list[dict[str, Any]] | None = None, limits: Limits = Limits(), concurrency: int = 1,
-               max_queue: int = 32, output_dir: str | None = None) -> gr.Blocks:
+               max_queue: int = 32, output_dir: str | None = None, compute: ComputeThread | None = None) -> gr.Blocks:
     """The app over one loaded pipeline or several by name (the first is the default; the page offers the choice);
     `neighbours` enables the Nearest products tab; `examples` are dataset captions ({"caption", "attributes"}) shown
     under the description (default: the default model's validation prompts).
 
     Uploads are bounded by `limits`: files over max_upload_mb are refused while they arrive (the returned demo's
-    launch sets Gradio's max_file_size), images over max_upload_pixels before they are decoded."""
-    studio = Studio(pipeline, neighbours, limits, output_dir, concurrency)
+    launch sets Gradio's max_file_size), images over max_upload_pixels before they are decoded.
+    `compute`: the thread the pipelines were loaded on, which samples with them (app/compute.py; default: a new one)."""
+    studio = Studio(pipeline, neighbours, limits, output_dir, concurrency, compute)
     choices = studio.attribute_choices
     controls_of = {name: studio.controls(name) for name in studio.models}  # fixed while the app runs: computed once
 
