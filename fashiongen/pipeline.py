@@ -238,8 +238,8 @@ class FashionGenPipeline:
         if runtime not in RUNTIMES:
             raise PipelineInputError(f"runtime must be one of {', '.join(RUNTIMES)}, got '{runtime}'")
         # `runtime` other than eager, or dtype auto: every stage that can (the diffusion families) samples through
-        # models.runtime.fast_forward in `dtype` (float32 weights, low precision by autocast where the CPU has fast
-        # kernels for it, an exported graph cached in `runtime_cache_dir`); eager keeps the weights in `dtype` as before
+        # models.runtime (a copy with conv/linear weights in the low precision under autocast where the CPU has fast
+        # kernels for it, or an exported graph cached in `runtime_cache_dir`); eager keeps the weights in `dtype`
         fast = runtime != "eager" or dtype == "auto"
         if not fast and dtype != "float32" and torch.device(device).type == "cpu" and not cpu_support().fast(dtype):
             logger.warning("%s on this CPU has no fast kernels and is very slow (unet-small: ~100x slower than float32 on "

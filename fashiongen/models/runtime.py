@@ -12,11 +12,12 @@ Runtimes (docs/fast-path.md has the measurements behind the choices):
 * auto: bfloat16 on channels_last where oneDNN has bf16 kernels (AVX-512 BF16 / AMX), else float32 on onnxruntime
   when it is installed (measured fastest on an AVX2 machine), else float32 channels_last.
 
-bfloat16 and float16 run under torch.autocast with the convolution and linear weights cast once to the low precision:
-convolutions and matmuls in the low precision, norms and softmax in float32, the output cast to float32 (the scheduler's arithmetic in sample() is float32 throughout). A low precision
-the CPU has no fast kernels for (PyTorch then falls back to aten::_slow_conv2d_forward, ~50x slower than float32) is
-replaced by float32, and a runtime that is not installed by the best installed one, each with one warning line.
-torch.compile was measured too and never won (minutes to compile, no faster than eager), so it is not offered.
+bfloat16 and float16 run under torch.autocast with the convolution and linear weights cast once to the low
+precision: convolutions and matmuls in the low precision, norms and softmax in float32, the output cast to float32
+(the scheduler's arithmetic in sample() is float32 throughout). A low precision the CPU has no fast kernels for
+(PyTorch then falls back to aten::_slow_conv2d_forward, ~50x slower than float32) is replaced by float32, and a
+runtime that is not installed by the best installed one, each with one warning line. torch.compile (and OpenVINO)
+were measured too and never won (minutes to compile; at best the speed of the bf16 path here), so neither is offered.
 """
 
 from __future__ import annotations

@@ -233,7 +233,7 @@ def train_step(run: DistillRun, batch: dict[str, Any]) -> dict[str, float]:
     x_t = add_noise(run.alphas_cumprod, clean, noise, t_n)
     text = TextEncoding(batch["text_states"], batch["text_mask"], batch["text_pooled"])
     # the teacher's guided DDIM step t_n -> t_prev; under train.mixed_precision=bf16 its forwards (and the EMA
-    # target's) run in bf16 like the student's: on a CPU with oneDNN bf16 a step costs ~half
+    # target's) run in bf16 like the student's (2.25 -> 2.0 s a step on a 2-core AVX-512 BF16 CPU)
     with torch.no_grad(), run.accelerator.autocast():
         empty = TextEncoding(run.empty.token_states.expand(size, -1, -1), run.empty.mask.expand(size, -1),
                              run.empty.pooled.expand(size, -1))
