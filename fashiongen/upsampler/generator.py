@@ -145,7 +145,7 @@ class UpsamplerGenerator:
         embeddings [N, T] -> [N, 3, R, R] in [-1, 1], float32, whose box average over each 4x4 block is the input's pixel
         (back-projected: a 256 px design shrinks back to the 64 px one it came from)."""
         parameter = next(self.network.parameters())
-        dtype = parameter.dtype if self.runtime["runtime"] == "eager" and self.network is self.model else torch.float32
+        dtype = parameter.dtype if self.network is self.model else torch.float32  # a fast copy takes float32 inputs
         low = low.to(parameter.device, dtype)
         if low.shape[-1] != self.input_resolution or low.shape[-2] != self.input_resolution:
             low = F.interpolate(low, size=(self.input_resolution,) * 2, mode="bicubic", align_corners=False,
