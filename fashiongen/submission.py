@@ -292,10 +292,13 @@ def _read_lines(path: Path) -> tuple[list[dict[str, Any]], bool]:
 
 
 def _image_problem(path: Path, name: str, resolution: int) -> str | None:
+    """Why a listed file is not a resolution x resolution RGB PNG; its header is checked before any pixel is decoded,
+    so a bomb (a huge image in a small file) costs nothing."""
     try:
         with Image.open(path) as image:
-            image.load()
             kind, mode, size = image.format, image.mode, image.size
+            if kind == "PNG" and size == (resolution, resolution) and mode == "RGB":
+                image.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         return f"{name} is not a decodable PNG ({error})"
     if kind != "PNG":

@@ -68,7 +68,7 @@ class EvaluationSetup:
     show_progress: bool = True
 
 
-def _critic_and_encoder(path: str, device: str) -> tuple[Any, CaptionEncoder, dict[str, Any]]:
+def critic_and_encoder(path: str, device: str) -> tuple[Any, CaptionEncoder, dict[str, Any]]:
     critic, info = load_critic(path, device)
     text = info["text"]
     encoder = CaptionEncoder(TextConfig(encoder=text["encoder"], max_length=text["max_length"],
@@ -78,7 +78,7 @@ def _critic_and_encoder(path: str, device: str) -> tuple[Any, CaptionEncoder, di
     return critic, encoder, info
 
 
-def _text_scores(critic: Any, encoder: CaptionEncoder, images: ImageSet, embeddings: torch.Tensor) -> dict[str, Any]:
+def text_scores(critic: Any, encoder: CaptionEncoder, images: ImageSet, embeddings: torch.Tensor) -> dict[str, Any]:
     """Critic score, R-precision and attribute accuracy of a captioned set; critic_is needs no captions."""
     scores: dict[str, Any] = {"count": len(images)}
     if "category" in critic.heads:
@@ -185,9 +185,9 @@ def evaluate_set(generated: ImageSet, setup: EvaluationSetup, out_dir: str | Pat
     per_category: dict[str, Any] = {}
     critic = critic_info = encoder = generated_emb = real_emb = None
     if setup.critic:
-        critic, encoder, critic_info = _critic_and_encoder(setup.critic, setup.device)
+        critic, encoder, critic_info = critic_and_encoder(setup.critic, setup.device)
         generated_emb, real_emb = embed_images(critic, generated.images), embed_images(critic, real.images)
-        ours, theirs = _text_scores(critic, encoder, generated, generated_emb), _text_scores(critic, encoder, real, real_emb)
+        ours, theirs = text_scores(critic, encoder, generated, generated_emb), text_scores(critic, encoder, real, real_emb)
         for key in ("critic_score", "r_precision", "critic_is"):
             if key in ours or key in theirs:
                 metrics[key] = {"generated": ours.get(key), "real": theirs.get(key), "count_generated": len(generated),
