@@ -119,3 +119,9 @@ def garments16(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def text_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One caption-embedding cache for the whole session (every test encodes the same few captions)."""
     return tmp_path_factory.mktemp("text-cache")
+
+
+@pytest.fixture(scope="session")
+def challenge_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The hidden photos of the challenge-server tests' tiny challenge (tests/challenge_helpers.py)."""
+    return write_garment_set(tmp_path_factory.mktemp("challenge-source"), 24, size=48)

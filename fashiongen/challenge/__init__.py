@@ -1,0 +1,1 @@
+"""The challenge server: organiser CLI, HTTP API and pages, scoring workers, jury."""
