@@ -125,3 +125,28 @@ def text_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def challenge_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The hidden photos of the challenge-server tests' tiny challenge (tests/challenge_helpers.py)."""
     return write_garment_set(tmp_path_factory.mktemp("challenge-source"), 24, size=48)
+
+
+@pytest.fixture(scope="session")
+def challenge_templates(tmp_path_factory: pytest.TempPathFactory, challenge_source: Path):
+    """backend -> an initialised tiny challenge to clone (init loads the evaluation networks: once per test process)."""
+    from challenge_helpers import drop_clones, drop_template, make_template
+
+    made = {}
+
+    def get(backend: str):
+        if backend not in made:
+            made[backend] = make_template(backend, tmp_path_factory.mktemp(f"challenge-{backend}"), challenge_source)
+        return made[backend]
+
+    yield get
+    if "postgresql" in made:
+        drop_clones()
+    for template in made.values():
+        drop_template(template)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def challenge_template(request: pytest.FixtureRequest, challenge_templates):
+    """The challenge-server tests run once on SQLite and once on PostgreSQL (skipped without one, except in CI)."""
+    return challenge_templates(request.param)

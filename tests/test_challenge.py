@@ -17,9 +17,6 @@ from challenge_helpers import (
     Clock,
     ThreadServer,
     clone_challenge,
-    drop_clones,
-    drop_template,
-    make_template,
     source_photos,
     write_submission,
     zip_bytes,
@@ -29,14 +26,6 @@ from fashiongen.challenge.store import Challenge
 from fashiongen.challenge.worker import Worker
 
 DAY = 86400.0
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def template(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, challenge_source: Path):
-    made = make_template(request.param, tmp_path_factory.mktemp(f"challenge-{request.param}"), challenge_source)
-    yield made
-    drop_clones()
-    drop_template(made)
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +54,9 @@ def drain(challenge: Challenge, folder: Path) -> int:
     return Worker(challenge, folder / "work", name="test-worker", poll_seconds=0.1).run(drain=True)
 
 
-def test_full_flow(template, tmp_path: Path, photos) -> None:
+def test_full_flow(challenge_template, tmp_path: Path, photos) -> None:
     folder = tmp_path / "challenge"
-    challenge = clone_challenge(template, folder)
+    challenge = clone_challenge(challenge_template, folder)
     tokens = {name: challenge.add_team(name) for name in ("good", "fair", "poor")}
     with ThreadServer(challenge, folder) as server:
         url = server.url
@@ -166,10 +155,10 @@ def test_full_flow(template, tmp_path: Path, photos) -> None:
         assert tx.value("SELECT COUNT(*) FROM scores") == 8
 
 
-def test_daily_limit_counts_at_acceptance_and_resets_at_utc_midnight(template, tmp_path: Path, photos) -> None:
+def test_daily_limit_counts_at_acceptance_and_resets_at_utc_midnight(challenge_template, tmp_path: Path, photos) -> None:
     clock = Clock(1_800_000_000.0 - 1_800_000_000.0 % DAY + DAY - 120)  # two minutes before 00:00 UTC
     folder = tmp_path / "challenge"
-    challenge = clone_challenge(template, folder, clock=clock, daily_limit=2)
+    challenge = clone_challenge(challenge_template, folder, clock=clock, daily_limit=2)
     token = challenge.add_team("t")
     auth = {"Authorization": f"Bearer {token}"}
     with ThreadServer(challenge, folder) as server:
@@ -191,9 +180,9 @@ def test_daily_limit_counts_at_acceptance_and_resets_at_utc_midnight(template, t
         assert upload(server.url, token, body).status_code == 429
 
 
-def test_refused_uploads_are_rate_limited(template, tmp_path: Path, photos) -> None:
+def test_refused_uploads_are_rate_limited(challenge_template, tmp_path: Path, photos) -> None:
     folder = tmp_path / "challenge"
-    challenge = clone_challenge(template, folder, max_refusals_per_hour=3)
+    challenge = clone_challenge(challenge_template, folder, max_refusals_per_hour=3)
     token = challenge.add_team("t")
     with ThreadServer(challenge, folder) as server:
         for _ in range(3):
@@ -204,9 +193,9 @@ def test_refused_uploads_are_rate_limited(template, tmp_path: Path, photos) -> N
     assert challenge.queue_counts() == {}  # refusals never count toward the daily limit
 
 
-def test_concurrent_uploads_respect_the_daily_limit(template, tmp_path: Path, photos) -> None:
+def test_concurrent_uploads_respect_the_daily_limit(challenge_template, tmp_path: Path, photos) -> None:
     folder = tmp_path / "challenge"
-    challenge = clone_challenge(template, folder, daily_limit=10)
+    challenge = clone_challenge(challenge_template, folder, daily_limit=10)
     tokens = [challenge.add_team("a"), challenge.add_team("b")]
     with ThreadServer(challenge, folder) as server:
         body = archive(tmp_path, server.url, photos, 10.0)
@@ -240,9 +229,9 @@ def test_concurrent_uploads_respect_the_daily_limit(template, tmp_path: Path, ph
     assert not any((folder / "uploads").iterdir())
 
 
-def test_tokens_are_stored_hashed_and_checked(template, tmp_path: Path) -> None:
+def test_tokens_are_stored_hashed_and_checked(challenge_template, tmp_path: Path) -> None:
     folder = tmp_path / "challenge"
-    challenge = clone_challenge(template, folder)
+    challenge = clone_challenge(challenge_template, folder)
     token = challenge.add_team("t")
     with challenge.db.transaction(write=False) as tx:
         stored = tx.value("SELECT secret_sha256 FROM teams WHERE name = 't'")

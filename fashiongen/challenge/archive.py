@@ -59,7 +59,7 @@ class UploadTooLarge(ArchiveError):
 
 @dataclass(frozen=True)
 class ArchiveLimits:
-    """What an upload may hold; the server sizes them to the challenge (worker.archive_limits)."""
+    """What an upload may hold; the server and workers size them to the challenge (layout.archive_limits)."""
 
     max_upload_bytes: int = 512 * 2**20  # the archive as uploaded
     max_members: int = 20_000  # files + folders

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..submission import HEADER_FILE, CaptionItem, validate_submission
+from .archive import ArchiveLimits
 from .config import ChallengeConfig
 
 MAX_PROBLEMS_SHOWN = 5
@@ -41,3 +42,11 @@ def summary(problems: list[str]) -> str:
     shown = "; ".join(problems[:MAX_PROBLEMS_SHOWN])
     more = len(problems) - MAX_PROBLEMS_SHOWN
     return shown + (f"; and {more} more problem(s)" if more > 0 else "")
+
+
+def archive_limits(config: ChallengeConfig, num_captions: int) -> ArchiveLimits:
+    """What an upload may hold: the challenge's upload cap, room for its images and little more."""
+    images = num_captions * config.per_caption
+    per_image = 3 * config.resolution**2 + 2**16  # an uncompressed RGB PNG and its headers
+    return ArchiveLimits(max_upload_bytes=config.max_upload_mb * 2**20, max_members=images + 64,
+                         max_total_bytes=images * per_image + 2**24, max_member_bytes=max(per_image, 2**24))

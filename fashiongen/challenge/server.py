@@ -34,9 +34,8 @@ from ..submission import CaptionItem, image_name
 from ..utils import file_inside
 from .archive import ArchiveError, UploadTooLarge, extract_archive, receive_upload_async
 from .config import METRICS, format_time
-from .layout import layout_problems, summary
+from .layout import archive_limits, layout_problems, summary
 from .store import Account, Challenge, Refused
-from .worker import archive_limits
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +89,7 @@ class Server:
 
     def check_archive(self, archive: Path, scratch: Path) -> int:
         """The number of images of an uploaded archive that is a valid submission; ArchiveError or Refused if not."""
-        root = extract_archive(archive, scratch, archive_limits(self.challenge))
+        root = extract_archive(archive, scratch, archive_limits(self.challenge.config, len(self.captions)))
         problems = layout_problems(root, self.captions, self.challenge.config)
         if problems:
             raise Refused(400, f"not a valid submission: {summary(problems)}")
@@ -108,7 +107,7 @@ class Server:
                 scratch.mkdir()
                 try:
                     archive = self.challenge.write_archive(submission_id, scratch / "upload")
-                    root = extract_archive(archive, scratch / "files", archive_limits(self.challenge))
+                    root = extract_archive(archive, scratch / "files", archive_limits(self.challenge.config, len(self.captions)))
                     root.rename(target)
                 finally:
                     shutil.rmtree(scratch, ignore_errors=True)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from ..evaluation.images import EvaluationInputError
 from ..submission import CaptionItem
-from .archive import ArchiveError, ArchiveLimits, extract_archive
-from .layout import layout_problems, summary
+from .archive import ArchiveError, extract_archive
+from .layout import archive_limits, layout_problems, summary
 from .scoring import Scorer, ScoringError
 from .store import Challenge, Job
 
@@ -31,15 +31,6 @@ logger = logging.getLogger(__name__)
 
 def worker_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
-
-
-def archive_limits(challenge: Challenge) -> ArchiveLimits:
-    """The limits an upload is checked with: the challenge's upload cap and room for its images and nothing much more."""
-    config = challenge.config
-    images = len(challenge.captions()) * config.per_caption
-    per_image = 3 * config.resolution**2 + 2**16  # an uncompressed RGB PNG and its headers
-    return ArchiveLimits(max_upload_bytes=config.max_upload_mb * 2**20, max_members=images + 64,
-                         max_total_bytes=images * per_image + 2**24, max_member_bytes=max(per_image, 2**24))
 
 
 class _Lease(threading.Thread):
@@ -62,7 +53,8 @@ class _Lease(threading.Thread):
 
 
 class Worker:
-    """Scores jobs until stopped (SIGTERM/SIGINT finish the job in hand first) or, with `drain`, until the queue is empty."""
+    """Scores jobs until stopped (SIGTERM/SIGINT finish the job in hand first) or, with `drain`, until no job is queued
+    or being scored (a job another worker holds may come back when its lease runs out)."""
 
     def __init__(self, challenge: Challenge, work_dir: Path, name: str | None = None, device: str = "cpu",
                  poll_seconds: float = 2.0) -> None:
@@ -85,8 +77,9 @@ class Worker:
         while not self.stop.is_set():
             job = self.challenge.claim(self.name)
             if job is None:
-                if drain:
-                    break
+                counts = self.challenge.queue_counts() if drain else {}
+                if drain and not counts.get("queued") and not counts.get("scoring"):
+                    break  # nothing waits, and no other worker's job may come back to the queue
                 self.stop.wait(self.poll_seconds)
                 continue
             try:
@@ -108,9 +101,9 @@ class Worker:
         scratch.mkdir(parents=True)
         try:
             archive = self.challenge.write_archive(job.submission_id, scratch / "upload")
-            root = extract_archive(archive, scratch / "files", archive_limits(self.challenge))
             if self._captions is None:
                 self._captions = [CaptionItem(c.id, c.caption, c.attributes) for c in self.challenge.captions()]
+            root = extract_archive(archive, scratch / "files", archive_limits(self.challenge.config, len(self._captions)))
             problems = layout_problems(root, self._captions, self.challenge.config)
             if problems:
                 raise ScoringError(summary(problems))
