@@ -232,3 +232,20 @@ def test_reference_stats_are_cached_and_reloaded(
     assert second.count == 3 and second.metadata == first.metadata
     with pytest.raises(AssertionError, match="recomputed"):  # another resolution is another cache entry
         reference_stats(source, split="all", resolution=32, cache_dir=cache, show_progress=False)
+
+
+@pytest.mark.parametrize("counts", [(5, 7), (40, 300), (300, 40)])
+def test_the_low_rank_frechet_distance_equals_the_full_one(counts: tuple[int, int]) -> None:
+    """Below the feature dimension, fid_and_kid's exact low-rank route gives the covariance formula's value."""
+    from fashiongen.evaluation.fid import frechet_distance_of_features
+
+    rng = np.random.default_rng(1)
+    dim = 512
+    mixing = rng.normal(size=(dim, dim)) / np.sqrt(dim)
+    f1 = rng.normal(size=(counts[0], dim)) @ mixing
+    f2 = rng.normal(0.3, 1.2, size=(counts[1], dim)) @ mixing
+    full = frechet_distance(f1.mean(0), np.cov(f1, rowvar=False), f2.mean(0), np.cov(f2, rowvar=False))
+    assert frechet_distance_of_features(f1, f2) == pytest.approx(full, rel=1e-7)
+    stats1, stats2 = FeatureStats.from_features(f1), FeatureStats.from_features(f2)
+    assert fid_and_kid(stats1, stats2, num_subsets=5)["fid"] == pytest.approx(full, rel=1e-7)
+    assert frechet_distance_of_features(f1, f1) == pytest.approx(0.0, abs=1e-6)

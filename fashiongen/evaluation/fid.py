@@ -89,6 +89,22 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt_product(sigma1, sigma2))
 
 
+def frechet_distance_of_features(f1: np.ndarray, f2: np.ndarray) -> float:
+    """The Frechet distance of two feature sets' Gaussians, exactly, in O(n1 n2 d) instead of O(d^3): with centred
+    features A_i, sigma1 sigma2 = A1^T (A1 A2^T) A2 / c has the nonzero eigenvalues of M M^T for M = A1 A2^T, so
+    Tr(sqrt(sigma1 sigma2)) is the sum of M's singular values over sqrt(c), c = (n1 - 1)(n2 - 1). For sets smaller
+    than the feature dimension (2048) this replaces two 2048x2048 eigendecompositions (~5 s on 2 cores)."""
+    f1, f2 = np.asarray(f1, np.float64), np.asarray(f2, np.float64)
+    if f1.ndim != 2 or f2.ndim != 2 or f1.shape[1] != f2.shape[1] or min(len(f1), len(f2)) < 2:
+        raise ValueError(f"need two feature sets [N, D] of the same D, at least 2 rows each; got {f1.shape} and {f2.shape}")
+    mu1, mu2 = f1.mean(axis=0), f2.mean(axis=0)
+    a1, a2 = f1 - mu1, f2 - mu2
+    c1, c2 = len(f1) - 1, len(f2) - 1
+    singular = np.linalg.svd(a1 @ a2.T, compute_uv=False)
+    diff = mu1 - mu2
+    return float(diff @ diff + (a1 * a1).sum() / c1 + (a2 * a2).sum() / c2 - 2 * singular.sum() / np.sqrt(c1 * c2))
+
+
 def polynomial_mmd2(f1: np.ndarray, f2: np.ndarray, degree: int = 3, coef: float = 1.0) -> float:
     """Unbiased MMD^2 of two equal-size samples [m, D] under k(x, y) = (x.y / D + coef)^degree."""
     m, dim = f1.shape
@@ -127,8 +143,12 @@ def kernel_inception_distance(f1: np.ndarray, f2: np.ndarray, num_subsets: int =
 
 def fid_and_kid(real: FeatureStats, fake: FeatureStats, num_subsets: int = 100, subset_size: int = 1000,
                 seed: int = 0) -> dict[str, Any]:
-    """FID and KID of `fake` against `real`, with the counts; a `warning` when fewer than 10k fakes."""
-    fid = frechet_distance(real.mu, real.sigma, fake.mu, fake.sigma)
+    """FID and KID of `fake` against `real`, with the counts; a `warning` when fewer than 10k fakes. Sets smaller
+    than the feature dimension take the exact low-rank route (`frechet_distance_of_features`)."""
+    if min(real.count, fake.count) < real.features.shape[1] and len(real.features) == real.count and len(fake.features) == fake.count:
+        fid = frechet_distance_of_features(real.features, fake.features)
+    else:
+        fid = frechet_distance(real.mu, real.sigma, fake.mu, fake.sigma)
     kid_mean, kid_std, kid_size = kernel_inception_distance(real.features, fake.features, num_subsets, subset_size, seed)
     result: dict[str, Any] = {"fid": fid, "kid_mean": kid_mean, "kid_std": kid_std, "kid_subset_size": kid_size,
                               "num_real": real.count, "num_fake": fake.count}
