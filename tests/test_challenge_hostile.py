@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import socket
 import tarfile
@@ -20,6 +21,7 @@ from PIL import Image
 
 from challenge_helpers import ThreadServer, clone_challenge, source_photos, write_submission
 from hostile_files import write_png_bomb
+from test_hostile_files import small_tmpfs
 
 EVIL = f"/tmp/fashiongen-evil-{uuid.uuid4().hex}"
 
@@ -141,7 +143,7 @@ def test_hostile_archives_are_refused(running: dict, tmp_path: Path, name: str, 
     assert re.search(message, detail, flags=re.IGNORECASE), detail
     assert outside_snapshot(running) == before
     assert not Path(EVIL).exists() and not (running["root"].parent / "evil.png").exists()
-    assert not any((running["folder"] / "uploads").iterdir())
+    assert not [p for p in (running["folder"] / "uploads").rglob("*") if p.is_file()]
     assert running["challenge"].queue_counts() == {}
 
 
@@ -179,7 +181,7 @@ def test_uploads_over_the_cap_are_cut_off_while_streaming(running: dict) -> None
             answer += chunk
         answer = answer.decode("latin-1")
     assert answer.startswith("HTTP/1.1 413") and "limit" in answer
-    assert not any((running["folder"] / "uploads").iterdir())
+    assert not [p for p in (running["folder"] / "uploads").rglob("*") if p.is_file()]
 
 
 @pytest.mark.parametrize("case", ["no token", "bad token", "juror token", "disabled team", "long name", "other team's submission",
@@ -224,3 +226,20 @@ def test_hostile_requests_are_refused(running: dict, case: str) -> None:
     assert response.status_code == status, response.text
     assert fragment.lower() in response.text.lower()
     assert challenge.queue_counts() == {}
+
+
+def test_a_full_disk_is_the_servers_problem_not_the_teams(running: dict) -> None:
+    """Uploads land in the server's own folder; when its disk is full the upload gets 507 and one line, is not
+    counted against the team, and the next upload after space returns is accepted."""
+    own = running["folder"] / "uploads" / f"{socket.gethostname()}-{os.getpid()}"  # the server runs in this process
+    auth = {"Authorization": f"Bearer {running['tokens']['a']}"}
+    body = zipped(files_of(running["valid"]))
+    assert len(body) > 16 * 1024
+    with small_tmpfs(own, "16k"):
+        response = httpx.post(f"{running['url']}/api/submissions", content=body, headers=auth, timeout=60)
+        assert response.status_code == 507 and "no space left on device" in response.json()["detail"]
+        assert not [p for p in own.rglob("*") if p.is_file()]
+    with running["challenge"].db.transaction(write=False) as tx:
+        assert tx.value("SELECT COUNT(*) FROM refusals WHERE reason LIKE ?", ("%space%",)) == 0
+    assert running["challenge"].queue_counts() == {}
+    assert any(row["action"] == "upload.storage_error" for row in running["challenge"].audit_log())

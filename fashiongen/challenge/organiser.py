@@ -147,6 +147,5 @@ def export_results(challenge: Challenge, out_dir: str | Path, overwrite: bool = 
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         atomic_write_text(out_dir / name, text)
-    with challenge.db.transaction() as tx:
-        challenge.audit(tx, "organiser", "export", files=sorted(files))
+    challenge.log_event("organiser", "export", files=sorted(files))
     return [out_dir / name for name in files]

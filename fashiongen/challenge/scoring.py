@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..data import iter_records, open_source
-from ..data.records import DataError
+from ..data.records import DataError, RecordError
 from ..data.transforms import resize_square
 from ..evaluation.critic_scores import embed_images
 from ..evaluation.fid import FeatureStats, fid_and_kid
@@ -78,11 +78,23 @@ def read_photos(source: str, split: str, resolution: int, limit: int | None) -> 
 
 def _real_floor(source: str, train_split: str, resolution: int, count: int, reference: FeatureStats, inception: Any,
                 config: ChallengeConfig, show_progress: bool) -> dict[str, Any]:
-    """FID/KID of `count` real photos of the train split against a half's hidden photos: the best a set can do."""
+    """FID/KID of `count` real photos of the train split (a seeded draw, like evaluate.py's floor) against a half's
+    hidden photos: what a generator indistinguishable from the data would score at this count."""
     try:
-        _, photos = read_photos(source, train_split, resolution, count)
-    except ScoringError as error:
-        return {"note": f"no real-vs-real floor: {error}"}
+        opened = open_source(source, split=train_split)
+    except (DataError, OSError) as error:
+        return {"note": f"no real-vs-real floor: cannot read {source} (split {train_split}): {error}"}
+    order = np.random.default_rng(config.split_seed).permutation(len(opened))
+    photos = []
+    for index in order:
+        try:
+            photos.append(resize_square(opened[int(index)].image, resolution))
+        except RecordError:
+            continue
+        if len(photos) >= count:
+            break
+    if len(photos) < 2:
+        return {"note": f"no real-vs-real floor: {source} (split {train_split}) has {len(photos)} readable photos"}
     stats = FeatureStats.from_features(extract_features(photos, inception=inception, show_progress=show_progress))
     floor = fid_and_kid(reference, stats, subset_size=config.kid_subset_size)
     return {"fid": floor["fid"], "kid": 1000 * floor["kid_mean"], "count": stats.count, "split": train_split}
@@ -172,6 +184,7 @@ class Scorer:
             "images": len(images), "captions": real["captions"],
             "fid": quality["fid"], "fid_floor": real["floor"].get("fid"),
             "kid": 1000 * quality["kid_mean"], "kid_std": 1000 * quality["kid_std"], "kid_floor": real["floor"].get("kid"),
+            "fid_floor_count": real["floor"].get("count"),
             "critic_score": scores["critic_score"]["mean"], "critic_score_real": real["scores"]["critic_score"]["mean"],
             "r_precision": scores["r_precision"]["mean"], "r_precision_real": real["scores"]["r_precision"]["mean"],
             "attribute_accuracy": {name: entry["accuracy"] for name, entry in scores["attribute_accuracy"].items()},

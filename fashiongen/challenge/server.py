@@ -2,7 +2,7 @@
 
     python -m fashiongen.challenge serve CHALLENGE_DIR [--host 127.0.0.1] [--port 8000]
 
-API (the schema is at /openapi.json): `GET /api/challenge`, `GET /api/captions` (the captions to generate for),
+API (the OpenAPI schema is at /openapi.json; no Swagger page, which would load scripts from a CDN): `GET /api/challenge`, `GET /api/captions` (the captions to generate for),
 `POST /api/submissions` (the archive as the request body, `Authorization: Bearer TOKEN`), `GET /api/submissions`
 and `GET|DELETE /api/submissions/{id}` (a team's own), `GET /api/leaderboard` and, once the phase has closed,
 `GET /api/leaderboard/private`. Pages: `/` (the leaderboard), `/team` and `/jury` (login with a token; a session
@@ -15,12 +15,16 @@ cap, checked as archives before extraction, and checked as submission folders be
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import secrets
 import shutil
+import socket
 import threading
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +35,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTex
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from ..submission import CaptionItem, image_name
-from ..utils import file_inside
+from ..utils import disk_problem, file_inside, first_line
 from .archive import ArchiveError, UploadTooLarge, extract_archive, receive_upload_async
 from .config import METRICS, format_time
 from .layout import archive_limits, layout_problems, summary
@@ -60,13 +64,14 @@ class Server:
 
     def __init__(self, challenge: Challenge, folder: Path) -> None:
         self.challenge, self.folder = challenge, Path(folder)
-        self.uploads = self.folder / "uploads"
+        self.uploads = self.folder / "uploads" / f"{socket.gethostname()}-{os.getpid()}"  # one per server process
         self.jury_files = self.folder / "jury"
-        shutil.rmtree(self.uploads, ignore_errors=True)  # what a killed server left half-received: never accepted
+        clear_stale_uploads(self.folder / "uploads")
         self.uploads.mkdir(parents=True, exist_ok=True)
         self.pages = Environment(loader=PackageLoader("fashiongen.challenge", "templates"),
                                  autoescape=select_autoescape(["html"]))
         self.pages.filters["number"] = _number
+        self.pages.filters["when"] = lambda text: str(text).replace("T", " ").replace("Z", " UTC") if text else "–"
         self._captions: list[CaptionItem] | None = None
         self._jury_lock = threading.Lock()
         self.rng = np.random.default_rng(secrets.randbits(64))
@@ -114,6 +119,25 @@ class Server:
         return file_inside(target, image_name(caption_id, 0))
 
 
+def clear_stale_uploads(uploads: Path) -> None:
+    """Remove what dead server processes of this host left half-received (never accepted): several servers may
+    share one challenge folder, so a live one's folder is left alone."""
+    host = socket.gethostname()
+    for folder in uploads.iterdir() if uploads.is_dir() else []:
+        name, _, pid = folder.name.rpartition("-")
+        if name != host or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            alive = int(pid) != os.getpid()  # our own pid: a previous server that had it is gone
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:
+            alive = True
+        if not alive:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def _number(value: Any, digits: int = 3) -> str:
     if value is None:
         return "–"
@@ -130,7 +154,12 @@ def _bearer(authorization: str | None) -> str | None:
 def create_app(challenge: Challenge, folder: str | Path) -> FastAPI:
     """The FastAPI application of one challenge; `folder` holds its scratch space (uploads, jury images)."""
     server = Server(challenge, Path(folder))
-    app = FastAPI(title=challenge.config.title, version="1",
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        shutil.rmtree(server.uploads, ignore_errors=True)
+
+    app = FastAPI(title=challenge.config.title, version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Upload submission sets, follow their scoring, read the leaderboards; a jury for the finalists.")
     app.state.server = server
 
@@ -138,8 +167,6 @@ def create_app(challenge: Challenge, folder: str | Path) -> FastAPI:
     async def security_headers(request: Request, call_next: Any) -> Response:
         response = await call_next(request)
         for name, value in SECURITY_HEADERS.items():
-            if name == "Content-Security-Policy" and request.url.path in ("/docs", "/redoc"):
-                continue
             response.headers.setdefault(name, value)
         return response
 
@@ -197,6 +224,11 @@ def create_app(challenge: Challenge, folder: str | Path) -> FastAPI:
             size, sha256 = await receive_upload_async(request.stream(), work / "upload", limit)
             count = await run_in_threadpool(server.check_archive, work / "upload", work / "files")
             submission_id = await run_in_threadpool(challenge.accept, team, work / "upload", name, size, sha256, count)
+        except OSError as error:  # the server's own disk, not the upload's fault
+            problem = disk_problem(error, work) or first_line(error)
+            logger.error("cannot store an upload of team %s: %s", team.name, problem)
+            await run_in_threadpool(challenge.log_event, "server", "upload.storage_error", team=team.name, problem=problem)
+            return _refusal(Refused(507, f"the server cannot store uploads right now ({problem}); try again later"))
         except (ArchiveError, Refused) as error:
             status = 413 if isinstance(error, UploadTooLarge) else getattr(error, "status", 400)
             message = str(error) if isinstance(error, Refused) else f"{name}: {error}"
@@ -258,8 +290,7 @@ def create_app(challenge: Challenge, folder: str | Path) -> FastAPI:
         account = challenge.authenticate(kind, token.strip())
         page = "/team" if kind == "team" else "/jury"
         if account is None:
-            with challenge.db.transaction() as tx:
-                challenge.audit(tx, "anonymous", f"{kind}.login_failed")
+            challenge.log_event("anonymous", f"{kind}.login_failed")
             return server.page("login.html", status=401, kind=kind, action=page + "/login", error="That token is not valid.")
         secret, _ = challenge.create_session(account)
         response = RedirectResponse(page, status_code=303)
@@ -326,8 +357,7 @@ def create_app(challenge: Challenge, folder: str | Path) -> FastAPI:
             return server.page("message.html", status=401, message="Log in as a juror first.")
         juror, expected = session
         if not secrets.compare_digest(csrf, expected):
-            with challenge.db.transaction() as tx:
-                challenge.audit(tx, juror.name, "jury.csrf_refused", ballot=ballot)
+            challenge.log_event(juror.name, "jury.csrf_refused", ballot=ballot)
             return server.page("message.html", status=403, message="The form expired or came from another site; reload the page.")
         try:
             challenge.vote(juror, ballot, choice)

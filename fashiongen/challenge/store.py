@@ -121,6 +121,11 @@ class Challenge:
         tx.execute("INSERT INTO audit (at, actor, action, detail) VALUES (?, ?, ?, ?)",
                    (self.clock(), actor, action, json.dumps(detail, sort_keys=True, default=str)))
 
+    def log_event(self, actor: str, action: str, **detail: Any) -> None:
+        """An audit entry in a transaction of its own."""
+        with self.db.transaction() as tx:
+            self.audit(tx, actor, action, **detail)
+
     def audit_log(self, limit: int | None = None) -> list[dict[str, Any]]:
         with self.db.transaction(write=False) as tx:
             rows = tx.execute("SELECT id, at, actor, action, detail FROM audit ORDER BY id"
@@ -421,7 +426,7 @@ class Challenge:
                               "WHERE s.status = 'scored' AND s.deleted = 0 AND t.disabled = 0 AND c.half = 'public' "
                               "ORDER BY s.id").all()
             counts = dict(tx.execute("SELECT t.name, COUNT(*) FROM submissions s JOIN teams t ON t.id = s.team_id "
-                                     "GROUP BY t.name").all())
+                                     "WHERE s.deleted = 0 GROUP BY t.name").all())
             best: dict[str, tuple] = {}
             for name, sid, created, value, metrics in rows:
                 if name not in best or self._better(value, best[name][2]):
