@@ -243,3 +243,65 @@ def test_tokens_are_stored_hashed_and_checked(challenge_template, tmp_path: Path
     assert challenge_main(["team", "disable", str(folder), "t"]) == 0
     assert challenge.authenticate("team", token) is None
     assert challenge_main(["team", "disable", str(folder), "nobody"]) == 2
+
+
+def test_a_worker_that_lost_its_lease_records_nothing_and_crashed_jobs_fail_after_max_attempts(
+        challenge_template, tmp_path: Path, photos) -> None:
+    clock = Clock()
+    folder = tmp_path / "challenge"
+    challenge = clone_challenge(challenge_template, folder, clock=clock, lease_seconds=60, max_attempts=2)
+    team = challenge.authenticate("team", challenge.add_team("t"))
+    body = tmp_path / "set.zip"
+    body.write_bytes(zip_bytes(write_submission(tmp_path / "set", [{"id": c.id, "caption": c.caption} for c in challenge.captions()],
+                                                photos, 10.0)))
+    first = challenge.accept(team, body, "set.zip", body.stat().st_size, "0" * 64, 12)
+    job = challenge.claim("slow")
+    assert job.submission_id == first and challenge.claim("other") is None  # leased: nobody else gets it
+    clock.now += 61
+    retry = challenge.claim("fast")  # the lease ran out: another worker retries
+    assert retry.submission_id == first and retry.attempt == 2
+    assert not challenge.extend_lease(first, "slow")
+    assert not challenge.finish(first, "slow", {"public": (1.0, {}), "private": (1.0, {})}, 1.0)  # too late
+    assert challenge.finish(first, "fast", {"public": (2.0, {}), "private": (3.0, {})}, 1.0)
+    assert not challenge.finish(first, "fast", {"public": (2.0, {}), "private": (3.0, {})}, 1.0)  # once
+    with challenge.db.transaction(write=False) as tx:
+        assert tx.execute("SELECT times_scored, attempts FROM submissions WHERE id = ?", (first,)).one() == (1, 2)
+        assert tx.value("SELECT value FROM scores WHERE submission_id = ? AND half = 'public'", (first,)) == 2.0
+    # a submission whose worker dies on every attempt is failed after max_attempts, not retried forever
+    second = challenge.accept(team, body, "set.zip", body.stat().st_size, "0" * 64, 12)
+    for worker in ("w1", "w2"):
+        assert challenge.claim(worker).submission_id == second
+        clock.now += 61
+    assert challenge.claim("w3") is None
+    failed = next(s for s in challenge.submissions(team) if s["id"] == second)
+    assert failed["status"] == "failed" and "2 times" in failed["message"]
+    assert {"score.lease_expired", "score.abandoned"} <= {row["action"] for row in challenge.audit_log()}
+    # rescoring queues it again; a worker scores it for real this time
+    assert challenge_main(["rescore", str(folder), "--submission", str(second)]) == 0
+    assert drain(challenge, folder) == 1
+    assert next(s for s in challenge.submissions(team) if s["id"] == second)["status"] == "scored"
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["init", "{new}", "--captions", "{missing}"], "cannot read"),
+    (["init", "{existing}", "--captions", "{source}"], "not an empty folder"),
+    (["init", "{new}", "--captions", "{source}", "--metric", "inception_score"], "metric"),
+    (["init", "{new}", "--captions", "{source}", "--phase-end", "next tuesday"], "ISO 8601"),
+    (["init", "{new}", "--captions", "{source}", "--resolution", "4"], "resolution"),
+    (["init", "{new}", "--captions", "{source}", "--db", "postgresql://nobody:x@127.0.0.1:1/none"], "cannot connect"),
+    (["team", "add", "{missing}", "x"], "is not a folder"),
+    (["team", "add", "{existing}", "x"], "not a challenge folder"),
+    (["worker", "postgresql://nobody:x@127.0.0.1:1/none"], "cannot connect"),
+    (["export", "{existing}", "out"], "not a challenge folder"),
+    (["submit", "http://127.0.0.1:1", "{missing}", "--token", "fgt_1_x"], "not a folder"),
+    (["jury", "finalists", "{existing}"], "not a challenge folder"),
+    (["no-such-command"], "invalid choice"),
+])
+def test_bad_command_lines_give_one_line_and_exit_2(tmp_path: Path, challenge_source: Path, capsys, arguments, message) -> None:
+    (tmp_path / "existing").mkdir()
+    (tmp_path / "existing" / "mine.txt").write_text("a user's file")
+    names = {"new": tmp_path / "new", "missing": tmp_path / "missing", "existing": tmp_path / "existing", "source": challenge_source}
+    assert challenge_main([a.format(**names) for a in arguments]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert (tmp_path / "existing" / "mine.txt").read_text() == "a user's file" and not (tmp_path / "new").exists()

@@ -104,8 +104,10 @@ def test_kill_9_of_the_server_and_a_worker_loses_nothing_and_scores_once(challen
         mine = httpx.get(f"{url}/api/submissions", headers=auth).json()["submissions"]
         assert sorted(s["id"] for s in mine) == accepted
 
-        # a new worker drains the queue; it takes the killed worker's job once its lease runs out
-        survivor = start_process("worker", str(folder), "--name", "survivor", "--poll", "0.2", "--drain")
+        # a new worker drains the queue; it takes the killed worker's job once its lease runs out;
+        # on PostgreSQL the worker gets the database URL alone, as one on another machine would
+        target = json.loads((folder / "database.json").read_text())["database"] if challenge.db.kind == "postgresql" else str(folder)
+        survivor = start_process("worker", target, "--name", "survivor", "--poll", "0.2", "--drain")
         processes.append(survivor)
         out, err = survivor.communicate(timeout=240)
         assert survivor.returncode == 0, err[-3000:]
