@@ -14,8 +14,6 @@ import threading
 import time
 import uuid
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -61,24 +59,6 @@ def postgres_admin_url() -> str | None:
             pytest.fail(f"CI runs the challenge tests on PostgreSQL too, but {POSTGRES_ENV} is not set (see .ci/run)")
         return None
     return url
-
-
-@contextmanager
-def postgres_database() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test, dropped after it."""
-    import psycopg
-
-    admin = postgres_admin_url()
-    if admin is None:
-        pytest.skip(f"no PostgreSQL: set {POSTGRES_ENV}=postgresql://user:password@127.0.0.1/postgres")
-    name = f"fg_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f"CREATE DATABASE {name}")
-    try:
-        yield admin.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 # ---------------------------------------------------------------- the challenge

@@ -306,6 +306,18 @@ def create_app(challenge: Challenge, folder: str | Path) -> FastAPI:
         response.delete_cookie(COOKIES[kind])
         return response
 
+    def login_routes(kind: str, prefix: str) -> None:
+        @app.post(f"{prefix}/login", include_in_schema=False)
+        def login_form(token: str = Form(..., max_length=200)) -> Response:
+            return login(kind, token)
+
+        @app.post(f"{prefix}/logout", include_in_schema=False)
+        def logout_form(request: Request, csrf: str = Form(..., max_length=100)) -> Response:
+            return logout(request, kind, csrf)
+
+    login_routes("team", "/team")
+    login_routes("juror", "/jury")
+
     @app.get("/team", response_class=HTMLResponse, include_in_schema=False)
     def page_team(request: Request) -> HTMLResponse:
         session = logged_in(request, "team")
@@ -316,14 +328,6 @@ def create_app(challenge: Challenge, folder: str | Path) -> FastAPI:
             used = challenge.used_today(tx, team.id)
         return server.page("team.html", team=team.name, csrf=csrf, submissions=challenge.submissions(team), used=used,
                            limit=challenge.config.daily_limit)
-
-    @app.post("/team/login", include_in_schema=False)
-    def team_login(token: str = Form(..., max_length=200)) -> Response:
-        return login("team", token)
-
-    @app.post("/team/logout", include_in_schema=False)
-    def team_logout(request: Request, csrf: str = Form(..., max_length=100)) -> Response:
-        return logout(request, "team", csrf)
 
     @app.get("/jury", response_class=HTMLResponse, include_in_schema=False)
     def page_jury(request: Request) -> HTMLResponse:
@@ -340,14 +344,6 @@ def create_app(challenge: Challenge, folder: str | Path) -> FastAPI:
                                juror=juror.name, csrf=csrf)
         ballot = challenge.ballot(juror, drawn["ballot"])
         return server.page("jury.html", juror=juror.name, csrf=csrf, ballot=ballot)
-
-    @app.post("/jury/login", include_in_schema=False)
-    def jury_login(token: str = Form(..., max_length=200)) -> Response:
-        return login("juror", token)
-
-    @app.post("/jury/logout", include_in_schema=False)
-    def jury_logout(request: Request, csrf: str = Form(..., max_length=100)) -> Response:
-        return logout(request, "juror", csrf)
 
     @app.post("/jury/vote", include_in_schema=False)
     def jury_vote(request: Request, ballot: int = Form(...), choice: str = Form(..., max_length=10),
