@@ -63,7 +63,7 @@ class ChallengeConfig:
     critic: str = str(BUNDLED_CRITIC)  # a saved critic for the critic score, R-precision and attribute accuracy
     critic_sha256: str = ""  # filled at init: workers refuse another critic
     kid_subset_size: int = 1000
-    max_upload_mb: int = 512
+    max_upload_mb: int = 256  # a 474-caption set of 4 images at 256 px is ~80 MB; SQLite stores it under its write lock
     max_refusals_per_hour: int = 10  # refused uploads a team may make in an hour before it must wait
     lease_seconds: int = 600  # a worker's claim on a job; a crashed worker's job is retried after it expires
     max_attempts: int = 3  # scoring attempts (crashed workers included) before a submission is marked failed
