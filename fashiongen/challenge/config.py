@@ -12,7 +12,6 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..models.files import BUNDLED_CRITIC
 
 # name -> (higher is better, what it is)
 METRICS = {
@@ -60,7 +59,8 @@ class ChallengeConfig:
     phase_end: str = "2100-01-01T00:00:00Z"
     split_seed: int = 0  # public/private halves of the captions
     public_fraction: float = 0.5
-    critic: str = str(BUNDLED_CRITIC)  # a saved critic for the critic score, R-precision and attribute accuracy
+    critic: str = ""  # a saved critic's folder for the critic score, R-precision and attribute accuracy; "": the bundled
+    # one, wherever each worker's installation keeps it (its checksum, below, must still match)
     critic_sha256: str = ""  # filled at init: workers refuse another critic
     kid_subset_size: int = 1000
     max_upload_mb: int = 256  # a 474-caption set of 4 images at 256 px is ~80 MB; SQLite stores it under its write lock

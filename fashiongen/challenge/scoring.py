@@ -30,6 +30,7 @@ from ..evaluation.fid import FeatureStats, fid_and_kid
 from ..evaluation.images import ImageSet, read_image_folder
 from ..evaluation.inception import extract_features, load_inception
 from ..evaluation.suite import critic_and_encoder, text_scores
+from ..models.files import BUNDLED_CRITIC
 from ..submission import CaptionItem
 from .config import ChallengeConfig
 from .layout import ScoringError
@@ -143,8 +144,9 @@ def _subset(images: ImageSet, keep: list[int]) -> ImageSet:
 
 @functools.lru_cache(maxsize=2)
 def load_networks(critic: str, device: str) -> tuple[Any, Any, Any, dict[str, Any]]:
-    """(Inception, critic, its text encoder, the critic's info), loaded once per process: a worker scores many jobs."""
-    return (load_inception(device), *critic_and_encoder(critic, device))
+    """(Inception, critic, its text encoder, the critic's info), loaded once per process: a worker scores many jobs.
+    `critic` "" is the bundled one."""
+    return (load_inception(device), *critic_and_encoder(critic or str(BUNDLED_CRITIC), device))
 
 
 class Scorer:
@@ -155,7 +157,7 @@ class Scorer:
         self.captions = challenge.captions()
         self.inception, self.critic, self.encoder, info = load_networks(self.config.critic, device)
         if self.config.critic_sha256 and info["weights"]["sha256"] != self.config.critic_sha256:
-            raise ScoringError(f"critic {self.config.critic} is not the one this challenge was set up with "
+            raise ScoringError(f"critic {self.config.critic or 'bundled'} is not the one this challenge was set up with "
                                f"(sha256 {self.config.critic_sha256[:12]}...)")
         self.reference = {half: _stats(challenge.reference(half, "inception")) for half in HALVES}
         self.real = {half: json.loads(challenge.reference(half, "real")) for half in HALVES}
