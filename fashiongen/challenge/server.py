@@ -87,7 +87,7 @@ class Server:
         start, end = self.challenge.phase()
         values = {"title": config.title, "metric": config.metric, "metric_text": METRICS[config.metric][1],
                   "phase_start": format_time(start), "phase_end": format_time(end),
-                  "closed": self.challenge.phase_closed(), **values}
+                  "closed": self.challenge.clock() >= end, **values}
         return HTMLResponse(self.pages.get_template(name).render(**values), status_code=status)
 
     # ---------------------------------------------------------------- uploads
