@@ -157,21 +157,9 @@ def wait_for(url: str, timeout: float = 60.0, process: subprocess.Popen | None =
     raise TimeoutError(f"{url} did not answer in {timeout} s")
 
 
-def cli(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "fashiongen.challenge", *args], capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(f"challenge {' '.join(args[:2])} exited {result.returncode}: {result.stderr[-2000:]}")
-    return result
-
-
 def start_process(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "fashiongen.challenge", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-
-def copy_folder(source: Path, target: Path) -> Path:
-    shutil.copytree(source, target)
-    return target
 
 
 @dataclass

@@ -5,7 +5,6 @@ test is skipped when /usr/bin/chromium is missing."""
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +13,9 @@ from PIL import Image
 
 from app_helpers import RunningApp, app  # noqa: F401 (app is a fixture)
 
-CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-quic", "--no-first-run", "--disable-sync"]
+from browser_helpers import CHROMIUM, FLAGS, require_chromium
 
-if not CHROMIUM.exists():
-    if os.environ.get("CI"):  # CI installs it, so a missing browser there is a failure, not a skip
-        raise RuntimeError(f"{CHROMIUM} is missing: .ci/run must apt-get install chromium chromium-driver")
-    pytest.skip("Debian chromium is not installed (apt-get install chromium chromium-driver)", allow_module_level=True)
+require_chromium()
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 

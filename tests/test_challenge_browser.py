@@ -7,7 +7,6 @@ when /usr/bin/chromium is missing."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,14 +19,9 @@ from challenge_helpers import Clock, ThreadServer, clone_challenge, make_templat
 from fashiongen.challenge.store import Challenge
 from fashiongen.challenge.worker import Worker
 
-CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-quic", "--no-first-run", "--disable-sync"]
+from browser_helpers import CHROMIUM, FLAGS, require_chromium
 
-if not CHROMIUM.exists():
-    if os.environ.get("CI"):  # CI installs it, so a missing browser there is a failure, not a skip
-        raise RuntimeError(f"{CHROMIUM} is missing: .ci/run must apt-get install chromium chromium-driver")
-    pytest.skip("Debian chromium is not installed (apt-get install chromium chromium-driver)", allow_module_level=True)
+require_chromium()
 
 from playwright.sync_api import Browser, Page, Response, sync_playwright  # noqa: E402
 
