@@ -288,7 +288,10 @@ class Challenge:
     def submissions(self, team: Account | None = None, include_deleted: bool = False) -> list[dict[str, Any]]:
         """Submissions (a team's own when `team`), newest first; private scores only once the phase has closed."""
         closed = self.phase_closed()
-        where, params = ("WHERE s.team_id = ?", [team.id]) if team else ("", [])
+        conditions, params = (["s.team_id = ?"], [team.id]) if team else ([], [])
+        if not include_deleted:
+            conditions.append("s.deleted = 0")
+        where = "WHERE " + " AND ".join(conditions) if conditions else ""
         with self.db.transaction(write=False) as tx:
             rows = tx.execute("SELECT s.id, t.name, s.created, s.status, s.archive_name, s.size_bytes, s.sha256, s.num_images, "
                               "s.message, s.deleted, s.scored_at, s.attempts FROM submissions s JOIN teams t ON t.id = s.team_id "
@@ -296,8 +299,6 @@ class Challenge:
             scores = self._scores(tx, [row[0] for row in rows])
         result = []
         for (sid, name, created, status, archive_name, size, sha, num_images, message, deleted, scored_at, attempts) in rows:
-            if deleted and not include_deleted:
-                continue
             entry = {"id": sid, "team": name, "created": format_time(created), "status": status, "archive": archive_name,
                      "bytes": size, "sha256": sha, "images": num_images, "message": message, "deleted": bool(deleted),
                      "scored_at": format_time(scored_at) if scored_at else None, "attempts": attempts,
