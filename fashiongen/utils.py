@@ -1,5 +1,5 @@
 """Small helpers shared across the package: atomic file writes, one writer per output folder, the rule
-for files a folder lists (they must lie inside it), disk errors in one line, and clearing what a
+for files a folder lists (they must lie inside it), readers open only regular files, disk errors in one line, and clearing what a
 killed writer left behind."""
 
 from __future__ import annotations
@@ -9,10 +9,11 @@ import fcntl
 import logging
 import os
 import re
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any, Iterable, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator
 
 logger = logging.getLogger("fashiongen")
 
@@ -124,6 +125,50 @@ def file_inside(folder: str | Path, name: Any) -> Path:
     except ValueError:
         raise ValueError(f"file {name!r} is a symlink to {path.resolve()}, outside {folder}") from None
     return path
+
+
+class NotRegularFile(ValueError):
+    """A path a reader was given that is not a regular file (a FIFO, device, socket, folder or nothing)."""
+
+
+def _kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+def regular_file(path: str | Path) -> Path:
+    """`path` (symlinks followed) when it is a regular file; NotRegularFile naming it otherwise. Opening a FIFO blocks
+    until a writer comes and a device never ends, so every reader of a user's file checks this first (or opens with
+    `open_regular`, which cannot block even if the path is swapped between the check and the open)."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise NotRegularFile(f"{path}: file not found") from None
+    except OSError as error:
+        raise NotRegularFile(f"{path}: cannot read ({error.strerror or type(error).__name__})") from None
+    if not stat.S_ISREG(mode):
+        raise NotRegularFile(f"{path} is {_kind(mode)}, not a regular file")
+    return path
+
+
+def open_regular(path: str | Path) -> BinaryIO:
+    """Open a regular file for reading in binary; NotRegularFile for anything else. The open itself is non-blocking
+    (a FIFO would otherwise wait forever for a writer); the type is checked on the opened descriptor."""
+    path = Path(path)
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise NotRegularFile(f"{path}: file not found") from None
+    except OSError as error:
+        raise NotRegularFile(f"{path}: cannot read ({error.strerror or type(error).__name__})") from None
+    mode = os.fstat(descriptor).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(descriptor)
+        raise NotRegularFile(f"{path} is {_kind(mode)}, not a regular file")
+    os.set_blocking(descriptor, True)
+    return os.fdopen(descriptor, "rb")
 
 
 def first_line(error: BaseException) -> str:

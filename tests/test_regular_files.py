@@ -1,0 +1,51 @@
+"""utils.regular_file / open_regular: readers refuse FIFOs, devices and folders in one line, and never block."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+from fashiongen.utils import NotRegularFile, open_regular, regular_file
+
+
+@pytest.mark.parametrize("make, kind", [
+    (lambda p: os.mkfifo(p), "FIFO"),
+    (lambda p: p.mkdir(), "folder"),
+    (lambda p: None, "not found"),
+])
+def test_non_regular_paths_are_refused_naming_them(tmp_path, make, kind):
+    path = tmp_path / "input.png"
+    make(path)
+    for reader in (regular_file, open_regular):
+        with pytest.raises(NotRegularFile) as caught:
+            reader(path)
+        assert str(path) in str(caught.value) and kind in str(caught.value)
+        assert "\n" not in str(caught.value)
+
+
+def test_a_device_is_refused():
+    for reader in (regular_file, open_regular):
+        with pytest.raises(NotRegularFile, match="character device"):
+            reader("/dev/zero")
+
+
+def test_opening_a_fifo_does_not_wait_for_a_writer(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    outcome: list[BaseException] = []
+    thread = threading.Thread(target=lambda: outcome.append(pytest.raises(NotRegularFile, open_regular, fifo).value))
+    thread.start()
+    thread.join(timeout=5)
+    assert not thread.is_alive() and outcome
+
+
+def test_regular_files_and_symlinks_to_them_open(tmp_path):
+    target = tmp_path / "a.txt"
+    target.write_bytes(b"hello")
+    link = tmp_path / "link.txt"
+    link.symlink_to(target)
+    with open_regular(link) as handle:
+        assert handle.read() == b"hello"
+    assert regular_file(link) == link
