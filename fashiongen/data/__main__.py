@@ -9,11 +9,32 @@ import sys
 from pathlib import Path
 
 from ..config import ConfigError
+from ..settings import LIBRARY_LIMITS
 from ..utils import atomic_write_text
 from .convert import OutputError, check_output, convert_source, result_path, write_result
 from .inspect import inspect_source, sample_grid
 from .records import DataError, RecordError
 from .sources import READERS, open_source
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """A bad command line is one `error: ...` line and exit 2, like every other bad input (argparse adds its usage)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"error: {' '.join(message.split())}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def image_size(text: str) -> int:
+    """--size: a whole number of pixels in the range the models use (8 to 4096), checked before anything is read."""
+    try:
+        size = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of pixels, got {text!r}") from None
+    if not LIBRARY_LIMITS.min_size <= size <= LIBRARY_LIMITS.max_size:
+        raise argparse.ArgumentTypeError(f"must be between {LIBRARY_LIMITS.min_size} and {LIBRARY_LIMITS.max_size} px, "
+                                         f"got {text}")
+    return size
 
 
 def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +58,7 @@ def _open(args: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fashiongen.data", description=__doc__)
+    parser = _ArgumentParser(prog="python -m fashiongen.data", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     inspect = commands.add_parser("inspect", help="counts, attribute histograms, caption lengths and a sample grid")
     _add_source_arguments(inspect)
@@ -48,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     convert = commands.add_parser("convert", help="write a FashionGen-schema HDF5 at a fixed resolution")
     _add_source_arguments(convert)
     convert.add_argument("out", type=Path)
-    convert.add_argument("--size", type=int, default=64)
+    convert.add_argument("--size", type=image_size, default=64, help="side of the square images in px (8 to 4096)")
     convert.add_argument("--resize-mode", default="center-crop", choices=["center-crop", "pad"])
     convert.add_argument("--overwrite", action="store_true", help="replace OUT (and its .json summary) when they exist")
     args = parser.parse_args(argv)
