@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..utils import NotRegularFile, file_inside, open_regular, regular_file
 from .images import crop_box, decode_image
 from .records import AttributeValue, DataError, Record, RecordError, RecordMeta, SkipLog, clean_caption, require_path
 
@@ -151,13 +152,23 @@ class DeepFashion2Reader:
     @staticmethod
     def _load_anno(anno_path: Path, images: dict[str, Path]) -> dict:
         try:
-            anno = json.loads(anno_path.read_text(encoding="utf-8"))
+            with open_regular(anno_path) as handle:  # a FIFO would block forever
+                anno = json.loads(handle.read().decode("utf-8"))
+        except NotRegularFile as error:
+            raise RecordError(str(anno_path), f"annotation {error}") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise RecordError(str(anno_path), f"not valid JSON ({error})") from None
         if not isinstance(anno, dict):
             raise RecordError(str(anno_path), f"expected a JSON object, found {type(anno).__name__}")
         if anno_path.stem not in images:
             raise RecordError(str(anno_path), f"image {anno_path.parent.parent / IMAGE_DIR / anno_path.stem}.jpg not found")
+        image = images[anno_path.stem]
+        try:  # a regular file inside image/ (`utils.file_inside`: no symlink out)
+            regular_file(file_inside(image.parent, image.name))
+        except NotRegularFile as error:
+            raise RecordError(str(anno_path), f"image {error}") from None
+        except ValueError as error:
+            raise RecordError(str(anno_path), f"{error}; images must lie inside the dataset folder") from None
         return anno
 
     @staticmethod

@@ -8,10 +8,12 @@ integer labels are decoded to words (NA, 'not visible', is dropped).
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
 
+from ..utils import NotRegularFile, file_inside, open_regular, regular_file
 from .images import decode_image
 from .records import AttributeValue, DataError, Record, RecordError, RecordMeta, SkipLog, clean_caption, require_path
 
@@ -111,7 +113,7 @@ class DeepFashionMMReader:
             label_path = self.path / relative
             if not label_path.is_file():
                 continue
-            with open(label_path, encoding="utf-8") as lines:
+            with io.TextIOWrapper(open_regular(label_path), encoding="utf-8") as lines:
                 for number, line in enumerate(lines, start=1):
                     fields = line.split()
                     if not fields:
@@ -143,10 +145,13 @@ class DeepFashionMMReader:
 
     def _read_captions(self, labels: dict[str, dict[str, AttributeValue]]) -> None:
         captions_path = self.path / CAPTIONS_FILE
+        if not captions_path.exists():
+            raise DataError(f"{captions_path}: no such file (DeepFashion-MultiModal needs its captions)")
         try:
-            captions = json.loads(captions_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise DataError(f"{captions_path}: no such file (DeepFashion-MultiModal needs its captions)") from None
+            with open_regular(captions_path) as handle:  # a FIFO would block forever
+                captions = json.loads(handle.read().decode("utf-8"))
+        except NotRegularFile as error:
+            raise DataError(str(error)) from None
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise DataError(f"{captions_path}: not valid JSON ({error})") from None
         if not isinstance(captions, dict):
@@ -162,6 +167,7 @@ class DeepFashionMMReader:
                 caption = clean_caption(text, where)
                 if name not in present:
                     raise RecordError(where, f"image file {self.image_dir / name} not found")
+                self._check_image(name, where)
                 if record_id in ids:
                     raise RecordError(where, f"another image already has the id '{record_id}'")
             except RecordError as error:
@@ -171,6 +177,15 @@ class DeepFashionMMReader:
             attributes = attributes_from_name(name) | labels.get(name, {})
             self.image_names.append(name)
             self.rows.append(RecordMeta(id=record_id, caption=caption, attributes=attributes))
+
+    def _check_image(self, name: str, where: str) -> None:
+        """A listed image must be a regular file inside the image folder (`utils.file_inside`: no '..', no symlink out)."""
+        try:
+            regular_file(file_inside(self.image_dir, name))
+        except NotRegularFile as error:
+            raise RecordError(where, f"image {error}") from None
+        except ValueError as error:
+            raise RecordError(where, f"{error}; images must lie inside the dataset folder") from None
 
     # -- reading ---------------------------------------------------------------------------
     def __len__(self) -> int:

@@ -13,12 +13,16 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..utils import NotRegularFile, file_inside, open_regular, regular_file
 from .images import decode_image
-from .records import DataError, Record, RecordError, RecordMeta, SkipLog, clean_caption, require_path
+from .records import DataError, Record, RecordError, RecordMeta, SkipLog, check_text, clean_caption, require_path
 
 METADATA_NAMES = ("captions.jsonl", "metadata.jsonl", "captions.csv", "metadata.csv")
 FILE_COLUMNS = ("file", "file_name", "image", "path", "filename")
 CAPTION_COLUMNS = ("caption", "text", "description")
+# A CSV field longer than this is a defective row (Python's csv stops at 128 KB with an exception instead): far above
+# any caption or attribute, and the file is in memory anyway, so the csv module's own limit is the file's size.
+MAX_CSV_FIELD = 1 << 20
 # Column names (after snake_case) that mean a canonical attribute.
 ALIASES = {
     "base_colour": "colour", "color": "colour", "base_color": "colour", "article_type": "category",
@@ -54,7 +58,7 @@ class FolderReader:
         require_path(path)
         if split is not None:
             raise DataError(f"{path}: a folder source has no split '{split}' of its own")
-        self.metadata_path = path if path.is_file() else self._find_metadata(path)
+        self.metadata_path = self._find_metadata(path) if path.is_dir() else path
         self.path = self.metadata_path.parent
         self.caption_field = caption_field
         self.skipped = SkipLog(skip=skip_bad_records)
@@ -73,7 +77,11 @@ class FolderReader:
 
     def _raw_rows(self) -> tuple[set[str], list[tuple[int, dict[str, Any] | None, str]]]:
         """The columns, and (line number, row or None, problem) for every data line of the metadata file."""
-        data = self.metadata_path.read_bytes()
+        try:
+            with open_regular(self.metadata_path) as handle:  # a FIFO would block forever
+                data = handle.read()
+        except NotRegularFile as error:
+            raise DataError(str(error)) from None
         lines = data.split(b"\n")
         rows: list[tuple[int, dict[str, Any] | None, str]] = []
         if self.metadata_path.suffix == ".jsonl":
@@ -95,19 +103,37 @@ class FolderReader:
         except UnicodeDecodeError as error:
             line = data[: error.start].count(b"\n") + 1
             raise DataError(f"{self.metadata_path}:{line}: undecodable text (not UTF-8)") from None
-        reader = csv.reader(io.StringIO(text))
-        header = next(reader, None)
-        if not header:
-            raise DataError(f"{self.metadata_path}: empty CSV file (no header)")
-        for values in reader:
-            number = reader.line_num
-            if not any(v.strip() for v in values):
-                continue
-            if len(values) != len(header):
-                rows.append((number, None, f"row has {len(values)} fields but the header has {len(header)}"))
-                continue
-            rows.append((number, dict(zip(header, values)), ""))
+        header, rows = self._csv_rows(text)
         return set(header), rows
+
+    def _csv_rows(self, text: str) -> tuple[list[str], list[tuple[int, dict[str, Any] | None, str]]]:
+        """The header and (line number, row or None, problem) of a CSV file; a field over MAX_CSV_FIELD is a bad row."""
+        limit = csv.field_size_limit()
+        csv.field_size_limit(max(limit, len(text) + 1))  # bounded by the file, already in memory; checked per field below
+        try:
+            reader = csv.reader(io.StringIO(text))
+            header = next(reader, None)
+            if not header:
+                raise DataError(f"{self.metadata_path}: empty CSV file (no header)")
+            if max(map(len, header)) > MAX_CSV_FIELD:
+                raise DataError(f"{self.metadata_path}:1: a header field is over {MAX_CSV_FIELD // 1024} KB")
+            rows: list[tuple[int, dict[str, Any] | None, str]] = []
+            for values in reader:
+                number = reader.line_num
+                longest = max(range(len(values)), key=lambda i: len(values[i]), default=0)
+                if not any(v.strip() for v in values):
+                    continue
+                if len(values[longest]) > MAX_CSV_FIELD:
+                    column = header[longest] if longest < len(header) else f"field {longest + 1}"
+                    rows.append((number, None, f"field '{column}' is {len(values[longest]) // 1024} KB, over the limit "
+                                               f"of {MAX_CSV_FIELD // 1024} KB"))
+                elif len(values) != len(header):
+                    rows.append((number, None, f"row has {len(values)} fields but the header has {len(header)}"))
+                else:
+                    rows.append((number, dict(zip(header, values)), ""))
+            return header, rows
+        finally:
+            csv.field_size_limit(limit)
 
     def _load_metadata(self) -> None:
         columns, raw_rows = self._raw_rows()
@@ -121,35 +147,50 @@ class FolderReader:
         seen: set[str] = set()
         for number, row, problem in raw_rows:
             where = f"{self.metadata_path}:{number}"
-            if row is None:
-                self.skipped.defect(RecordError(where, problem))
-                continue
-            if not row.get(file_column):
-                self.skipped.defect(RecordError(where, f"no '{file_column}' value"))
-                continue
             try:
-                caption = clean_caption(str(row.get(caption_column) or ""), f"{where}:{caption_column}")
+                if row is None:
+                    raise RecordError(where, problem)
+                record_id, image_path, caption, attributes = self._row(row, where, file_column, caption_column)
+                if record_id in seen:
+                    raise RecordError(where, f"duplicate id '{record_id}'")
             except RecordError as error:
                 self.skipped.defect(error)
                 continue
-            image_path = self.path / str(row[file_column])
-            given = row.get("id")
-            record_id = str(given) if given not in (None, "") else Path(str(row[file_column])).stem  # id 0 is an id
-            if record_id in seen:
-                self.skipped.defect(RecordError(where, f"duplicate id '{record_id}'"))
-                continue
-            if not image_path.is_file():
-                self.skipped.defect(RecordError(where, f"image file {image_path} not found"))
-                continue
             seen.add(record_id)
-            attributes = {
-                ALIASES.get(snake_case(key), snake_case(key)): value
-                for key, value in row.items()
-                if key not in (file_column, caption_column, "id") and value not in (None, "")
-            }
             self.rows.append((record_id, image_path, caption, attributes))
         if not self.rows:
             raise DataError(f"{self.metadata_path}: no usable rows ({self.skipped.summary()})")
+
+    def _row(self, row: dict[str, Any], where: str, file_column: str,
+             caption_column: str) -> tuple[str, Path, str, dict[str, Any]]:
+        """One metadata row as (id, image path, caption, attributes); RecordError naming `where` for a defect. The image
+        must be a regular file inside the dataset folder (`utils.file_inside`: no absolute path, no '..', no symlink out)."""
+        if not row.get(file_column):
+            raise RecordError(where, f"no '{file_column}' value")
+        caption = clean_caption(str(row.get(caption_column) or ""), f"{where}:{caption_column}")
+        file = check_text(str(row[file_column]), f"{where}:{file_column}", "the file name")
+        try:
+            image_path = file_inside(self.path, file)
+        except ValueError as error:
+            raise RecordError(where, f"'{file_column}': {error}; images must lie inside the dataset folder") from None
+        if not image_path.exists():
+            raise RecordError(where, f"image file {image_path} not found")
+        try:
+            regular_file(image_path)
+        except NotRegularFile as error:
+            raise RecordError(where, f"image {error}") from None
+        given = row.get("id")
+        record_id = str(given) if given not in (None, "") else Path(file).stem  # id 0 is an id
+        check_text(record_id, f"{where}:id", "the id")
+        attributes = {
+            ALIASES.get(snake_case(key), snake_case(key)): value
+            for key, value in row.items()
+            if key not in (file_column, caption_column, "id") and value not in (None, "")
+        }
+        for key, value in attributes.items():
+            if isinstance(value, str):
+                check_text(value, f"{where}:{key}", "the value")
+        return record_id, image_path, caption, attributes
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -119,9 +119,26 @@ def require_path(path: str | Path) -> Path:
     return path
 
 
+def lone_surrogate(text: str) -> str | None:
+    """The first lone surrogate in `text`, escaped ('\\ud800'), or None. JSON's "\\ud800" decodes to one, and no
+    UTF-8 writer, tokenizer or terminal can take it, so every reader of a user's text refuses it where it reads it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return ascii(text[error.start])[1:-1]
+    return None
+
+
+def check_text(text: str, where: str, what: str) -> str:
+    """`text` unchanged, or a RecordError naming `where` and `what` (caption, id, ...) when it holds a lone surrogate."""
+    if (escaped := lone_surrogate(text)) is not None:
+        raise RecordError(where, f"{what} holds a lone surrogate ({escaped}), which is not valid Unicode text")
+    return text
+
+
 def clean_caption(text: str, where: str) -> str:
-    """Strip padding and whitespace; an empty caption is a per-record defect."""
-    text = " ".join(text.replace("\x00", " ").split())
+    """Strip padding and whitespace; an empty caption, or one holding a lone surrogate, is a per-record defect."""
+    text = " ".join(check_text(text, where, "caption").replace("\x00", " ").split())
     if not text:
         raise RecordError(where, "empty caption")
     return text
