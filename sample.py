@@ -13,6 +13,10 @@ MODEL is an exported model, a saved pipeline, a checkpoint or a run directory (d
 Bad input (an option out of range, an unreadable prompt file, an --out that is a file or read-only, an --out
 another sample.py is writing) ends with one line `error: ...` naming it and exit code 2, before a model is
 loaded or anything is written. Seeds are integers in [0, 2**64): every image's seed, --seed + i included.
+An --out folder must be new, empty or this same job's (it resumes); a folder holding anything else (a user's
+files, another kind of job, another model or other settings) is refused unless --overwrite. What a job holds in
+memory at once (a batch, an interpolation's frames) is checked against fashiongen.jobs.JOB_MEMORY_BYTES once the
+model's size is known, before any image is made.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from fashiongen.families import sampler_names
@@ -34,7 +39,9 @@ from fashiongen.settings import (
     check_range,
     check_seeds,
 )
-from fashiongen.jobs import MAX_JOB_IMAGES, PromptItem, read_prompts, write_edits, write_interpolation, write_samples
+from fashiongen.job_folder import Job, start_job
+from fashiongen.jobs import check_held, write_edits, write_interpolation, write_samples
+from fashiongen.prompts import MAX_JOB_IMAGES, PromptItem, check_text, clean_prompt, read_prompts
 from fashiongen.submission import CaptionItem, SubmissionError, generate_submission, read_caption_list
 from fashiongen.text.encoder import EncoderNotFoundError
 from fashiongen.utils import OutputFolderError, output_lock
@@ -64,6 +71,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-superres", action="store_true",
                         help="the base model alone, the folder's own later stages dropped (--size is then a Lanczos resize)")
     parser.add_argument("--out", default="samples", help="output folder (default: samples/)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an --out folder that holds files of someone else's, another job or another model")
     parser.add_argument("--prompts", dest="prompt_file", help="text file (one prompt per line) or JSONL of prompts")
     parser.add_argument("--num-images", type=int, default=1, help="images per prompt (default 1)")
     parser.add_argument("--steps", type=int, help=f"diffusion: sampling steps (default {DEFAULT_STEPS})")
@@ -111,7 +120,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def parse_attributes(pairs: list[str]) -> dict[str, str]:
     attributes = {}
     for pair in pairs:
-        name, sep, value = pair.partition("=")
+        name, sep, value = check_text(pair, "--attribute").partition("=")
         if not sep or not name.strip():
             raise PipelineInputError(f"--attribute {pair!r}: expected NAME=VALUE, e.g. category=Dresses")
         attributes[name.strip()] = value.strip()
@@ -148,16 +157,18 @@ def read_inputs(options: argparse.Namespace, attributes: dict[str, str]) -> list
         return captions
     if options.interpolate:
         check_seeds("--seed", options.seed, 2 if options.seed_b is None else 1)  # the last frame's seed is --seed + 1
+        options.interpolate = [clean_prompt(prompt, f"--interpolate {end}") for prompt, end in zip(options.interpolate, "AB")]
         return []
     if options.edit:
         if len(options.prompts) != 1:
             raise PipelineInputError("--edit takes exactly one prompt: the new description")
+        options.prompts = [clean_prompt(options.prompts[0], "the --edit prompt")]
         for name, path in (("--edit", options.edit), ("--mask", options.mask)):
             if path is not None and not Path(path).is_file():
                 raise PipelineInputError(f"{name} {path}: no such image file")
         check_seeds("--seed", options.seed, options.num_images)
         return []
-    items = [PromptItem(prompt, attributes) for prompt in options.prompts]
+    items = [PromptItem(clean_prompt(prompt, f"prompt {number}"), attributes) for number, prompt in enumerate(options.prompts, 1)]
     if options.prompt_file:
         items += [PromptItem(i.prompt, {**attributes, **i.attributes}, i.seed)
                   for i in read_prompts(options.prompt_file, options.num_images)]
@@ -190,8 +201,11 @@ def run_job(options: argparse.Namespace, settings: SamplingSettings, attributes:
     settings = pipe.settings_for_model(settings, set(given_settings(options)) - {"size"}, SETTING_OPTIONS)
     if options.batch_size:
         pipe.batch_size = options.batch_size
+    check_held("--batch-size", pipe, replace(settings, size=options.resolution) if options.submission else settings,
+               pipe.batch_size)
     if options.submission:
         captions = inputs
+        start_job(out, Job("submission", pipe.fingerprint), options.overwrite)  # its own header holds the rest
         summary = generate_submission(pipe, captions, out, options.per_caption, settings, resolution=options.resolution,
                                       base_seed=options.seed, use_attributes=options.use_attributes,
                                       show_progress=not options.quiet)
@@ -199,13 +213,14 @@ def run_job(options: argparse.Namespace, settings: SamplingSettings, attributes:
                 f"(check with: python -m fashiongen.submission validate {out})")
     if options.interpolate:
         seed_b = options.seed + 1 if options.seed_b is None else options.seed_b
-        paths = write_interpolation(pipe, *options.interpolate, settings, out, options.seed, seed_b, options.frames, attributes)
+        paths = write_interpolation(pipe, *options.interpolate, settings, out, options.seed, seed_b, options.frames, attributes,
+                                    overwrite=options.overwrite)
         return f"{len(paths)} frames, strip.png and interpolation.gif/.webp in {out}"
     if options.edit:
         paths = write_edits(pipe, options.edit, options.prompts[0], settings, out, options.strength, options.mask,
-                            options.num_images, options.seed, attributes)
+                            options.num_images, options.seed, attributes, overwrite=options.overwrite)
         return f"{len(paths)} edited images and grid.png in {out}"
-    rows = write_samples(pipe, inputs, settings, out, options.num_images, options.seed)
+    rows = write_samples(pipe, inputs, settings, out, options.num_images, options.seed, overwrite=options.overwrite)
     return f"{len(rows)} images, grid.png and manifest.jsonl in {out}"
 
 

@@ -33,6 +33,25 @@ def captioned_grid(images: Sequence[np.ndarray], captions: Sequence[str], column
     return canvas
 
 
+MAX_GRID_TILES = 64  # a grid shows at most this many images: a larger job's grid is an even sample of it
+MAX_TILE = 256  # px a tile: a grid of 4096 px images is a preview, not 64 full images in one picture
+
+
+def sample_indices(count: int, limit: int = MAX_GRID_TILES) -> list[int]:
+    """Which of `count` images a grid of at most `limit` tiles shows: all of them, or `limit` spread evenly from the
+    first to the last (so a grid's memory is bounded by `limit`, not by the job)."""
+    if count <= limit:
+        return list(range(count))
+    if limit == 1:
+        return [0]
+    return sorted({round(i * (count - 1) / (limit - 1)) for i in range(limit)})
+
+
+def tile_size(image_size: int, smallest: int = 128) -> int:
+    """A grid tile's size for images of `image_size` px: at least `smallest` (room for captions), at most MAX_TILE."""
+    return min(max(smallest, image_size), MAX_TILE)
+
+
 def save_image(image: Image.Image, path: str | Path) -> None:
     """Write a PNG atomically (a reader never sees half a file)."""
     path = Path(path)
