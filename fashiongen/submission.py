@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from .data.captions import build_caption
 from .data.folder import FILE_COLUMNS
-from .data.records import DataError, RecordError, iter_meta
+from .data.records import DataError, RecordError, iter_meta, lone_surrogate
 from .data.sources import open_source
 from .grid import save_image
 from .utils import atomic_write_text, file_inside
@@ -94,6 +94,8 @@ def id_problem(caption_id: str) -> str | None:
     """Why `caption_id` cannot name image files, or None when it can."""
     if not caption_id:
         return "the id is empty"
+    if (escaped := lone_surrogate(caption_id)) is not None:
+        return f"id {caption_id!r} holds a lone surrogate ({escaped}), which is not valid Unicode text"
     if any(char in caption_id for char in "/\\\x00"):
         return f"id {caption_id!r} contains '/', '\\' or NUL, which cannot be part of a file name"
     if caption_id.startswith("."):
@@ -128,9 +130,13 @@ def _item_from_row(row: Any, where: str) -> CaptionItem:
         raise SubmissionError(f"{where}: needs a \"caption\" string")
     if not caption.strip():
         raise SubmissionError(f"{where}: the caption is empty")
+    if (escaped := lone_surrogate(caption)) is not None:
+        raise SubmissionError(f"{where}: the caption holds a lone surrogate ({escaped}), which is not valid Unicode text")
     attributes = row.get("attributes") or {}
     if not isinstance(attributes, dict):
         raise SubmissionError(f"{where}: \"attributes\" must be an object of name: value")
+    if (escaped := lone_surrogate(json.dumps(attributes, ensure_ascii=False))) is not None:
+        raise SubmissionError(f"{where}: \"attributes\" hold a lone surrogate ({escaped}), which is not valid Unicode text")
     return CaptionItem(str(caption_id), " ".join(caption.split()), dict(attributes))
 
 
