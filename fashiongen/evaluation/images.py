@@ -4,13 +4,15 @@ dataset split, both as uint8 [H, W, 3] arrays at one resolution.
 A folder may be a challenge submission (submission.jsonl: file -> caption id, caption), a sample.py
 folder (manifest.jsonl: file -> prompt, attributes) or plain images (no captions: image-quality
 metrics and memorisation only). Every file read must lie inside the folder: the rule of
-`utils.file_inside` (no absolute paths, no '..', no symlink out), which the submission validator applies too.
+`utils.file_inside` (no absolute paths, no '..', no symlink out), which the submission validator applies too,
+and is opened only when it is a regular file (`utils.open_regular`: a FIFO would block forever).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +22,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..data import iter_records, open_source
+from ..data.records import lone_surrogate
 from ..data.transforms import resize_square
-from ..utils import file_inside
+from ..utils import NotRegularFile, file_inside, open_regular
 
 logger = logging.getLogger(__name__)
 
@@ -59,20 +62,31 @@ def _rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def _open(path: Path) -> tuple[np.ndarray, str]:
+def _read(path: Path) -> bytes:
+    """The bytes of a regular file; EvaluationInputError naming it for a FIFO, device, folder or missing file."""
     try:
-        with Image.open(path) as image:
+        with open_regular(path) as handle:
+            return handle.read()
+    except NotRegularFile as error:
+        raise EvaluationInputError(f"{error}; only regular files are evaluated") from None
+
+
+def _open(path: Path) -> tuple[np.ndarray, str]:
+    if not path.exists() and not path.is_symlink():
+        raise EvaluationInputError(f"{path}: listed but missing")
+    try:
+        with open_regular(path) as handle, Image.open(handle) as image:
             image.load()
             return _rgb(image), image.mode
-    except FileNotFoundError:
-        raise EvaluationInputError(f"{path}: listed but missing") from None
+    except NotRegularFile as error:
+        raise EvaluationInputError(f"{error}; only regular files are evaluated") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise EvaluationInputError(f"{path}: not a readable image ({error})") from None
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
     rows = []
-    for number, line in enumerate(path.read_bytes().splitlines(), start=1):
+    for number, line in enumerate(_read(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -81,6 +95,8 @@ def _rows(path: Path) -> list[dict[str, Any]]:
             raise EvaluationInputError(f"{path}:{number}: not UTF-8 text") from None
         except json.JSONDecodeError as error:
             raise EvaluationInputError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+        if (escaped := lone_surrogate(json.dumps(rows[-1], ensure_ascii=False))) is not None:
+            raise EvaluationInputError(f"{path}:{number}: holds a lone surrogate ({escaped}), which is not valid Unicode text")
     return rows
 
 
@@ -102,7 +118,7 @@ def read_image_folder(folder: str | Path, resolution: int | None = None,
     attributes: list[dict[str, Any]] = []
     ids: list[str] = []
     info: dict[str, Any] = {}
-    if (folder / "submission.jsonl").is_file():
+    if os.path.lexists(folder / "submission.jsonl"):  # a FIFO or folder of that name is refused, not passed over
         rows = _rows(folder / "submission.jsonl")
         for number, row in enumerate(rows, start=1):
             if not isinstance(row, dict) or "file" not in row or not str(row.get("caption") or "").strip():
@@ -112,15 +128,15 @@ def read_image_folder(folder: str | Path, resolution: int | None = None,
         captions = [str(row["caption"]) for row in rows]
         ids = [str(row.get("caption_id", row["file"])) for row in rows]
         attributes = [dict((caption_attributes or {}).get(str(row.get("caption_id")), {})) for row in rows]
-        if (folder / "submission.json").is_file():
+        if os.path.lexists(folder / "submission.json"):
             try:
-                info = json.loads((folder / "submission.json").read_text(encoding="utf-8"))
+                info = json.loads(_read(folder / "submission.json").decode("utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError) as error:
                 raise EvaluationInputError(f"{folder / 'submission.json'}: not a readable submission header ({error})") from None
             if not isinstance(info, dict):
                 raise EvaluationInputError(f"{folder / 'submission.json'}: not a submission header (a JSON object)")
         info["kind"] = "submission"
-    elif (folder / "manifest.jsonl").is_file():
+    elif os.path.lexists(folder / "manifest.jsonl"):
         latest = {row["file"]: row for row in _rows(folder / "manifest.jsonl") if isinstance(row, dict) and "file" in row}
         rows = [row for row in latest.values() if "prompt" in row]
         if not rows:
