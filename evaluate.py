@@ -28,7 +28,7 @@ from typing import Any
 from fashiongen.config import ConfigError, load_config
 from fashiongen.data import DataError
 from fashiongen.evaluation.critic import EncoderMismatchError
-from fashiongen.evaluation.fid import reference_stats
+from fashiongen.evaluation.fid import MIN_FID_IMAGES, reference_stats
 from fashiongen.evaluation.images import EvaluationInputError, read_dataset_images, read_image_folder
 from fashiongen.evaluation.restoration import bicubic, lanczos, restoration_report, stage_method, upsampling_stage
 from fashiongen.evaluation.report import sweep_plot
@@ -155,7 +155,7 @@ def check_options(options: argparse.Namespace) -> SamplingSettings:
     for point in parse_sweep(options.sweep or []):
         sweep_point(settings, point)
     for name, value, low in (("--num-images", options.num_images, 1), ("--per-caption", options.per_caption, 1),
-                             ("--num-real", options.num_real, 1), ("--kid-subset-size", options.kid_subset_size, 2)):
+                             ("--num-real", options.num_real, MIN_FID_IMAGES), ("--kid-subset-size", options.kid_subset_size, 2)):
         if value is not None:
             check_range(name, value, low, MAX_IMAGES)
     check_range("--val-fraction", options.val_fraction, 0.0, 1.0)
@@ -248,7 +248,7 @@ def evaluate_upsampling(options: argparse.Namespace, out: Path) -> str:
     if size % input_size:
         raise PipelineInputError(f"--input-size {input_size}: the stages make {size} px, not a multiple of it")
     reference = options.reference or BUNDLED_DATA
-    photos = read_dataset_images(reference, "validation", size, options.num_real, options.val_fraction)
+    photos = read_dataset_images(reference, "validation", size, options.num_real, options.val_fraction, minimum=MIN_FID_IMAGES)
     captions = list(photos.captions or [""] * len(photos))
     methods = {"lanczos": lanczos(size), "bicubic": bicubic(size)}
     for path, stage, encoder in stages:

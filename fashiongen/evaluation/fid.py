@@ -25,11 +25,13 @@ import torch
 from ..data import Source, iter_records, open_source
 from ..data.transforms import resize_square
 from ..utils import atomic_path
+from .images import EvaluationInputError
 from .inception import NETWORK_ID, InceptionFeatures, extract_features
 
 logger = logging.getLogger("fashiongen.evaluation")
 
 FID_RELIABLE_COUNT = 10_000
+MIN_FID_IMAGES = 2  # a covariance (FID) and an unbiased MMD (KID) need two images a side; hundreds to mean anything
 SMALL_SAMPLE_WARNING = "FID is biased upward below 10k images; compare only at equal counts; KID is unbiased"
 
 
@@ -210,6 +212,9 @@ def reference_stats(
     path = Path(source).resolve()
     opened = open_source(path, split=split, val_fraction=val_fraction)  # also tells a grown or shrunk dataset
     count = len(opened) if num_images is None else min(num_images, len(opened))
+    too_few = f"--reference {source}: {{}} image(s) in split '{split}'; FID/KID need at least {MIN_FID_IMAGES}"
+    if count < MIN_FID_IMAGES:
+        raise EvaluationInputError(too_few.format(count))
     key = hashlib.sha1(json.dumps([str(path), val_fraction, NETWORK_ID]).encode()).hexdigest()[:8]
     cache_path = None
     if cache_dir is not None:
@@ -219,6 +224,8 @@ def reference_stats(
             return FeatureStats.load(cache_path)
     images = reference_images(opened, resolution, count)
     features = extract_features(images, device=device, show_progress=show_progress, inception=inception)
+    if len(features) < MIN_FID_IMAGES:  # rows that turned out defective were skipped
+        raise EvaluationInputError(too_few.format(len(features)))
     stats = FeatureStats.from_features(features, source=str(path), split=split, resolution=resolution,
                                        val_fraction=val_fraction, requested=count)
     if cache_path is not None:

@@ -177,8 +177,9 @@ def read_image_folder(folder: str | Path, resolution: int | None = None,
 
 
 def read_dataset_images(source: str | Path, split: str, resolution: int, limit: int | None = None,
-                        val_fraction: float = 0.05) -> ImageSet:
-    """Real images of a dataset split at `resolution` with their captions and attributes (defective rows skipped)."""
+                        val_fraction: float = 0.05, minimum: int = 1) -> ImageSet:
+    """Real images of a dataset split at `resolution` with their captions and attributes (defective rows skipped);
+    EvaluationInputError naming --reference and the count when fewer than `minimum` are readable (FID/KID need 2)."""
     opened = open_source(source, split=split, val_fraction=val_fraction)
     images, captions, attributes, ids = [], [], [], []
     for record in iter_records(opened):
@@ -188,7 +189,8 @@ def read_dataset_images(source: str | Path, split: str, resolution: int, limit: 
         ids.append(record.id)
         if limit is not None and len(images) >= limit:
             break
-    if not images:
-        raise EvaluationInputError(f"{source} has no readable images in split '{split}'")
+    if len(images) < max(1, minimum):
+        need = f"; FID/KID need at least {minimum}" if minimum > 1 else ""
+        raise EvaluationInputError(f"--reference {source}: {len(images)} readable image(s) in split '{split}'{need}")
     return ImageSet(images, captions, attributes, ids, str(source),
                     {"kind": "dataset", "split": split, "moved_to_train": getattr(opened, "moved_to_train", 0)})

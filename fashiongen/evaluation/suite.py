@@ -34,7 +34,7 @@ from .critic_scores import (
     predict_attributes,
     r_precision,
 )
-from .fid import FeatureStats, fid_and_kid, reference_stats
+from .fid import MIN_FID_IMAGES, FeatureStats, fid_and_kid, reference_stats
 from .images import EvaluationInputError, ImageSet, read_dataset_images
 from .inception import extract_features, load_inception
 from .neighbours import (
@@ -163,7 +163,8 @@ def evaluate_set(generated: ImageSet, setup: EvaluationSetup, out_dir: str | Pat
     if len(generated) < 2:
         raise EvaluationInputError(f"{generated.source}: {len(generated)} image(s); FID/KID need at least 2 (hundreds to be meaningful)")
     resolution = generated.resolution
-    real = read_dataset_images(setup.reference, setup.reference_split, resolution, setup.num_real, setup.val_fraction)
+    real = read_dataset_images(setup.reference, setup.reference_split, resolution, setup.num_real, setup.val_fraction,
+                               minimum=MIN_FID_IMAGES)
     inception = load_inception(setup.device)
     real_stats = reference_stats(setup.reference, setup.reference_split, resolution, setup.num_real,
                                  cache_dir=str(Path(setup.cache_dir) / "fid"), device=setup.device,
@@ -171,7 +172,8 @@ def evaluate_set(generated: ImageSet, setup: EvaluationSetup, out_dir: str | Pat
     fake_stats = FeatureStats.from_features(extract_features(generated.images, device=setup.device, inception=inception,
                                                              show_progress=setup.show_progress))
     quality = fid_and_kid(real_stats, fake_stats, subset_size=setup.kid_subset_size)
-    train = read_dataset_images(setup.reference, setup.train_split, resolution, val_fraction=setup.val_fraction)
+    train = read_dataset_images(setup.reference, setup.train_split, resolution, val_fraction=setup.val_fraction,
+                                minimum=MIN_FID_IMAGES)  # the real-vs-real floor is FID/KID too
     floor = _fid_floor(setup, train, real_stats, len(generated), inception)
     metrics: dict[str, Any] = {
         "fid": {"value": quality["fid"], "num_generated": quality["num_fake"], "num_real": quality["num_real"],
