@@ -1,7 +1,9 @@
-"""Run directories (runs/NNN-NAME/), their metrics log and the facts read back from it (training time, final loss)."""
+"""Run directories (runs/NNN-NAME/), the one process that writes each, their metrics log and the facts read back from
+it (training time, final loss)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -9,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError
-from .utils import atomic_write_text
+from .utils import LOCK_FILE, atomic_write_text
 
 _RUN = re.compile(r"^(\d{3,})-(.+)$")
 _STEP = re.compile(r"^step_(\d+)$")
@@ -25,10 +27,30 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "run"
 
 
-def create_run_dir(output_dir: str | Path, name: str) -> Path:
-    """Make the next numbered directory, e.g. runs/007-small64; safe against a parallel run taking a number."""
+class RunDirError(ConfigError):
+    """train.output_dir or a run directory that cannot take a run: a file, read-only, or trained by another process."""
+
+
+def check_output_dir(output_dir: str | Path) -> None:
+    """Before any work: RunDirError naming train.output_dir when it, or a folder above it, is a file, or when the
+    nearest existing folder cannot be written."""
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    existing = next(path for path in (output_dir, *output_dir.parents) if os.path.lexists(path))
+    if not existing.is_dir():
+        raise RunDirError(f"train.output_dir: {existing} is not a folder (a file or broken link); choose another train.output_dir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunDirError(f"train.output_dir: cannot write in {existing} (read-only or no permission); choose another train.output_dir")
+
+
+def create_run_dir(output_dir: str | Path, name: str) -> Path:
+    """Make the next numbered directory, e.g. runs/007-small64; safe against a parallel run taking a number (mkdir
+    fails for all but one taker, the others try the next number)."""
+    output_dir = Path(output_dir)
+    check_output_dir(output_dir)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunDirError(f"train.output_dir: cannot create {output_dir} ({error.strerror})") from None
     while True:
         numbers = [int(m.group(1)) for p in output_dir.iterdir() if (m := _RUN.match(p.name))]
         path = output_dir / f"{max(numbers, default=0) + 1:03d}-{slug(name)}"
@@ -37,6 +59,44 @@ def create_run_dir(output_dir: str | Path, name: str) -> Path:
             return path
         except FileExistsError:
             continue
+        except OSError as error:
+            raise RunDirError(f"train.output_dir: cannot create {path} ({error.strerror})") from None
+
+
+# One writer per run: the process training a run holds an exclusive flock on run_dir/.lock (the file holds its pid).
+# The kernel drops a flock when its process ends, even by kill -9, so a killed run is never left locked. flock belongs
+# to an open file, so a process that locks the same run twice would refuse itself: this table makes it re-entrant.
+_HELD: dict[str, int] = {}  # resolved run directory -> the descriptor holding its lock, in this process
+
+
+def hold_run(run_dir: str | Path) -> None:
+    """Lock `run_dir` for this process until `release_run` or the process ends; RunDirError naming the run and the
+    holder's pid when another process trains it (or the lock file cannot be written)."""
+    run_dir = Path(run_dir)
+    key = str(run_dir.resolve())
+    if key in _HELD:
+        return
+    try:
+        descriptor = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError as error:
+        raise RunDirError(f"{run_dir}: cannot write in the run directory ({error.strerror})") from None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(descriptor, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(descriptor)
+        raise RunDirError(f"{run_dir} is being trained by another process (pid {holder}); wait for it to end "
+                          "(or stop it) before resuming this run") from None
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, f"{os.getpid()}\n".encode("ascii"), 0)
+    _HELD[key] = descriptor
+
+
+def release_run(run_dir: str | Path) -> None:
+    """Let another process train `run_dir` (this process's training of it has ended); nothing if it does not hold it."""
+    descriptor = _HELD.pop(str(Path(run_dir).resolve()), None)
+    if descriptor is not None:
+        os.close(descriptor)  # the lock file stays: unlinking it would let a waiter lock an orphaned inode
 
 
 def run_dirs(output_dir: str | Path, name: str | None = None) -> list[Path]:

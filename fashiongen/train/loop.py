@@ -24,33 +24,24 @@ from typing import Any
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState
-from accelerate.utils import ProjectConfiguration, broadcast_object_list, set_seed
+from accelerate.utils import ProjectConfiguration, set_seed
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from ..config import Config, ConfigError, config_to_dict, load_config, save_config
 from ..data import FashionDataset
-from ..utils import remove_stale_temporaries
 from ..diffusion import SAMPLERS, add_noise, alphas_cumprod_of, diffusion_loss, diffusion_settings, snr, training_target
 from ..plots import training_curves
 from ..models import FashionUNet, build_model, check_model_config, count_parameters
 from ..text import CaptionEncoder
-from .checkpoint import (
-    checkpoint_dirs,
-    clear_partial_checkpoints,
-    load_checkpoint,
-    read_state,
-    resolve_resume,
-    run_dir_of,
-    save_checkpoint,
-)
+from .checkpoint import checkpoint_dirs, load_checkpoint, read_state, resolve_resume, run_dir_of, save_checkpoint
 from .data import DiffusionExamples, EpochSampler, attribute_vocabulary, collate_examples, precompute_captions
 from .ema import EMA
 from ..families import load_generator
 from ..models.files import ModelFileError
 from .export import export_model
-from ..runs import MetricsLog, create_run_dir, hardware_name, run_facts
+from ..runs import MetricsLog, check_output_dir, hardware_name, hold_run, release_run, run_facts
 from .schedule import (
     StopSignals,
     Throughput,
@@ -64,6 +55,7 @@ from .schedule import (
     validate_and_checkpoint,
     write_metrics,
 )
+from .rundir import open_run_dir
 from .validation import sample_grid
 
 logger = logging.getLogger("fashiongen.train")
@@ -154,12 +146,16 @@ def resolve_training_config(paths: list[str], overrides: list[str], resume: str 
     A resumed run may change how long it trains and how it logs, not what it trains.
     """
     if resume is None:
-        return load_config(paths, overrides), None
+        config = load_config(paths, overrides)
+        check_output_dir(config.train.output_dir)  # a file or a read-only folder, refused before any work
+        return config, None
     if resume == "latest":
         config = load_config(paths, overrides)
         checkpoint = resolve_resume("latest", config.train.output_dir, config.name)
     else:
         checkpoint = resolve_resume(resume, "", "")
+    if PartialState(cpu=_distributed_cpu()).is_main_process:
+        hold_run(run_dir_of(checkpoint))  # one writer per run, before its checkpoint is read (another may rotate it)
     saved = load_config([checkpoint / "config.yaml"])
     config = load_config(paths, overrides, base=saved)
     problems = [d for key in _FROZEN_KEYS for d in _differences(_get(saved, key), _get(config, key), key)]
@@ -221,21 +217,6 @@ def _loader(dataset: Any, batch_size: int, config: Any, sampler: Any = None) -> 
                       num_workers=config.num_workers, collate_fn=collate_examples, pin_memory=torch.cuda.is_available(),
                       persistent_workers=False,
                       worker_init_fn=_leave_stop_signals_to_the_main_process if config.num_workers else None)
-
-
-def open_run_dir(config: Config, resume: Path | None, state: PartialState) -> Path:
-    """A resumed run's directory, its killed run's leftovers cleared (a partial checkpoint may fill most of a disk),
-    or the next numbered one under train.output_dir, the same on every process."""
-    if resume is not None:
-        run_dir = run_dir_of(resume)
-        if state.is_main_process:
-            clear_partial_checkpoints(run_dir)
-            for folder in (run_dir, run_dir / "samples"):
-                remove_stale_temporaries(folder)
-        return run_dir
-    chosen = [str(create_run_dir(config.train.output_dir, config.name)) if state.is_main_process else None]
-    broadcast_object_list(chosen)
-    return Path(chosen[0])
 
 
 def open_encoder(config: Config, run_dir: Path, accelerator: Accelerator, datasets: list[FashionDataset],
@@ -448,7 +429,15 @@ def _memory_mb(device: torch.device) -> float:
 
 
 def train(run: TrainingRun, show_progress: bool = True) -> Path:
-    """Train until train.max_steps; checkpoint, validate and log on schedule (schedule.py); export at the end."""
+    """Train until train.max_steps; checkpoint, validate and log on schedule (schedule.py); export at the end. Then
+    (or on failure) the run directory is free for another process to resume."""
+    try:
+        return _train(run, show_progress)
+    finally:
+        release_run(run.run_dir)
+
+
+def _train(run: TrainingRun, show_progress: bool = True) -> Path:
     if not isinstance(run, TrainingRun):
         from .distill import DistillRun, train_distill
         from .gan import GANRun, train_gan
