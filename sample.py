@@ -39,7 +39,7 @@ from fashiongen.settings import (
     check_range,
     check_seeds,
 )
-from fashiongen.job_folder import Job, start_job
+from fashiongen.job_folder import Job, check_folder, start_job
 from fashiongen.jobs import check_held, write_edits, write_interpolation, write_samples
 from fashiongen.prompts import MAX_JOB_IMAGES, PromptItem, check_text, clean_prompt, read_prompts
 from fashiongen.submission import CaptionItem, SubmissionError, generate_submission, read_caption_list
@@ -187,7 +187,10 @@ def run(options: argparse.Namespace) -> str:
     attributes = parse_attributes(options.attribute)
     inputs = read_inputs(options, attributes)
     out = Path(options.out)
+    kind = "submission" if options.submission else "interpolation" if options.interpolate else "edit" if options.edit \
+        else "prompt-sheet"
     with output_lock(out):  # one writer per folder, held until the job ends (or its process dies)
+        check_folder(out, kind, options.overwrite)  # before the model loads; its model and settings are checked after
         return run_job(options, settings, attributes, inputs, out)
 
 

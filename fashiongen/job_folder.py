@@ -35,6 +35,12 @@ MANIFEST = "manifest.jsonl"
 SUBMISSION_HEADER = "submission.json"  # submission.py's own header: that folder is a submission set
 KINDS = {"prompt-sheet": "a prompt sheet", "interpolation": "an interpolation", "edit": "edits of a photo",
          "submission": "a submission set"}
+# Every path each kind of job writes, and whether it is a file or a folder (submission.py lists its own).
+OUTPUTS = {"prompt-sheet": ((MANIFEST, "file"), ("grid.png", "file"), ("images", "folder")),
+           "edit": ((MANIFEST, "file"), ("grid.png", "file"), ("edits", "folder")),
+           "interpolation": ((MANIFEST, "file"), ("frames", "folder"), ("strip.png", "file"), ("interpolation.gif", "file"),
+                             ("interpolation.webp", "file")),
+           "submission": ()}
 MAX_MANIFEST_BYTES = 512 << 20  # ~2 KB a row for MAX_JOB_IMAGES rows; read line by line, never whole
 MAX_JOB_FILE_BYTES = 1 << 20
 READ_BACK_MAX_PIXELS = UPLOAD_MAX_PIXELS  # images read back for a grid: ours are at most 4096 px a side
@@ -52,7 +58,6 @@ class Job:
     kind: str
     model: str
     identity: dict[str, Any] = field(default_factory=dict)
-    outputs: tuple[tuple[str, str], ...] = ()  # (name, "file" or "folder"): every path the job writes
 
     def record(self) -> dict[str, Any]:
         return {"job": self.kind, "model": self.model, "identity": self.identity}
@@ -172,14 +177,14 @@ def _legacy_record(folder: Path) -> dict[str, Any] | str:
     for number, row in manifest_rows(folder):
         kind = _kind_of_row(row)
         if kind is None or not isinstance(row.get("model"), str) or not isinstance(row.get("settings"), dict):
-            return f"{MANIFEST} line {number} is not a row sample.py writes"
+            return f"a {MANIFEST} sample.py did not write (line {number} is not one of its rows)"
         this = {"job": kind, "model": row["model"], "identity": identity_of_row(kind, row)}
         if record is not None and this != record:
-            return f"{MANIFEST} line {number} is from another job, model or setting than line 1"
+            return f"a {MANIFEST} of more than one job (line {number} is from another model or setting than line 1)"
         record = record or this
         files.add(row["file"])
     if record is None:
-        return f"{MANIFEST} lists no images"
+        return f"a {MANIFEST} that lists no images and no {JOB_FILE}"
     if record["job"] == "interpolation":
         record["identity"]["frames"] = len(files)  # rows before job.json did not record it
     return record
@@ -200,17 +205,38 @@ def folder_record(folder: Path) -> dict[str, Any] | str | None:
     return f"files sample.py did not write ({shown})"
 
 
+def _problem(folder: Path, kind: str) -> tuple[dict[str, Any] | None, str | None]:
+    """What the folder holds (its job record, None when new) and, when that is not a job of `kind`, what it holds."""
+    check_outputs(folder, OUTPUTS[kind])
+    found = folder_record(folder)
+    if isinstance(found, str):
+        return None, f"holds {found}"
+    if found is not None and found["job"] != kind:
+        return found, f"holds {KINDS[found['job']]}, not {KINDS[kind]}"
+    return found, None
+
+
+def check_folder(folder: str | Path, kind: str, overwrite: bool = False) -> None:
+    """Before the model loads: JobFolderError when the folder holds files that are not ours, another kind of job or a
+    path the job writes of the wrong type (the model and settings are compared by start_job, once they are known)."""
+    folder = Path(folder)
+    _, problem = _problem(folder, kind)
+    if problem is not None and not overwrite:
+        raise JobFolderError(f"{folder} {problem}; use another --out, or --overwrite to write over it")
+
+
 def _difference(found: dict[str, Any], job: Job) -> str | None:
-    if found["job"] != job.kind:
-        return f"holds {KINDS[found['job']]}, not {KINDS[job.kind]}"
     if job.kind == "submission":
         return None
     if found["model"] != job.model:
         return f"holds {KINDS[job.kind]} from another model ({found['model']}, not {job.model})"
     for name, value in job.identity.items():
-        if found["identity"].get(name) != value:
-            return (f"holds {KINDS[job.kind]} from another prompt, seed, setting or model "
-                    f"({name} {found['identity'].get(name)!r}, not {value!r})")
+        old = found["identity"].get(name)
+        if old != value:
+            if isinstance(old, dict) and isinstance(value, dict):  # name the setting, not the whole settings
+                name, old, value = next((f"{name}.{key}", old.get(key), value.get(key)) for key in {**old, **value}
+                                        if old.get(key) != value.get(key))
+            return f"holds {KINDS[job.kind]} from another prompt, seed, setting or model ({name} {old!r}, not {value!r})"
     return None
 
 
@@ -231,12 +257,9 @@ def start_job(folder: str | Path, job: Job, overwrite: bool = False) -> bool:
     """Check `folder` may hold `job` and record the job in it: True when it resumes this job's own earlier run, False for
     a new folder (or one `overwrite` lets the job write over). JobFolderError naming what the folder holds otherwise."""
     folder = Path(folder)
-    check_outputs(folder, job.outputs)
-    found = folder_record(folder)
-    if isinstance(found, str):
-        problem: str | None = f"holds {found}"
-    else:
-        problem = None if found is None else _difference(found, job)
+    found, problem = _problem(folder, job.kind)
+    if problem is None and found is not None:
+        problem = _difference(found, job)
     if problem is not None and not overwrite:
         raise JobFolderError(f"{folder} {problem}; use another --out, or --overwrite to write over it")
     resume = found is not None and problem is None
@@ -249,5 +272,5 @@ def start_job(folder: str | Path, job: Job, overwrite: bool = False) -> bool:
     return resume
 
 
-__all__ = ["JOB_FILE", "KINDS", "MANIFEST", "Job", "JobFolderError", "check_image_header", "check_outputs", "folder_record", "identity_of_row",
+__all__ = ["JOB_FILE", "KINDS", "MANIFEST", "OUTPUTS", "Job", "JobFolderError", "check_folder", "check_image_header", "check_outputs", "folder_record", "identity_of_row",
            "manifest_rows", "read_back_image", "start_job"]

@@ -147,9 +147,7 @@ def write_samples(pipe: FashionGenPipeline, items: Sequence[PromptItem], setting
     when the prompt item brings its own seed.
     """
     out_dir = Path(out_dir)
-    job = Job("prompt-sheet", pipe.fingerprint, {"settings": settings.to_dict()},
-              ((MANIFEST, "file"), ("grid.png", "file"), ("images", "folder")))
-    done = _resume(out_dir, job, overwrite)
+    done = _resume(out_dir, Job("prompt-sheet", pipe.fingerprint, {"settings": settings.to_dict()}), overwrite)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     todo = []
     for p, item in enumerate(items):
@@ -200,9 +198,7 @@ def write_interpolation(pipe: FashionGenPipeline, prompt_a: str, prompt_b: str, 
     check_held("--frames", pipe, settings, num_frames, with_text=True)
     identity = {"settings": settings.to_dict(), "prompt_a": prompt_a, "prompt_b": prompt_b, "seed_a": seed_a,
                 "seed_b": seed_b, "attributes": attributes or {}, "frames": num_frames}
-    outputs = ((MANIFEST, "file"), ("frames", "folder"), (STRIP_FILE, "file"), ("interpolation.gif", "file"),
-               ("interpolation.webp", "file"))
-    start_job(out_dir, Job("interpolation", pipe.fingerprint, identity, outputs), overwrite)  # a rerun makes it again
+    start_job(out_dir, Job("interpolation", pipe.fingerprint, identity), overwrite)  # a rerun makes it all again
     frames = pipe.interpolate(prompt_a, prompt_b, seed_a, seed_b, num_frames, attributes=attributes, settings=settings)
     paths = save_interpolation_files(frames, prompt_a, prompt_b, out_dir)
     fractions = [number / (num_frames - 1) for number in range(num_frames)]
@@ -225,8 +221,7 @@ def write_edits(pipe: FashionGenPipeline, image: ImageInput, prompt: str, settin
     identity = {"settings": settings.to_dict(), "prompt": prompt, "input": source, "mask": mask_name, "strength": strength,
                 "attributes": attributes or {}}
     original = pipe.prepare_image(image).add(1).mul(127.5).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
-    done = _resume(out_dir, Job("edit", pipe.fingerprint, identity, ((MANIFEST, "file"), ("grid.png", "file"),
-                                                                       ("edits", "folder"))), overwrite)
+    done = _resume(out_dir, Job("edit", pipe.fingerprint, identity), overwrite)
     rows = [_record(pipe, settings, prompt=prompt, input=source, mask=mask_name, strength=strength, seed=one,
                     attributes=attributes or {}, file=f"edits/edit_{k}.png") for k, one in enumerate(image_seeds(seed, num_images))]
     for row in rows:
