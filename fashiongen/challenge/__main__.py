@@ -56,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--device", default="cpu")
     defaults = ChallengeConfig()
     for name in ("title", "resolution", "per_caption", "daily_limit", "metric", "phase_start", "phase_end", "split_seed",
-                 "critic", "max_upload_mb", "max_refusals_per_hour", "lease_seconds", "max_attempts", "kid_subset_size"):
+                 "critic", "max_upload_mb", "max_refusals_per_hour", "lease_seconds", "max_attempts", "kid_subset_size",
+                 "header_timeout_seconds", "min_upload_bytes_per_second", "max_connections_per_client"):
         value = getattr(defaults, name)
         init.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value, help=f"(default {value})")
 
@@ -189,10 +190,12 @@ def main(argv: list[str] | None = None) -> int:
         if command == "serve":
             import uvicorn
 
+            from .connections import server_config
             from .server import create_app
 
             challenge, folder = open_challenge(options.dir)
-            uvicorn.run(create_app(challenge, folder), host=options.host, port=options.port, log_level="info")
+            app = create_app(challenge, folder)
+            uvicorn.Server(server_config(app, challenge.config, options.host, options.port, log_level="info")).run()
             return 0
         challenge, folder = open_challenge(options.target)
         if command == "worker":

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import hashlib
 import lzma
 import os
 import re
@@ -23,13 +22,15 @@ import tarfile
 import unicodedata
 import zipfile
 import zlib
-from collections.abc import AsyncIterable, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO
 
-from ..utils import atomic_path
+from .receiving import receive_upload, receive_upload_async
+from .records import ArchiveError, UploadTooLarge
+from .zipcheck import check_zip_layout, zip_directory
 
 HEADER_FILE = "submission.json"
 CHUNK = 2**20
@@ -47,14 +48,6 @@ DECOMPRESSORS: tuple[tuple[bytes, Callable[[BinaryIO], IO[bytes]]], ...] = (
 READ_ERRORS = (tarfile.TarError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, zlib.error,
                lzma.LZMAError, NotImplementedError, struct.error, ValueError)
 WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
-
-
-class ArchiveError(ValueError):
-    """An upload refused; the message names the member (or the archive) and the rule."""
-
-
-class UploadTooLarge(ArchiveError):
-    """An upload over its byte limit (HTTP 413)."""
 
 
 @dataclass(frozen=True)
@@ -77,44 +70,6 @@ class Member:
     name: str  # normalised relative POSIX path inside the archive
     size: int  # uncompressed bytes (declared)
     is_dir: bool
-
-
-# ---------------------------------------------------------------- receiving
-
-
-class _Sink:
-    """Writes an upload's chunks to a handle, hashing and counting them; UploadTooLarge past `max_bytes`."""
-
-    def __init__(self, handle: BinaryIO, max_bytes: int) -> None:
-        self.handle, self.max_bytes, self.size, self.digest = handle, max_bytes, 0, hashlib.sha256()
-
-    def write(self, chunk: bytes) -> None:
-        self.size += len(chunk)
-        if self.size > self.max_bytes:
-            raise UploadTooLarge(f"the upload is larger than the limit of {self.max_bytes} bytes")
-        self.digest.update(chunk)
-        self.handle.write(chunk)
-
-
-def receive_upload(chunks: Iterable[bytes], destination: Path, max_bytes: int) -> tuple[int, str]:
-    """Write streamed chunks to `destination` atomically (a partial upload leaves nothing); (size, sha256 hex).
-    UploadTooLarge as soon as more than `max_bytes` arrived."""
-    destination = Path(destination)
-    with atomic_path(destination) as temporary, temporary.open("wb") as handle:
-        sink = _Sink(handle, max_bytes)
-        for chunk in chunks:
-            sink.write(chunk)
-    return sink.size, sink.digest.hexdigest()
-
-
-async def receive_upload_async(chunks: AsyncIterable[bytes], destination: Path, max_bytes: int) -> tuple[int, str]:
-    """receive_upload for an ASGI request stream (Starlette's request.stream())."""
-    destination = Path(destination)
-    with atomic_path(destination) as temporary, temporary.open("wb") as handle:
-        sink = _Sink(handle, max_bytes)
-        async for chunk in chunks:
-            sink.write(chunk)
-    return sink.size, sink.digest.hexdigest()
 
 
 # ---------------------------------------------------------------- reading archives
@@ -175,24 +130,6 @@ def _tar_entries(path: Path) -> Iterator[Entry]:
             pass
 
 
-def _zip_directory(path: Path) -> tuple[int, int] | None:
-    """(entries, bytes) of a zip's central directory as its end record declares them, read before zipfile loads it all."""
-    with path.open("rb") as handle:
-        end = handle.seek(0, os.SEEK_END)
-        handle.seek(max(0, end - 22 - 2**16))
-        tail = handle.read()
-        at = tail.rfind(b"PK\x05\x06")
-        if at < 0 or len(tail) - at < 22:
-            return None
-        count, size = struct.unpack("<HL", tail[at + 10: at + 16])
-        if (count == 0xFFFF or size == 0xFFFFFFFF) and at >= 20 and tail[at - 20: at - 16] == b"PK\x06\x07":
-            handle.seek(struct.unpack("<Q", tail[at - 12: at - 4])[0])
-            record = handle.read(56)
-            if len(record) == 56 and record.startswith(b"PK\x06\x06"):
-                count, size = struct.unpack("<2Q", record[32:48])
-    return count, size
-
-
 def _zip_problem(info: zipfile.ZipInfo, limits: ArchiveLimits) -> str | None:
     """Why a zip member is refused whatever its name, or None."""
     kind = stat.S_IFMT(info.external_attr >> 16)  # the Unix mode, where the archiver recorded one
@@ -211,12 +148,13 @@ def _zip_problem(info: zipfile.ZipInfo, limits: ArchiveLimits) -> str | None:
 
 
 def _zip_entries(path: Path, limits: ArchiveLimits) -> Iterator[Entry]:
-    directory = _zip_directory(path)
+    directory = zip_directory(path)
     if directory and directory[0] > limits.max_members:
         raise ArchiveError(f"the archive has more than {limits.max_members} members ({directory[0]})")
     if directory and directory[1] > limits.max_members * (ZIP_DIRECTORY_ENTRY_BYTES + limits.max_path_bytes):
         raise ArchiveError(f"the archive has a zip directory of {directory[1]} bytes, more than its members can need")
     with zipfile.ZipFile(path) as archive:
+        check_zip_layout(path, archive)
         for info in archive.infolist():
             is_dir = info.is_dir() or stat.S_ISDIR(info.external_attr >> 16)
             yield info.orig_filename, info.file_size, is_dir, _zip_problem(info, limits), lambda info=info: archive.open(info)
@@ -229,7 +167,14 @@ def _entries(path: Path, kind: str, limits: ArchiveLimits) -> Iterator[Entry]:
     except ArchiveError:
         raise
     except READ_ERRORS as error:
-        raise ArchiveError(f"the archive is a damaged or truncated {kind} file ({error})") from None
+        raise ArchiveError(f"the archive is a damaged or truncated {kind} file ({_reason(error)})") from None
+
+
+def _reason(error: BaseException) -> str:
+    """What went wrong reading an archive, without the server's own paths (an OSError's str names its file)."""
+    if isinstance(error, OSError) and (error.filename or error.filename2):
+        return error.strerror or type(error).__name__
+    return str(error) or type(error).__name__
 
 
 def _kind(path: Path) -> str:
@@ -246,9 +191,9 @@ def _kind(path: Path) -> str:
     except ArchiveError:
         raise
     except READ_ERRORS as error:
-        if zipfile.is_zipfile(path):
-            return "zip"  # a zip after a prefix (a self-extractor)
-        raise ArchiveError(f"the archive is neither a zip nor a tar file, or is damaged ({error})") from None
+        if zipfile.is_zipfile(path):  # a zip after a prefix (a self-extractor, or junk to be stored with it)
+            raise ArchiveError("the zip does not start at the archive's first byte (bytes were prepended?)") from None
+        raise ArchiveError(f"the archive is neither a zip nor a tar file, or is damaged ({_reason(error)})") from None
 
 
 # ---------------------------------------------------------------- checking
@@ -365,7 +310,7 @@ def _copy(source: IO[bytes], target: Path, raw: str, limits: ArchiveLimits, tota
             except ArchiveError:
                 raise
             except READ_ERRORS as error:
-                raise ArchiveError(f"member {raw!r} is damaged or truncated ({error})") from None
+                raise ArchiveError(f"member {raw!r} is damaged or truncated ({_reason(error)})") from None
             if not chunk:
                 return total
             written, total = written + len(chunk), total + len(chunk)
@@ -409,7 +354,11 @@ def extract_archive(path: Path, destination: Path, limits: ArchiveLimits = Archi
                     _folder(destination, member.name)
                     continue
                 parent, _, base = member.name.rpartition("/")
-                with open_member() as source:
+                try:
+                    opened = open_member()
+                except READ_ERRORS as error:  # ArchiveError included: its reason is kept
+                    raise ArchiveError(f"member {raw!r} cannot be read ({_reason(error)})") from None
+                with opened as source:
                     total = _copy(source, _folder(destination, parent) / base, raw, limits, total)
     except BaseException:
         shutil.rmtree(destination, ignore_errors=True)

@@ -63,18 +63,25 @@ class ChallengeConfig:
     # one, wherever each worker's installation keeps it (its checksum, below, must still match)
     critic_sha256: str = ""  # filled at init: workers refuse another critic
     kid_subset_size: int = 1000
-    max_upload_mb: int = 256  # a 474-caption set of 4 images at 256 px is ~80 MB; SQLite stores it under its write lock
+    max_upload_mb: int = 0  # 0: the cap follows from the challenge (layout.upload_cap: every image an uncompressed PNG);
+    # a positive value caps lower (a 474-caption set of 4 images at 256 px is ~80 MB, ~510 MB uncompressed)
     max_refusals_per_hour: int = 10  # refused uploads a team may make in an hour before it must wait
     lease_seconds: int = 600  # a worker's claim on a job; a crashed worker's job is retried after it expires
     max_attempts: int = 3  # scoring attempts (crashed workers included) before a submission is marked failed
     session_hours: int = 12  # login cookies of the team and jury pages
+    header_timeout_seconds: int = 10  # a request's headers (a few hundred bytes) must arrive within this
+    min_upload_bytes_per_second: int = 32 * 2**10  # a body slower than this over header_timeout_seconds is cut off
+    # (an 80 MB set needs 42 min at this rate)
+    max_connections_per_client: int = 16  # open connections from one address (a browser opens ~6)
     extra: dict[str, Any] = field(default_factory=dict)  # the source, split and counts `init` read, for the record
 
     def __post_init__(self) -> None:
         for name, low, high in (("resolution", 16, 1024), ("per_caption", 1, 64), ("daily_limit", 1, 1000),
-                                ("kid_subset_size", 2, 100_000), ("max_upload_mb", 1, 100_000),
+                                ("kid_subset_size", 2, 100_000), ("max_upload_mb", 0, 100_000),
                                 ("max_refusals_per_hour", 1, 100_000), ("lease_seconds", 5, 86_400),
-                                ("max_attempts", 1, 100), ("session_hours", 1, 24 * 365)):
+                                ("max_attempts", 1, 100), ("session_hours", 1, 24 * 365),
+                                ("header_timeout_seconds", 1, 3600), ("min_upload_bytes_per_second", 1, 2**30),
+                                ("max_connections_per_client", 1, 10_000)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ChallengeConfigError(f"{name}: {value!r} is not an integer in [{low}, {high}]")

@@ -117,11 +117,20 @@ def _flat(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _csv(rows: list[dict[str, Any]]) -> str:
-    flat = [_flat(row) for row in rows]
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as a formula (OWASP's CSV injection)
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula, prefixed with a quote; numbers and other text unchanged."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    """Rows as CSV, nested values flattened to dotted columns, formula-like text quoted."""
+    flat = [{key: spreadsheet_safe(value) for key, value in _flat(row).items()} for row in rows]
     columns = list(dict.fromkeys(key for row in flat for key in row))
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, columns, lineterminator="\n")
+    writer = csv.DictWriter(buffer, columns, lineterminator="\r\n")  # RFC 4180: a CR or LF in a cell is quoted
     writer.writeheader()
     writer.writerows(flat)
     return buffer.getvalue()
@@ -138,7 +147,7 @@ def export_results(challenge: Challenge, out_dir: str | Path, overwrite: bool = 
     if challenge.finalists():
         tables["jury_votes"] = challenge.votes()
         tables["jury_ranking"] = challenge.jury_ranking()
-    files = {f"{name}.{kind}": (json.dumps(rows, indent=1, default=float) + "\n" if kind == "json" else _csv(rows))
+    files = {f"{name}.{kind}": (json.dumps(rows, indent=1, default=float) + "\n" if kind == "json" else csv_text(rows))
              for name, rows in tables.items() for kind in ("json", "csv")}
     files["audit.jsonl"] = "".join(json.dumps(row) + "\n" for row in challenge.audit_log())
     existing = [name for name in files if (out_dir / name).exists()]

@@ -26,30 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .config import ChallengeConfig, format_time, parse_time, utc_day
 from .db import Database, Transaction
-from .jury import Vote, comparison_key, next_comparison, rank
+from .jury_records import JuryRecords
+from .records import Account, Refused
 
 CHUNK_BYTES = 4 * 2**20
 HALVES = ("public", "private")
 TOKEN_PREFIX = {"team": "fgt", "juror": "fgj"}
-
-
-class Refused(ValueError):
-    """A request the challenge turns down: an HTTP status and one sentence saying why."""
-
-    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.status, self.retry_after = status, retry_after
-
-
-@dataclass(frozen=True)
-class Account:
-    id: int
-    name: str
-    kind: str  # team | juror
 
 
 @dataclass(frozen=True)
@@ -77,7 +61,7 @@ def new_token(kind: str, account_id: int) -> tuple[str, str]:
     return f"{TOKEN_PREFIX[kind]}_{account_id}_{secret}", _sha256(secret)
 
 
-class Challenge:
+class Challenge(JuryRecords):
     """One challenge's records over a Database; `clock` (epoch seconds) decides days, phases and leases."""
 
     def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
@@ -110,12 +94,20 @@ class Challenge:
         return self.clock() >= self.phase()[1]
 
     def close_phase(self, actor: str = "organiser") -> float:
-        now = self.clock()
+        """End the phase now (or keep an end already passed): entries are frozen from then on."""
         with self.db.transaction() as tx:
+            self.lock_phase(tx, exclusive=True)
+            now = min(self.clock(), self.phase()[1])
             tx.execute("INSERT INTO meta (key, value) VALUES ('phase_end', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                        (repr(now),))
             self.audit(tx, actor, "phase.close", at=format_time(now))
         return now
+
+    def lock_phase(self, tx: Transaction, exclusive: bool = False) -> None:
+        """Order a transaction that depends on the phase after (or before) a concurrent `close_phase` on PostgreSQL
+        (SQLite's write lock already does); the phase read next in `tx` is then the one that holds."""
+        if self.db.kind == "postgresql":
+            tx.execute("SELECT value FROM meta WHERE key = 'config' " + ("FOR UPDATE" if exclusive else "FOR SHARE"))
 
     def audit(self, tx: Transaction, actor: str, action: str, **detail: Any) -> None:
         tx.execute("INSERT INTO audit (at, actor, action, detail) VALUES (?, ?, ?, ?)",
@@ -187,7 +179,8 @@ class Challenge:
         """The enabled account a token belongs to, or None; the secret is compared in constant time."""
         prefix, _, rest = (token or "").partition("_")
         account_id, _, secret = rest.partition("_")
-        if prefix != TOKEN_PREFIX[kind] or not account_id.isdigit() or not secret or len(token or "") > 200:
+        if prefix != TOKEN_PREFIX[kind] or not account_id.isascii() or not account_id.isdigit() or len(account_id) > 18 \
+                or not secret or len(token or "") > 200:
             return None
         table = "teams" if kind == "team" else "jurors"
         with self.db.transaction(write=False) as tx:
@@ -250,15 +243,22 @@ class Challenge:
     def _seconds_to_midnight(now: float) -> int:
         return int(86400 - now % 86400) + 1
 
-    def record_refusal(self, team: Account, reason: str) -> None:
+    def record_refusal(self, account: Account | None, reason: str, action: str = "upload.refused", counted: bool = True,
+                       **detail: Any) -> None:
+        """Audit a refused request; a team's counts toward its refused-requests limit when `counted`."""
         with self.db.transaction() as tx:
-            tx.execute("INSERT INTO refusals (team_id, at, reason) VALUES (?, ?, ?)", (team.id, self.clock(), reason[:500]))
-            self.audit(tx, team.name, "upload.refused", reason=reason[:500])
+            if account is not None and account.kind == "team" and counted:
+                tx.execute("INSERT INTO refusals (team_id, at, reason) VALUES (?, ?, ?)", (account.id, self.clock(), reason[:500]))
+            self.audit(tx, account.name if account else "anonymous", action, reason=reason[:500], **detail)
 
     def accept(self, team: Account, archive: Path, archive_name: str, size: int, sha256: str, num_images: int) -> int:
         """Record an upload that passed every check: counted toward today's limit, its archive stored, queued."""
         now = self.clock()
         with self.db.transaction() as tx:
+            self.lock_phase(tx)
+            start, end = self.phase()
+            if not start <= now < end:  # the phase closed while the upload was being received and checked
+                raise Refused(403, f"the challenge closed at {format_time(end)}")
             if self.db.kind == "postgresql":  # one uploader of a team at a time past this line
                 tx.execute("SELECT id FROM teams WHERE id = ? FOR UPDATE", (team.id,))
             if self.used_today(tx, team.id) >= self.config.daily_limit:
@@ -317,8 +317,13 @@ class Challenge:
         return {(sid, half): {"value": value, **json.loads(metrics)} for sid, half, value, metrics in rows}
 
     def delete_submission(self, team: Account, submission_id: int) -> None:
-        """Hide a submission from the team's list and the leaderboards; it still counts toward its day's limit."""
+        """Hide a submission from the team's list and the leaderboards; it still counts toward its day's limit.
+        Refused once the phase has closed: the entries that stood at the close are the ones the private board ranks."""
         with self.db.transaction() as tx:
+            self.lock_phase(tx)
+            if self.phase_closed():
+                raise Refused(403, f"the phase closed at {format_time(self.phase()[1])}; its entries are frozen and "
+                                   "can no longer be deleted")
             if tx.execute("UPDATE submissions SET deleted = 1 WHERE id = ? AND team_id = ?", (submission_id, team.id)).rowcount != 1:
                 raise Refused(404, f"team {team.name} has no submission {submission_id}")
             self.audit(tx, team.name, "submission.delete", submission=submission_id)
@@ -418,14 +423,14 @@ class Challenge:
     def leaderboard(self, half: str = "public") -> list[dict[str, Any]]:
         """One row per enabled team, best first. Public: each team's best public score. Private (only once the phase
         has closed): the private score of the submission with the team's best public score, so the hidden half never
-        chooses."""
+        chooses. Both rank the entries that stood at the close: deletions are refused after it and nothing is accepted."""
         if half == "private" and not self.phase_closed():
             raise Refused(403, "the private leaderboard opens when the phase closes")
         with self.db.transaction(write=False) as tx:
             rows = tx.execute("SELECT t.name, s.id, s.created, c.value, c.metrics FROM submissions s "
                               "JOIN teams t ON t.id = s.team_id JOIN scores c ON c.submission_id = s.id "
                               "WHERE s.status = 'scored' AND s.deleted = 0 AND t.disabled = 0 AND c.half = 'public' "
-                              "ORDER BY s.id").all()
+                              "AND s.created < ? ORDER BY s.id", (self.phase()[1],)).all()
             counts = dict(tx.execute("SELECT t.name, COUNT(*) FROM submissions s JOIN teams t ON t.id = s.team_id "
                                      "WHERE s.deleted = 0 GROUP BY t.name").all())
             best: dict[str, tuple] = {}
@@ -448,95 +453,3 @@ class Challenge:
         for place, row in enumerate(board, start=1):
             row["rank"] = place
         return board
-
-    # ---------------------------------------------------------------- jury
-
-    def set_finalists(self, top: int | None = None, names: Sequence[str] = (), actor: str = "organiser") -> list[str]:
-        """Finalists: the private leaderboard's `top` teams, or the named teams, each with its leaderboard submission."""
-        board = {row["team"]: row for row in self.leaderboard("private")}
-        chosen = list(names) if names else [row["team"] for row in sorted(board.values(), key=lambda r: r["rank"])][: top or 0]
-        missing = [name for name in chosen if name not in board]
-        if missing:
-            raise Refused(404, f"no scored submission on the leaderboard for team(s) {', '.join(missing)}")
-        if len(chosen) < 2:
-            raise Refused(400, "a jury needs at least 2 finalists")
-        with self.db.transaction() as tx:
-            tx.execute("DELETE FROM finalists")
-            for name in chosen:
-                team_id = tx.value("SELECT id FROM teams WHERE name = ?", (name,))
-                tx.execute("INSERT INTO finalists (team_id, submission_id) VALUES (?, ?)", (team_id, board[name]["submission"]))
-            self.audit(tx, actor, "jury.finalists", teams=chosen)
-        return chosen
-
-    def finalists(self) -> dict[int, tuple[str, int]]:
-        """team id -> (team name, the submission the jury sees)."""
-        with self.db.transaction(write=False) as tx:
-            rows = tx.execute("SELECT f.team_id, t.name, f.submission_id FROM finalists f JOIN teams t ON t.id = f.team_id").all()
-        return {team_id: (name, sid) for team_id, name, sid in rows}
-
-    def next_ballot(self, juror: Account, rng: np.random.Generator) -> dict[str, Any] | None:
-        """A new ballot (random caption, random sides) for a comparison this juror has not voted on; None when done."""
-        finalists = self.finalists()
-        names = {name: team_id for team_id, (name, _) in finalists.items()}
-        with self.db.transaction(write=False) as tx:
-            done = tx.execute("SELECT caption_id, team_low, team_high FROM votes WHERE juror_id = ?", (juror.id,)).all()
-        by_id = {team_id: name for name, team_id in names.items()}
-        done_keys = {comparison_key(c, by_id.get(low, str(low)), by_id.get(high, str(high))) for c, low, high in done}
-        picked = next_comparison(sorted(names), [c.id for c in self.captions()], done_keys, rng)
-        if picked is None:
-            return None
-        caption_id, left, right = picked
-        with self.db.transaction() as tx:
-            ballot = tx.value("INSERT INTO ballots (juror_id, caption_id, left_team, right_team, created) VALUES (?, ?, ?, ?, ?) "
-                              "RETURNING id", (juror.id, caption_id, names[left], names[right], self.clock()))
-        return {"ballot": ballot, "caption_id": caption_id, "left": left, "right": right}
-
-    def ballot(self, juror: Account, ballot_id: int) -> dict[str, Any]:
-        with self.db.transaction(write=False) as tx:
-            row = tx.execute("SELECT b.caption_id, b.left_team, b.right_team, b.used, c.caption FROM ballots b "
-                             "JOIN captions c ON c.id = b.caption_id WHERE b.id = ? AND b.juror_id = ?",
-                             (ballot_id, juror.id)).one()
-        if row is None:
-            raise Refused(404, f"no ballot {ballot_id} for juror {juror.name}")
-        finalists = self.finalists()
-        caption_id, left, right, used, caption = row
-        if left not in finalists or right not in finalists:
-            raise Refused(409, "the finalists changed since this ballot was drawn; draw another")
-        return {"ballot": ballot_id, "caption_id": caption_id, "caption": caption, "used": bool(used),
-                "left": {"team_id": left, "submission": finalists[left][1]},
-                "right": {"team_id": right, "submission": finalists[right][1]}}
-
-    def vote(self, juror: Account, ballot_id: int, choice: str) -> None:
-        """Record the juror's choice ('left' or 'right') on a ballot; one vote per juror per comparison."""
-        if choice not in ("left", "right"):
-            raise Refused(400, f"choice {choice!r} is not 'left' or 'right'")
-        ballot = self.ballot(juror, ballot_id)
-        left, right = ballot["left"]["team_id"], ballot["right"]["team_id"]
-        winner = left if choice == "left" else right
-        low, high = sorted((left, right))
-        with self.db.transaction() as tx:
-            if tx.execute("UPDATE ballots SET used = 1 WHERE id = ? AND used = 0", (ballot_id,)).rowcount != 1:
-                raise Refused(409, f"ballot {ballot_id} has been used")
-            if tx.value("SELECT id FROM votes WHERE juror_id = ? AND caption_id = ? AND team_low = ? AND team_high = ?",
-                        (juror.id, ballot["caption_id"], low, high)) is not None:
-                raise Refused(409, f"juror {juror.name} has voted on this comparison already")
-            tx.execute("INSERT INTO votes (juror_id, caption_id, team_low, team_high, winner, left_team, at) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?)", (juror.id, ballot["caption_id"], low, high, winner, left, self.clock()))
-            self.audit(tx, juror.name, "jury.vote", ballot=ballot_id, caption=ballot["caption_id"])
-
-    def votes(self) -> list[dict[str, Any]]:
-        with self.db.transaction(write=False) as tx:
-            rows = tx.execute("SELECT v.id, j.name, v.caption_id, tl.name, th.name, tw.name, v.left_team = v.team_low, v.at "
-                              "FROM votes v JOIN jurors j ON j.id = v.juror_id JOIN teams tl ON tl.id = v.team_low "
-                              "JOIN teams th ON th.id = v.team_high JOIN teams tw ON tw.id = v.winner ORDER BY v.id").all()
-        return [{"id": i, "juror": juror, "caption_id": caption, "teams": [low, high], "winner": winner,
-                 "left": low if left_is_low else high, "at": format_time(at)}
-                for i, juror, caption, low, high, winner, left_is_low, at in rows]
-
-    def jury_ranking(self, bootstrap: int = 1000) -> list[dict[str, Any]]:
-        votes = self.votes()
-        teams = sorted(name for name, _ in self.finalists().values())
-        known = set(teams)
-        pairs = [Vote(v["winner"], next(t for t in v["teams"] if t != v["winner"])) for v in votes
-                 if set(v["teams"]) <= known]
-        return [vars(row) for row in rank(pairs, teams, bootstrap=bootstrap)] if teams else []
