@@ -5,6 +5,8 @@ claim 20000x20000 (400 megapixels, 1.2 GB as RGB): a decompression bomb. `open_i
 header (PIL's open is lazy) and refuses an image over `max_pixels` before any pixel is decoded.
 When only a small image is needed (`min_size`, e.g. a 64 px model input), JPEGs are decoded at
 1/2, 1/4 or 1/8 scale by libjpeg itself (`draft`), so a large photo costs a fraction of its size.
+A long strip (over `MAX_ASPECT_RATIO`) is refused from the header too: no garment photo is 20000x1, and the
+few pixels it has would be cropped to a sliver or padded to a line at the model's size.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .records import RecordError, as_rgb_uint8
 
 DATASET_MAX_PIXELS = 64_000_000  # 8000x8000: above any catalogue photo; a bigger "photo" is a bomb or a mistake
 UPLOAD_MAX_PIXELS = 16_000_000  # uploads and edit inputs (4000x4000, a phone photo): well below PIL's 89 MP warning
+# Catalogue photos are near 3:4 and a full-length shot about 1:3; a phone panorama is 4:1 to 10:1. At 20:1 a centre
+# crop keeps 5% of the picture and padding leaves a band 3 px high at 64 px: past that it is a strip, not a photo.
+MAX_ASPECT_RATIO = 20
 
 ImageSource = Union[bytes, str, Path]
 
@@ -36,12 +41,23 @@ def _too_large(size: tuple[int, int], max_pixels: int) -> str:
             f"{_megapixels(max_pixels)} megapixels")
 
 
-def open_image(data: ImageSource, where: str, max_pixels: int = DATASET_MAX_PIXELS, min_size: int | None = None) -> Image.Image:
-    """Open an image file (path or bytes) and decode it, refusing one over `max_pixels` before decoding.
+def check_aspect(size: tuple[int, int], where: str) -> None:
+    """Refuse an image (width, height) longer than MAX_ASPECT_RATIO times its short side, naming `where`."""
+    width, height = size
+    if max(width, height) > MAX_ASPECT_RATIO * max(1, min(width, height)):
+        shape = "wide as it is tall" if width > height else "tall as it is wide"
+        raise RecordError(where, f"image is {width}x{height}, over {MAX_ASPECT_RATIO} times as {shape} (the limit is "
+                                 f"{MAX_ASPECT_RATIO}:1); crop it to the garment")
+
+
+def open_image(data: ImageSource, where: str, max_pixels: int = DATASET_MAX_PIXELS, min_size: int | None = None,
+               upright: bool = False) -> Image.Image:
+    """Open an image file (path or bytes) and decode it, refusing one over `max_pixels` or MAX_ASPECT_RATIO before decoding.
 
     With `min_size`, a JPEG is decoded at the smallest 1/2^k scale that keeps both sides >= min_size,
-    and the pixel limit applies to that reduced decode. Missing, truncated, non-image and oversized
-    files raise RecordError naming `where`.
+    and the pixel limit applies to that reduced decode. With `upright`, the decoded pixels are turned by the
+    file's EXIF orientation (a phone's portrait photo is stored sideways with a tag saying so). Missing,
+    truncated, non-image, oversized and strip-shaped files raise RecordError naming `where`.
     """
     try:
         with warnings.catch_warnings():
@@ -49,6 +65,7 @@ def open_image(data: ImageSource, where: str, max_pixels: int = DATASET_MAX_PIXE
             image = Image.open(io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data)
         try:
             size = image.size
+            check_aspect(size, where)
             if min_size and image.format == "JPEG" and image.width * image.height > min_size * min_size * 4:
                 image.draft(image.mode, (min_size, min_size))  # sets the decoded size; nothing is decoded yet
             if image.width * image.height > max_pixels:
@@ -60,6 +77,10 @@ def open_image(data: ImageSource, where: str, max_pixels: int = DATASET_MAX_PIXE
                     reduced = f" ({image.format or 'this format'} is decoded in full; a JPEG would be read at up to 1/8 size)"
                 raise RecordError(where, _too_large(size, max_pixels) + reduced)
             image.load()  # forces a full decode, so a truncated file fails here, not mid-training
+            if upright:  # after the (reduced) decode, so it turns only what was decoded; a corrupt EXIF turns nothing
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    ImageOps.exif_transpose(image, in_place=True)
         except BaseException:
             image.close()
             raise
@@ -116,9 +137,10 @@ def to_rgb(image: Image.Image, where: str = "image", max_pixels: int | None = No
         raise RecordError(where, f"corrupt or truncated image ({type(error).__name__}: {error})") from None
 
 
-def decode_image(data: ImageSource, where: str, max_pixels: int = DATASET_MAX_PIXELS, min_size: int | None = None) -> np.ndarray:
-    """Decode an image file (path or bytes) fully into uint8 [H, W, 3]; see open_image for the limits and errors."""
-    with open_image(data, where, max_pixels, min_size) as image:
+def decode_image(data: ImageSource, where: str, max_pixels: int = DATASET_MAX_PIXELS, min_size: int | None = None,
+                 upright: bool = False) -> np.ndarray:
+    """Decode an image file (path or bytes) fully into uint8 [H, W, 3]; see open_image for the limits, `upright` and errors."""
+    with open_image(data, where, max_pixels, min_size, upright) as image:
         return to_rgb(image, where)
 
 
