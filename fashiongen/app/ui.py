@@ -33,6 +33,7 @@ from ..pipeline import FashionGenPipeline, check_mask_shape
 from ..settings import DEFAULT_GUIDANCE, PipelineInputError
 from .compute import ComputeThread
 from .products import ProductIndex
+from .requests import RequestChecks, request_fields
 from .service import ANY, ATTRIBUTES, EditRequest, GenerateRequest, InterpolateRequest, Limits, Studio, Update
 
 logger = logging.getLogger("fashiongen.app")
@@ -194,6 +195,10 @@ def build_demo(pipeline: FashionGenPipeline | Mapping[str, FashionGenPipeline], 
     all_samplers = list(dict.fromkeys(name for model in studio.models for name in controls_of[model]["samplers"]))
     all_deterministic = list(dict.fromkeys(name for model in studio.models
                                            for name in controls_of[model]["deterministic_samplers"]))
+    all_attributes = {name: list(dict.fromkeys(value for model in studio.models
+                                               for value in studio.attribute_choices_for(model)[name])) for name in ATTRIBUTES}
+    # one table builds the input components and checks every request against them first (app/requests.py)
+    checks = RequestChecks(request_fields(limits, studio.models, all_attributes, all_samplers, all_deterministic))
     live_tokens: dict[str, int] = {}  # per visitor: the newest live change, so only the last of a burst runs
     live_done: dict[str, int] = {}  # per visitor: the token last generated, so a burst's followers generate nothing
     live_lock = threading.Lock()
@@ -326,37 +331,33 @@ def build_demo(pipeline: FashionGenPipeline | Mapping[str, FashionGenPipeline], 
     # Uploads (and results) in Gradio's cache are deleted after an hour, checked every 10 minutes, and at shutdown.
     with gr.Blocks(title="FashionGen", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
         gr.Markdown(_header(studio))
-        model = gr.Radio(studio.models, value=studio.models[0], label="Model", elem_id="model", visible=len(studio.models) > 1)
+        model = checks.build("model", value=studio.models[0], elem_id="model", visible=len(studio.models) > 1)
         chosen = gr.State(None)  # index of the picked gallery image
         live_token = gr.State(0)  # set by live_tick after a pause in changes; live_generate makes each new one once
         with gr.Tabs() as tabs:
             with gr.Tab("Generate", id="generate"):
                 with gr.Row():
                     with gr.Column(scale=2):
-                        description = gr.Textbox(label="Description", lines=3, elem_id="description",
-                                                 placeholder="e.g. red floral summer dress")
-                        negative = gr.Textbox(label="Negative description (optional)", placeholder="what to avoid, e.g. stripes",
-                                              visible=first["negative"], elem_id="negative")
+                        description = checks.build("description", lines=3, elem_id="description",
+                                                   placeholder="e.g. red floral summer dress")
+                        negative = checks.build("negative", placeholder="what to avoid, e.g. stripes", visible=first["negative"],
+                                                elem_id="negative")
                         with gr.Row():
-                            dropdowns = [gr.Dropdown(choices[name], value=ANY, label=name.capitalize(),
-                                                     visible=len(choices[name]) > 1, elem_id=f"attribute-{name}")
+                            dropdowns = [checks.build(name, value=ANY, visible=len(choices[name]) > 1, elem_id=f"attribute-{name}")
                                          for name in ATTRIBUTES]
-                        num_images = gr.Slider(1, limits.max_images, value=4, step=1, label="Images")
+                        num_images = checks.build("num_images", value=4)
                         with gr.Accordion("Sampling", open=False):
-                            steps = gr.Slider(limits.sampling.min_steps, limits.sampling.max_steps, value=first["default_steps"], step=1,
-                                              label="Steps", visible=first["steps"], elem_id="steps")
-                            guidance = gr.Slider(0, limits.sampling.max_guidance, value=DEFAULT_GUIDANCE, step=0.5,
-                                                 label="Guidance scale", visible=first["guidance"], elem_id="guidance")
-                            sampler = gr.Dropdown(all_samplers, value=first["default_sampler"], label="Sampler",
-                                                  visible=len(first["samplers"]) > 1, elem_id="sampler")
-                        truncation = gr.Slider(0.0, 3.0, value=start_truncation, step=0.05, visible=first["truncation"],
-                                               label="Truncation (lower: more typical garments, less variety; 0 = none)",
-                                               elem_id="truncation")
+                            steps = checks.build("steps", value=first["default_steps"], visible=first["steps"], elem_id="steps")
+                            guidance = checks.build("guidance", value=DEFAULT_GUIDANCE, visible=first["guidance"],
+                                                    elem_id="guidance")
+                            sampler = checks.build("sampler", value=first["default_sampler"], visible=len(first["samplers"]) > 1,
+                                                   elem_id="sampler")
+                        truncation = checks.build("truncation", value=start_truncation, visible=first["truncation"],
+                                                  elem_id="truncation")
                         with gr.Row():
-                            seed = gr.Number(value=0, precision=0, minimum=0, label="Seed (image k gets seed + k)")
-                            random_seed = gr.Checkbox(value=True, label="Random seed")
-                            live = gr.Checkbox(value=first["live"], visible=first["live"], elem_id="live",
-                                               label="Live: regenerate as you type (the seed stays put)")
+                            seed = checks.build("seed", value=0)
+                            random_seed = checks.build("random_seed", value=True)
+                            live = checks.build("live", value=first["live"], visible=first["live"], elem_id="live")
                         with gr.Row():
                             run = gr.Button("Generate", variant="primary", elem_id="generate-button")
                             stop = gr.Button("Stop", variant="stop", elem_id="stop-button")
@@ -374,21 +375,18 @@ def build_demo(pipeline: FashionGenPipeline | Mapping[str, FashionGenPipeline], 
 
             with gr.Tab("Interpolate", id="interpolate"):
                 with gr.Row():
-                    description_a = gr.Textbox(label="First description", lines=2)
-                    description_b = gr.Textbox(label="Second description", lines=2)
+                    description_a = checks.build("description_a", lines=2)
+                    description_b = checks.build("description_b", lines=2)
                 with gr.Row():
-                    seed_a = gr.Number(value=0, precision=0, minimum=0, label="First seed")
-                    seed_b = gr.Number(value=1, precision=0, minimum=0, label="Second seed")
-                    frames = gr.Slider(2, limits.max_frames, value=8, step=1, label="Frames")
+                    seed_a = checks.build("seed_a", value=0)
+                    seed_b = checks.build("seed_b", value=1)
+                    frames = checks.build("frames", value=8)
                 with gr.Accordion("Sampling", open=False):
-                    steps_i = gr.Slider(limits.sampling.min_steps, limits.sampling.max_steps, value=first["default_steps"], step=1,
-                                        label="Steps", visible=first["steps"])
-                    guidance_i = gr.Slider(0, limits.sampling.max_guidance, value=DEFAULT_GUIDANCE, step=0.5,
-                                           label="Guidance scale", visible=first["guidance"])
-                    sampler_i = gr.Dropdown(all_deterministic, value=first["default_sampler"],
-                                            label="Sampler (deterministic)", visible=len(first["deterministic_samplers"]) > 1)
-                    truncation_i = gr.Slider(0.0, 3.0, value=start_truncation, step=0.05, label="Truncation",
-                                             visible=first["truncation"])
+                    steps_i = checks.build("steps", value=first["default_steps"], visible=first["steps"])
+                    guidance_i = checks.build("guidance", value=DEFAULT_GUIDANCE, visible=first["guidance"])
+                    sampler_i = checks.build("deterministic_sampler", value=first["default_sampler"],
+                                             visible=len(first["deterministic_samplers"]) > 1)
+                    truncation_i = checks.build("interpolation_truncation", value=start_truncation, visible=first["truncation"])
                 run_i = gr.Button("Interpolate", variant="primary", elem_id="interpolate-button")
                 strip = gr.Image(label="Frames", type="filepath", elem_id="strip", interactive=False)
                 gif = gr.Image(label="Animation", type="filepath", format="gif", elem_id="animation", interactive=False)
@@ -398,23 +396,18 @@ def build_demo(pipeline: FashionGenPipeline | Mapping[str, FashionGenPipeline], 
             with gr.Tab("Edit", id="edit"):
                 with gr.Row():
                     with gr.Column():
-                        editor = gr.ImageEditor(label="Photo: upload one (or send a design here); paint over what to change",
-                                                type="numpy", sources=("upload", "clipboard"), elem_id="editor",
-                                                brush=gr.Brush(colors=["#ff00ff"], default_size=12))
+                        editor = checks.build("photo", type="numpy", sources=("upload", "clipboard"), elem_id="editor",
+                                              brush=gr.Brush(colors=["#ff00ff"], default_size=12))
                         read_uploads_checked(editor, studio)
-                        description_e = gr.Textbox(label="New description", lines=2)
-                        strength = gr.Slider(0.0, 1.0, value=0.6, step=0.05,
-                                             label="Strength (0 keeps the photo, 1 ignores it; with a painted mask only that part changes)")
+                        description_e = checks.build("new_description", lines=2)
+                        strength = checks.build("strength", value=0.6)
                         with gr.Row():
-                            num_images_e = gr.Slider(1, limits.max_images, value=2, step=1, label="Images")
-                            seed_e = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+                            num_images_e = checks.build("num_images", value=2)
+                            seed_e = checks.build("edit_seed", value=0)
                         with gr.Accordion("Sampling", open=False):
-                            steps_e = gr.Slider(limits.sampling.min_steps, limits.sampling.max_steps, value=first["default_steps"], step=1,
-                                                label="Steps", visible=first["steps"])
-                            guidance_e = gr.Slider(0, limits.sampling.max_guidance, value=DEFAULT_GUIDANCE, step=0.5,
-                                                   label="Guidance scale", visible=first["guidance"])
-                            sampler_e = gr.Dropdown(all_samplers, value=first["default_sampler"], label="Sampler",
-                                                    visible=len(first["samplers"]) > 1)
+                            steps_e = checks.build("steps", value=first["default_steps"], visible=first["steps"])
+                            guidance_e = checks.build("guidance", value=DEFAULT_GUIDANCE, visible=first["guidance"])
+                            sampler_e = checks.build("sampler", value=first["default_sampler"], visible=len(first["samplers"]) > 1)
                         edit_note = gr.Markdown(switch_model(None)[-1], elem_id="edit-note")
                         run_e = gr.Button("Edit", variant="primary", elem_id="edit-button", interactive=first["can_edit"])
                     with gr.Column():
@@ -430,10 +423,10 @@ def build_demo(pipeline: FashionGenPipeline | Mapping[str, FashionGenPipeline], 
                     gr.Markdown(f"Searches {len(neighbours):,} real training products by the critic network's image "
                                 "embedding, so you can see whether a design is new.")
                 with gr.Row():
-                    query = gr.Image(label="Design", type="numpy", sources=("upload", "clipboard"), elem_id="query")
+                    query = checks.build("design", type="numpy", sources=("upload", "clipboard"), elem_id="query")
                     read_uploads_checked(query, studio)
                     with gr.Column():
-                        count = gr.Slider(1, limits.max_neighbours, value=6, step=1, label="Products")
+                        count = checks.build("products", value=6)
                         run_n = gr.Button("Find nearest products", variant="primary", interactive=neighbours is not None)
                 verdict = gr.Markdown()
                 gallery_n = gr.Gallery(label="Nearest real products", columns=6, format="jpeg", object_fit="contain")
@@ -463,6 +456,7 @@ def build_demo(pipeline: FashionGenPipeline | Mapping[str, FashionGenPipeline], 
         run_e.click(edit, [editor, description_e, strength, num_images_e, steps_e, guidance_e, sampler_e, seed_e, model],
                     [gallery_e, status_e, files_e], api_name="edit", **{**model_job, "show_progress_on": [status_e]})
         run_n.click(nearest, [query, count], [gallery_n, verdict], api_name="nearest", concurrency_limit=4)
+    checks.install(demo)
     demo.queue(max_size=max_queue, default_concurrency_limit=concurrency)
     # The upload limit is a launch setting in Gradio; it comes with the demo so no launch forgets it (a caller may override).
     demo.launch = functools.partial(demo.launch, max_file_size=f"{limits.max_upload_mb}mb")
