@@ -30,7 +30,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .config import TextConfig
-from .data.images import UPLOAD_MAX_PIXELS, decode_image, to_rgb
+from .data.images import UPLOAD_MAX_PIXELS, check_aspect, decode_image, to_rgb
 from .data.records import RecordError, as_rgb_uint8
 from .data.transforms import resize_square, to_tensor, to_uint8
 from .diffusion import lerp_text, slerp
@@ -159,16 +159,20 @@ def load_image(image: ImageInput, where: str = "image", max_pixels: int = UPLOAD
                min_size: int | None = None) -> np.ndarray:
     """A path, PIL image or array -> uint8 [H, W, 3]; a missing, corrupt, non-image or oversized file raises PipelineInputError.
 
-    A file over `max_pixels` is refused before it is decoded; with `min_size` a large JPEG is decoded at
-    a reduced scale that keeps both sides >= min_size (data.images.open_image). Modes, 16-bit values and
+    A file over `max_pixels` or longer than MAX_ASPECT_RATIO times its short side is refused before it is decoded;
+    with `min_size` a large JPEG is decoded at a reduced scale that keeps both sides >= min_size (data.images.open_image).
+    A photo is turned upright by its EXIF orientation, as a viewer shows it. Modes, 16-bit values and
     transparency (composited on white) are converted as for training images (data.records.as_rgb_uint8).
     """
     try:
         if isinstance(image, (str, Path)):
-            return decode_image(Path(image), str(image), max_pixels, min_size)
-        if isinstance(image, Image.Image):  # the limit applies only if it is not decoded yet (Image.open is lazy)
-            return to_rgb(image, where, max_pixels if getattr(image, "tile", None) else None)
+            return decode_image(Path(image), str(image), max_pixels, min_size, upright=True)
+        if isinstance(image, Image.Image):  # the pixel limit applies only if it is not decoded yet (Image.open is lazy)
+            check_aspect(image.size, where)
+            return to_rgb(image, where, max_pixels if getattr(image, "tile", None) else None, upright=True)
         if isinstance(image, np.ndarray):
+            if image.ndim >= 2:  # [H, W] or [H, W, C]; other shapes are refused by as_rgb_uint8
+                check_aspect((image.shape[1], image.shape[0]), where)
             return as_rgb_uint8(image, where)
     except RecordError as error:
         raise PipelineInputError(f"{where}: {error}" if error.where != where else str(error)) from None

@@ -260,14 +260,15 @@ class Studio:
     def read_upload(self, source: str | Path | bytes, what: str = "photo", keep_alpha: bool = False) -> np.ndarray:
         """An uploaded image file -> uint8 [H, W, 3] (RGBA [H, W, 4] with `keep_alpha`), within the upload limits.
 
-        An image over `max_upload_pixels` is refused from its header, before any pixel is decoded; a JPEG is
-        decoded at 1/2-1/8 scale and anything larger reduced (box filter) to about `photo_side` px on the short
-        side, so a big photo costs a few MB however large its file says it is. Transparency is composited on white.
+        An image over `max_upload_pixels` or MAX_ASPECT_RATIO (a 300000x1 strip) is refused from its header, before
+        any pixel is decoded; a JPEG is decoded at 1/2-1/8 scale and anything larger reduced (box filter) to about
+        `photo_side` px on the short side, so a big photo costs a few MB however large its file says it is. A photo is
+        turned upright by its EXIF orientation, as the browser shows it. Transparency is composited on white.
         """
         name = f"{what} '{Path(source).name}'" if isinstance(source, (str, Path)) else what
         side = self.limits.photo_side
         try:
-            with open_image(source, name, self.limits.max_upload_pixels, min_size=side) as image:
+            with open_image(source, name, self.limits.max_upload_pixels, min_size=side, upright=True) as image:
                 factor = min(image.size) // side
                 if keep_alpha:
                     picture = image.convert("RGBA")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from .records import RecordError, as_rgb_uint8
 
@@ -125,11 +125,16 @@ def image_array(image: Image.Image, where: str) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def to_rgb(image: Image.Image, where: str = "image", max_pixels: int | None = None) -> np.ndarray:
-    """A PIL image (maybe not yet decoded) -> uint8 [H, W, 3], checking `max_pixels` before it is decoded."""
+def to_rgb(image: Image.Image, where: str = "image", max_pixels: int | None = None, upright: bool = False) -> np.ndarray:
+    """A PIL image (maybe not yet decoded) -> uint8 [H, W, 3], checking `max_pixels` before it is decoded; with
+    `upright`, turned by its EXIF orientation (the image itself is left as it is)."""
     if max_pixels is not None and image.width * image.height > max_pixels:
         raise RecordError(where, _too_large(image.size, max_pixels))
     try:
+        if upright and image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                image = ImageOps.exif_transpose(image)  # a turned copy
         return as_rgb_uint8(image_array(image, where), where)
     except (OSError, SyntaxError, ValueError) as error:
         if isinstance(error, RecordError):
