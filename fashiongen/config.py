@@ -416,6 +416,19 @@ def _apply_mapping(obj: Any, mapping: dict[str, Any], where: str, prefix: str = 
         raise ConfigError(f"{where}: {error}") from None
 
 
+def check_section(section: str, values: Any, where: str | Path, label: str = "") -> None:
+    """Hold saved `values` (model.json's "text", its copy of the config...) to the types and ranges of config section
+    `section` (keys the section does not know are left alone); ConfigError naming `where` and the key, spelt
+    `label.key` where the file keeps it under another name."""
+    kinds = _field_types(_field_types(Config)[section])
+    known = {key: value for key, value in values.items() if key in kinds} if isinstance(values, dict) else values
+    try:
+        _apply_mapping(_field_types(Config)[section](), known, "", f"{section}.")
+    except ConfigError as error:
+        message = str(error).removeprefix(": ")
+        raise ConfigError(f"{where}: {message.replace(f'{section}.', f'{label}.') if label else message}") from None
+
+
 def parse_override(text: str) -> dict[str, Any]:
     """Turn 'data.resolution=32' into {'data': {'resolution': '32'}} (values are coerced later)."""
     key, sep, value = text.partition("=")

@@ -36,7 +36,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..config import Config, ConfigError, config_to_dict, load_config
+from ..config import Config, ConfigError, check_section, config_to_dict, load_config
 from ..runs import EMA_FILE, STATE_FILE, MetricsLog, checkpoint_dirs, read_state, run_facts
 from ..utils import disk_problem, first_line
 
@@ -49,6 +49,7 @@ INFO_FILE = "model.json"
 PIPELINE_INFO_FILE = "pipeline.json"  # a saved pipeline's manifest (written by pipeline.py)
 DESCRIPTION_DIGEST = "description_sha256"
 MAX_INFO_BYTES = 16 * 2**20  # a model's JSON description is a few kB; refuse to parse a huge one
+CONFIG_SECTIONS = ("data", "text", "model", "train", "critic", "gan", "upsampler", "distill")  # checked in model.json
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -79,12 +80,18 @@ def description_digest(info: Mapping[str, Any]) -> str:
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    """A safetensors file's tensors; a truncated or malformed file raises ModelFileError naming it."""
+    """A safetensors file's tensors; a truncated or malformed file, or one holding NaN or infinite values (a diverged
+    model draws uniformly black images, and a recomputed checksum cannot tell), raises ModelFileError naming it."""
     try:
-        return load_file(path)
+        state = load_file(path)
     except Exception as error:  # safetensors raises SafetensorError, OSError, or others on a damaged file
         reason = first_line(error)
         raise ModelFileError(f"{path}: not a readable safetensors file ({reason})") from None
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ModelFileError(f"{path}: tensor {name} holds NaN or infinite values (a diverged or damaged model); "
+                                 "export an earlier checkpoint or re-download the model")
+    return state
 
 
 # ---------------------------------------------------------------------------------------------- the typed view
@@ -171,6 +178,7 @@ class ModelInfo:
                     and weights["file"] == Path(weights["file"]).name and weights["file"].endswith(".safetensors")):
                 raise ModelFileError(f"{where}: weights: expected {{file: NAME.safetensors in this folder, sha256, dtype}}")
             weights_info = WeightsInfo(weights["file"], weights["sha256"], str(weights.get("dtype", "float32")))
+        _check_values(raw, where)
         return cls(family, dict(raw["model"]), text_info, data_info, weights_info, _section(raw, "training"),
                    _section(raw, "metrics"), _section(raw, "config"), raw)
 
@@ -197,6 +205,19 @@ class ModelInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.raw)
+
+
+def _check_values(raw: Mapping[str, Any], where: str | Path) -> None:
+    """model.json's settings held to the ranges a config is (text.max_length 10^9 or 0 diffusion steps would fail
+    deep inside the encoder or the scheduler): its "text", its "diffusion" schedule and its copy of the config."""
+    try:
+        check_section("text", raw["text"], where)
+        check_section("model", _section(raw, "diffusion"), where, "diffusion")
+        for name, values in _section(raw, "config").items():
+            if name in CONFIG_SECTIONS:
+                check_section(name, values, where, f"config.{name}")
+    except ConfigError as error:
+        raise ModelFileError(str(error)) from None
 
 
 def _legacy_family(raw: Mapping[str, Any]) -> str:
