@@ -112,9 +112,11 @@ def test_full_flow(challenge_template, tmp_path: Path, photos) -> None:
         assert challenge_main(["jury", "finalists", str(folder), "--top", "2"]) == 0
         juror_token = challenge.add_juror("ada")
         jury = httpx.Client(base_url=url, follow_redirects=True)
-        assert "login" in jury.get("/jury").text.lower()
-        assert jury.post("/jury/login", data={"token": juror_token + "x"}).status_code == 401
-        page = jury.post("/jury/login", data={"token": juror_token}).text
+        login = jury.get("/jury").text
+        assert "login" in login.lower()
+        login_csrf = re.search(r'name="csrf" value="([^"]+)"', login).group(1)  # the login form's own CSRF token
+        assert jury.post("/jury/login", data={"token": juror_token + "x", "csrf": login_csrf}).status_code == 401
+        page = jury.post("/jury/login", data={"token": juror_token, "csrf": login_csrf}).text
         cookie = jury.cookies.get("fg_jury")
         assert cookie and cookie != juror_token
         ballot = re.search(r'name="ballot" value="(\d+)"', page).group(1)
