@@ -11,7 +11,10 @@ memorisation check, each beside the same score for real validation photos.
 
 Writes report.json (every number with its sample count, the model and settings) and report.md with plots.
 Bad input (an option out of range, an --out that is a file, read-only or being written by another process,
-a listed image outside the --images folder) ends with one line `error: ...` and exit code 2.
+a listed image outside the --images folder or not a regular file, a reference of fewer than 2 images) ends with
+one line `error: ...` and exit code 2. An --out holding another evaluation's report, or files this one did not
+write (an edited report.md: evaluation.json records what was written), is refused unless --overwrite; the same
+evaluation run again resumes there.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from fashiongen.evaluation.critic import EncoderMismatchError
 from fashiongen.evaluation.fid import MIN_FID_IMAGES, reference_stats
 from fashiongen.evaluation.images import EvaluationInputError, read_dataset_images, read_image_folder
 from fashiongen.evaluation.restoration import bicubic, lanczos, restoration_report, stage_method, upsampling_stage
-from fashiongen.evaluation.report import sweep_plot
+from fashiongen.evaluation.report import ReportFolder, ReportFolderError, claimed, sweep_plot
 from fashiongen.evaluation.suite import EvaluationSetup, evaluate_set
 from fashiongen.families import sampler_names
 from fashiongen.models.runtime import RUNTIMES
@@ -75,6 +78,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     mode.add_argument("--train-critic", metavar="SOURCE", help="train the critic on SOURCE's train split")
     parser.add_argument("rest", nargs="*", help="--train-critic: YAML configs then key=value overrides")
     parser.add_argument("--out", default="eval", help="report folder (default eval/)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an --out that holds another evaluation's report or files it did not write "
+                             "(an edited report.md); the same evaluation run again resumes without it")
     parser.add_argument("--captions", help="caption list: dataset source (its --split) or JSONL of {id, caption}")
     parser.add_argument("--split", help="split of --captions (default: the source's own: all of a single .h5 file, "
                                         "else validation)")
@@ -163,6 +169,22 @@ def check_options(options: argparse.Namespace) -> SamplingSettings:
     return settings
 
 
+# Options that do not change what an evaluation reports: running it again with other values resumes the same job.
+NOT_THE_JOB = {"out", "overwrite", "quiet", "device", "cache_dir", "runtime", "dtype", "rest", "train_critic", "stats_only"}
+PATH_OPTIONS = {"model", "images", "captions", "reference", "critic", "base", "superres", "upsampling"}
+
+
+def job_of(options: argparse.Namespace) -> dict[str, Any]:
+    """What the report in --out is the evaluation of: every option that decides it, paths made absolute."""
+    def absolute(value: Any) -> Any:
+        if isinstance(value, list):
+            return [absolute(item) for item in value]
+        return str(Path(value).resolve()) if isinstance(value, str) and Path(value).exists() else value
+
+    return {key: absolute(value) if key in PATH_OPTIONS else value
+            for key, value in sorted(vars(options).items()) if key not in NOT_THE_JOB}
+
+
 def setup_from(options: argparse.Namespace, reference: str) -> EvaluationSetup:
     setup = EvaluationSetup(reference=reference, num_real=options.num_real, val_fraction=options.val_fraction, kid_subset_size=options.kid_subset_size,
                             memorisation=not options.no_memorisation, device=options.device, cache_dir=options.cache_dir,
@@ -224,17 +246,17 @@ def run(options: argparse.Namespace) -> str:
         attributes = {}
         if options.captions:
             attributes = {item.id: item.attributes for item in read_caption_list(options.captions, split=options.split)}
-        with output_lock(out):  # one writer per report folder
+        with output_lock(out), claimed(out, job_of(options), options.overwrite):  # one writer; our folder only
             generated = read_image_folder(options.images, options.resolution, attributes)
             report = evaluate_set(generated, setup_from(options, options.reference or BUNDLED_DATA), out)
         return summary(report, out)
     if options.upsampling:
-        with output_lock(out):
+        with output_lock(out), claimed(out, job_of(options), options.overwrite):
             return evaluate_upsampling(options, out)
     if not options.captions:
         raise PipelineInputError("--model needs --captions (a dataset source or a JSONL of {id, caption})")
-    with output_lock(out):  # one writer per report folder (and its generated/ sets), held for the whole run
-        return evaluate_model(options, settings, out)
+    with output_lock(out), claimed(out, job_of(options), options.overwrite) as folder:  # and its generated/ sets
+        return evaluate_model(options, settings, out, folder)
 
 
 def evaluate_upsampling(options: argparse.Namespace, out: Path) -> str:
@@ -287,13 +309,14 @@ def sweep_table(rows: list[dict[str, Any]]) -> str:
     return "# Sweep\n\n" + "\n".join(lines) + "\n\n![sweep](sweep.png)\n"
 
 
-def evaluate_model(options: argparse.Namespace, settings: SamplingSettings, out: Path) -> str:
+def evaluate_model(options: argparse.Namespace, settings: SamplingSettings, out: Path, folder: ReportFolder) -> str:
     """Generate a submission-format set under out/generated (or one per --sweep point), then score it."""
     pipe = FashionGenPipeline.from_pretrained(model_path(options.model), superres=options.superres, device=options.device,
                                               runtime=options.runtime, dtype=options.dtype,
                                               base=options.base)
     if options.no_superres:
         pipe = pipe.base_only()
+    folder.confirm(fingerprint=pipe.fingerprint)  # a model retrained at the same path is another evaluation
     pipe.show_progress = not options.quiet
     swept = {field for point in parse_sweep(options.sweep or []) for field in point}
     settings = pipe.settings_for_model(settings, set(given_settings(options)) | swept, SETTING_OPTIONS)
@@ -342,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(run(parse_args(argv)))
     except (EvaluationInputError, PipelineInputError, ModelFileError, SubmissionError, ConfigError, DataError,
-            EncoderMismatchError, OutputFolderError) as error:
+            EncoderMismatchError, OutputFolderError, ReportFolderError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -6,20 +6,26 @@ number is read against its ceiling.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import re
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..utils import atomic_path, atomic_write_text  # noqa: E402
+from ..utils import LOCK_FILE, NotRegularFile, atomic_path, atomic_write_text, open_regular  # noqa: E402
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
+OWNER_FILE = "evaluation.json"  # which evaluation writes this folder, and the sha256 of every file it wrote
+GENERATED = "generated"  # submission sets (--model): their own submission.json says which run they hold
+TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # utils.atomic_path's, left by a killed writer
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -195,3 +201,106 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+# ---------------------------------------------------------------- the report folder's owner
+
+
+class ReportFolderError(ValueError):
+    """An --out folder this evaluation may not write: another evaluation's, or holding files it did not write."""
+
+
+def _checksums(out: Path) -> tuple[dict[str, str], list[str]]:
+    """sha256 of every file under `out` but our lock, record and temporaries, and the submission sets under
+    generated/ folders (listed apart: they are checked against their own header when resumed)."""
+    files: dict[str, str] = {}
+    generated: list[str] = []
+    for path in sorted(out.rglob("*")):
+        relative = path.relative_to(out)
+        if GENERATED in relative.parts[:-1] or (path.name == GENERATED and path.is_dir()):
+            generated.append(str(relative))
+        elif (path.is_file() or path.is_symlink()) and relative.name not in (LOCK_FILE, OWNER_FILE) \
+                and not TEMPORARY.match(relative.name):
+            try:
+                files[str(relative)] = _sha256(path)
+            except NotRegularFile:
+                files[str(relative)] = "not a regular file"
+    return files, generated
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open_regular(path) as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_owner(out: Path) -> dict[str, Any] | None:
+    try:
+        with open_regular(out / OWNER_FILE) as handle:
+            record = json.loads(handle.read().decode("utf-8"))
+    except (NotRegularFile, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    ok = isinstance(record, dict) and isinstance(record.get("job"), dict) and isinstance(record.get("files"), dict)
+    return record if ok else None
+
+
+class ReportFolder:
+    """An evaluation's claim on its --out folder. A folder that holds files is written only by the evaluation that
+    wrote them (the same job: mode, inputs and settings; `confirm` adds what is known later, the model's fingerprint)
+    and only while they are as it wrote them (their sha256 is recorded in evaluation.json), unless `overwrite`. The
+    same job run again resumes; a job killed mid-run (its record says 'running') resumes over what it had written."""
+
+    def __init__(self, out: Path, job: dict[str, Any], overwrite: bool) -> None:
+        self.out, self.job, self.overwrite = out, job, overwrite
+        self.previous = _read_owner(out)
+        self.files, generated = _checksums(out)
+        if self.previous is None and self.files and not overwrite:
+            shown = ", ".join(list(self.files)[:3]) + (f" and {len(self.files) - 3} more" if len(self.files) > 3 else "")
+            raise ReportFolderError(f"{out} holds files no evaluation recorded writing ({shown}); pass --overwrite to "
+                                    "write the report there anyway, or choose another --out")
+        self.confirm()
+
+    def confirm(self, **known: Any) -> None:
+        """Check the job (with `known` added) against the folder's record, then record it as running there."""
+        self.job = {**self.job, **known}
+        if self.previous is not None and not self.overwrite:
+            old = self.previous["job"]
+            differ = sorted(key for key in self.job if key in old and old[key] != self.job[key])
+            if differ:
+                raise ReportFolderError(f"{self.out} holds the report of another evaluation (it differs in "
+                                        f"{', '.join(differ)}); pass --overwrite to replace it, or choose another --out")
+            recorded = self.previous["files"]
+            changed = [name for name, digest in self.files.items() if recorded.get(name) != digest]
+            if changed and self.previous.get("state") != "running":
+                raise ReportFolderError(f"{self.out / changed[0]} was changed or added after the evaluation wrote this "
+                                        "folder; pass --overwrite to replace the report, or choose another --out")
+        self._record("running", self.files)
+
+    def _record(self, state: str, files: dict[str, str]) -> None:
+        atomic_write_text(self.out / OWNER_FILE, json.dumps({"job": self.job, "state": state, "files": files},
+                                                            indent=2, ensure_ascii=False, default=str) + "\n")
+
+    def seal(self) -> None:
+        """Record the sha256 of everything the evaluation wrote: the folder is done and ours."""
+        self.files, _ = _checksums(self.out)
+        self._record("done", self.files)
+
+    def abandon(self) -> None:
+        """A failed job that wrote nothing leaves nothing: its record goes, so output_lock can remove the folder."""
+        files, generated = _checksums(self.out)
+        if not files and not generated:
+            (self.out / OWNER_FILE).unlink(missing_ok=True)
+
+
+@contextmanager
+def claimed(out: str | Path, job: dict[str, Any], overwrite: bool = False) -> Iterator[ReportFolder]:
+    """Claim `out` (already created and locked by utils.output_lock) for `job`; seal it when the job succeeds."""
+    folder = ReportFolder(Path(out), job, overwrite)
+    try:
+        yield folder
+    except BaseException:
+        folder.abandon()
+        raise
+    folder.seal()
