@@ -40,7 +40,7 @@ from fashiongen.settings import (
     check_seeds,
 )
 from fashiongen.job_folder import Job, check_folder, start_job
-from fashiongen.jobs import check_held, write_edits, write_interpolation, write_samples
+from fashiongen.jobs import check_held, most_held, write_edits, write_interpolation, write_samples
 from fashiongen.prompts import MAX_JOB_IMAGES, PromptItem, check_text, clean_prompt, read_prompts
 from fashiongen.submission import CaptionItem, SubmissionError, generate_submission, read_caption_list
 from fashiongen.text.encoder import EncoderNotFoundError
@@ -202,10 +202,11 @@ def run_job(options: argparse.Namespace, settings: SamplingSettings, attributes:
         pipe = pipe.base_only()
     pipe.show_progress = not options.quiet
     settings = pipe.settings_for_model(settings, set(given_settings(options)) - {"size"}, SETTING_OPTIONS)
+    made = replace(settings, size=options.resolution) if options.submission else settings
     if options.batch_size:
+        check_held("--batch-size", pipe, made, options.batch_size)
         pipe.batch_size = options.batch_size
-    check_held("--batch-size", pipe, replace(settings, size=options.resolution) if options.submission else settings,
-               pipe.batch_size)
+    pipe.batch_size = min(pipe.batch_size, most_held(pipe, made))  # the default batch, smaller for large images
     if options.submission:
         captions = inputs
         start_job(out, Job("submission", pipe.fingerprint), options.overwrite)  # its own header holds the rest

@@ -143,7 +143,10 @@ def check_image_header(folder: Path, name: str, where: str, max_pixels: int = RE
             raise ValueError(f"{path}: image is {pixels} pixels, over the limit of {max_pixels}")
     except ValueError as error:
         raise JobFolderError(f"{where}: {error}; use another --out (or --overwrite to make it again)") from None
-    except (OSError, SyntaxError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError:
+        raise JobFolderError(f"{where}: {path}: image is over the limit of {max_pixels} pixels (a decompression bomb); "
+                             "use another --out") from None
+    except (OSError, SyntaxError) as error:
         raise JobFolderError(f"{where}: {path} is not an image sample.py wrote ({type(error).__name__}); use another "
                              "--out (or --overwrite to make it again)") from None
 

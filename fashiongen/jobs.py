@@ -47,10 +47,14 @@ def held_bytes(pipe: FashionGenPipeline, settings: SamplingSettings, count: int,
     return count * per_image
 
 
+def most_held(pipe: FashionGenPipeline, settings: SamplingSettings, *, with_text: bool = False) -> int:
+    """The most images (or interpolation frames) a job makes at once within JOB_MEMORY_BYTES (at least one)."""
+    return max(1, JOB_MEMORY_BYTES // held_bytes(pipe, settings, 1, with_text=with_text))
+
+
 def check_held(name: str, pipe: FashionGenPipeline, settings: SamplingSettings, count: int, *, with_text: bool = False) -> None:
     """PipelineInputError naming `name` and the most this job can hold when `count` images at once would pass JOB_MEMORY_BYTES."""
-    one = held_bytes(pipe, settings, 1, with_text=with_text)
-    most = max(1, JOB_MEMORY_BYTES // one)
+    most = most_held(pipe, settings, with_text=with_text)
     if count > most:
         size = settings.size or pipe.resolution
         raise PipelineInputError(f"{name} {count}: at {size} px at most {most} are held in memory at once "
@@ -194,7 +198,7 @@ def write_interpolation(pipe: FashionGenPipeline, prompt_a: str, prompt_b: str, 
     """Frames as out_dir/frames/frame_NN.png, strip.png, interpolation.gif and .webp, manifest.jsonl. Every frame is
     held in memory at once (one slerp, one animation), so `num_frames` is checked against JOB_MEMORY_BYTES first."""
     out_dir = Path(out_dir)
-    prompt_a, prompt_b = clean_prompt(prompt_a, "--interpolate A"), clean_prompt(prompt_b, "--interpolate B")
+    prompt_a, prompt_b = clean_prompt(prompt_a, "prompt_a"), clean_prompt(prompt_b, "prompt_b")
     check_held("--frames", pipe, settings, num_frames, with_text=True)
     identity = {"settings": settings.to_dict(), "prompt_a": prompt_a, "prompt_b": prompt_b, "seed_a": seed_a,
                 "seed_b": seed_b, "attributes": attributes or {}, "frames": num_frames}
@@ -215,7 +219,7 @@ def write_edits(pipe: FashionGenPipeline, image: ImageInput, prompt: str, settin
     """Edited versions of a photo as out_dir/edits/edit_K.png, a grid (input first) and manifest.jsonl, made a batch at
     a time and resumed like a prompt sheet."""
     out_dir = Path(out_dir)
-    prompt = clean_prompt(prompt, "the --edit prompt")
+    prompt = clean_prompt(prompt, "prompt")
     source = str(image) if isinstance(image, (str, Path)) else "<in-memory image>"
     mask_name = None if mask is None else str(mask) if isinstance(mask, (str, Path)) else "<in-memory mask>"
     identity = {"settings": settings.to_dict(), "prompt": prompt, "input": source, "mask": mask_name, "strength": strength,
@@ -237,4 +241,4 @@ def write_edits(pipe: FashionGenPipeline, image: ImageInput, prompt: str, settin
 
 
 __all__ = ["JOB_MEMORY_BYTES", "MANIFEST", "MAX_JOB_IMAGES", "MAX_STRIP_FRAMES", "PromptItem", "check_held", "clean_prompt",
-           "held_bytes", "read_manifest", "read_prompts", "slug", "write_edits", "write_interpolation", "write_samples"]
+           "held_bytes", "most_held", "read_manifest", "read_prompts", "slug", "write_edits", "write_interpolation", "write_samples"]

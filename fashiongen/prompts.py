@@ -24,6 +24,7 @@ from .settings import PipelineInputError, check_seeds
 from .utils import NotRegularFile, open_regular
 
 MAX_JOB_IMAGES = 100_000  # a job's pending manifest rows (about 1 KB each) are held in memory: ~100-200 MB at most
+MAX_PROMPT_CHARS = 4000  # the encoder reads 64 tokens (~300 characters); a manifest row stays a few KB
 MAX_PROMPT_FILE_BYTES = 64 << 20  # 64 MB: over 100k prompts of 600 characters; a bigger file is not a prompt list
 
 
@@ -53,6 +54,9 @@ def clean_prompt(text: str, where: str) -> str:
     cleaned = "".join(char for char in text if unicodedata.category(char) != "Cf").strip()
     if not cleaned:
         raise PipelineInputError(f"{where}: the prompt is empty (only spaces or invisible characters); describe the garment")
+    if len(cleaned) > MAX_PROMPT_CHARS:
+        raise PipelineInputError(f"{where}: the prompt is {len(cleaned)} characters, over the limit of {MAX_PROMPT_CHARS} "
+                                 "(the model reads its first few hundred)")
     return cleaned
 
 
@@ -147,4 +151,4 @@ def read_prompts(path: str | Path, num_images: int = 1) -> list[PromptItem]:
     return items
 
 
-__all__ = ["MAX_JOB_IMAGES", "MAX_PROMPT_FILE_BYTES", "PromptItem", "check_text", "clean_prompt", "read_prompts"]
+__all__ = ["MAX_JOB_IMAGES", "MAX_PROMPT_CHARS", "MAX_PROMPT_FILE_BYTES", "PromptItem", "check_text", "clean_prompt", "read_prompts"]

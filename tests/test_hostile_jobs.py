@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ from pipeline_helpers import export_tiny, export_tiny_gan
 
 from fashiongen.config import TextConfig
 from fashiongen.grid import sample_indices
-from fashiongen.prompts import MAX_PROMPT_FILE_BYTES, read_prompts
+from fashiongen.prompts import MAX_PROMPT_CHARS, MAX_PROMPT_FILE_BYTES, read_prompts
 from fashiongen.settings import PipelineInputError
 from fashiongen.text import CaptionEncoder
 from script_helpers import load_script
@@ -181,6 +183,16 @@ def break_image(out: Path) -> None:
     (out / json.loads((out / "manifest.jsonl").read_text().splitlines()[0])["file"]).write_text("not an image\n")
 
 
+def header_bomb(out: Path) -> None:
+    """A PNG whose header claims 20000x20000 (400 megapixels): refused from its header, never decoded."""
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    (out / json.loads((out / "manifest.jsonl").read_text().splitlines()[1])["file"]).write_bytes(png)
+
+
 def grid_folder(out: Path) -> None:
     (out / "grid.png").unlink()
     (out / "grid.png").mkdir()
@@ -197,6 +209,7 @@ def images_file(out: Path) -> None:
 
 
 DAMAGE = {"image replaced by text": (break_image, ["manifest.jsonl:1", "not an image"]),
+          "image a header bomb": (header_bomb, ["manifest.jsonl:2", "over the limit"]),
           "grid.png a folder": (grid_folder, ["grid.png is a folder"]),
           "manifest.jsonl a folder": (manifest_folder, ["manifest.jsonl is a folder"]),
           "images/ a file": (images_file, ["images is a file"]),
@@ -258,6 +271,8 @@ PROMPT_FILES = {
     "lone surrogate json": ("prompts.json", lambda p: p.write_text('["a dress", "red \\udc80"]'), ["prompts.json: item 2"]),
     "over the size limit": ("prompts.txt", make_huge, ["prompts.txt", f"{MAX_PROMPT_FILE_BYTES >> 20} MB"]),
     "a fifo": ("prompts.txt", lambda p: os.mkfifo(p), ["prompts.txt", "FIFO"]),
+    "a prompt too long": ("prompts.txt", lambda p: p.write_text("a dress\n" + "red " * 1500 + "\n"),
+                          ["prompts.txt:2", f"limit of {MAX_PROMPT_CHARS}"]),
 }
 
 
