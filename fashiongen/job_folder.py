@@ -256,24 +256,36 @@ def check_outputs(folder: Path, outputs: tuple[tuple[str, str], ...]) -> None:
                                  "move it or use another --out")
 
 
-def start_job(folder: str | Path, job: Job, overwrite: bool = False) -> bool:
-    """Check `folder` may hold `job` and record the job in it: True when it resumes this job's own earlier run, False for
-    a new folder (or one `overwrite` lets the job write over). JobFolderError naming what the folder holds otherwise."""
+def check_job(folder: str | Path, job: Job, overwrite: bool = False) -> bool:
+    """Whether `folder` may hold `job`, writing nothing: True when it resumes this job's own earlier run, False for a
+    new folder (or one `overwrite` lets the job write over); JobFolderError naming what the folder holds otherwise."""
     folder = Path(folder)
     found, problem = _problem(folder, job.kind)
     if problem is None and found is not None:
         problem = _difference(found, job)
     if problem is not None and not overwrite:
         raise JobFolderError(f"{folder} {problem}; use another --out, or --overwrite to write over it")
-    resume = found is not None and problem is None
+    return found is not None and problem is None
+
+
+def record_job(folder: str | Path, job: Job) -> None:
+    """Write folder/job.json for `job` (its first image follows; a submission's header is submission.py's, so an
+    overwritten folder's job.json goes)."""
+    folder = Path(folder)
     if job.kind == "submission":
-        if overwrite and (folder / JOB_FILE).is_file():
-            (folder / JOB_FILE).unlink()  # the submission's own header is its record from now on
-    elif not (resume and isinstance(found, dict) and found == job.record() and (folder / JOB_FILE).is_file()):
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(folder / JOB_FILE, json.dumps(job.record(), indent=2) + "\n")
+        if (folder / JOB_FILE).is_file():
+            (folder / JOB_FILE).unlink()
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / JOB_FILE, json.dumps(job.record(), indent=2) + "\n")
+
+
+def start_job(folder: str | Path, job: Job, overwrite: bool = False) -> bool:
+    """check_job, then record_job: for a job that writes as soon as it starts (a submission)."""
+    resume = check_job(folder, job, overwrite)
+    record_job(folder, job)
     return resume
 
 
-__all__ = ["JOB_FILE", "KINDS", "MANIFEST", "OUTPUTS", "Job", "JobFolderError", "check_folder", "check_image_header", "check_outputs", "folder_record", "identity_of_row",
-           "manifest_rows", "read_back_image", "start_job"]
+__all__ = ["JOB_FILE", "KINDS", "MANIFEST", "OUTPUTS", "Job", "JobFolderError", "check_folder", "check_image_header", "check_job", "check_outputs", "folder_record", "identity_of_row",
+           "manifest_rows", "read_back_image", "record_job", "start_job"]

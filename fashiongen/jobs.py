@@ -3,10 +3,10 @@ and manifest.jsonl (one line per image: prompt, seed, every setting, the model, 
 
     write_samples(pipe, [PromptItem("a red silk slip dress")], settings, "samples/", num_images=4, seed=0)
 
-A job first checks the folder is its own (job_folder.start_job: a new folder, or this job's earlier run; anything
-else only with `overwrite`). A job appends a manifest line right after each batch of images is written, and skips
-images its manifest already lists with the same prompt, seed, settings and model: an interrupted job resumes. A
-resumed job first rewrites the manifest with each file once (its latest row), without the rows of missing images
+A job first checks the folder is its own (job_folder.check_job: a new folder, or this job's earlier run; anything
+else only with `overwrite`), and claims it (job.json) once its first batch is made. It appends a manifest line right
+after each batch of images is written, and skips images its manifest already lists with the same prompt, seed,
+settings and model: an interrupted job resumes. A resumed job first rewrites the manifest with each file once (its latest row), without the rows of missing images
 and a kill's partial last line; every listed file it keeps is checked (inside the folder, a regular file, an image
 within the pixel limit) and one that fails stops the job naming the line. Sheets and edits are made and written a
 batch at a time; a grid shows at most grid.MAX_GRID_TILES images. One writer per folder (sample.py holds
@@ -26,7 +26,7 @@ from PIL import Image
 
 from .data.transforms import resize_square
 from .grid import MAX_GRID_TILES, captioned_grid, sample_indices, save_animation, save_image, tile_size
-from .job_folder import MANIFEST, Job, check_image_header, manifest_rows, read_back_image, start_job
+from .job_folder import MANIFEST, Job, check_image_header, check_job, manifest_rows, read_back_image, record_job
 from .pipeline import FashionGenPipeline, ImageInput
 from .prompts import MAX_JOB_IMAGES, PromptItem, clean_prompt, read_prompts
 from .settings import PipelineInputError, SamplingSettings, image_seeds
@@ -94,10 +94,10 @@ ROW_FIELDS = {"prompt-sheet": {"prompt": str, "seed": int, "index": int, "k": in
 
 
 def _resume(out_dir: Path, job: Job, overwrite: bool) -> dict[str, dict[str, Any]]:
-    """Start `job` in out_dir (job_folder.start_job) and return file -> row of the images its earlier run finished,
-    each checked; the manifest is rewritten to list just those (empty for a new or overwritten folder)."""
+    """file -> row of the images an earlier run of `job` in out_dir finished, each checked (job_folder.check_job: none
+    for a new or overwritten folder). Nothing is written: `_begin` does that once the first batch is made."""
     done: dict[str, dict[str, Any]] = {}
-    if start_job(out_dir, job, overwrite):
+    if check_job(out_dir, job, overwrite):
         listed = {}
         for number, row in manifest_rows(out_dir):
             where = f"{out_dir / MANIFEST}:{number}"
@@ -111,18 +111,24 @@ def _resume(out_dir: Path, job: Job, overwrite: bool) -> dict[str, dict[str, Any
             if path.exists() or path.is_symlink():
                 check_image_header(out_dir, file, where)  # a FIFO, folder or non-image stops the job here
                 done[file] = row
-    _write_manifest(out_dir, list(done.values()))
     return done
 
 
-def _make(out_dir: Path, rows: Sequence[dict[str, Any]], step: int,
+def _make(out_dir: Path, job: Job, done: dict[str, dict[str, Any]], rows: Sequence[dict[str, Any]], step: int,
           generate: Callable[[Sequence[dict[str, Any]]], Sequence[Image.Image]]) -> None:
-    """Make `rows` a batch of `step` at a time: each batch's images written, then its manifest lines appended."""
-    for start in range(0, len(rows), step):
+    """Make `rows` a batch of `step` at a time: each batch's images written, then its manifest lines appended. The folder
+    is claimed (job.json, the manifest rewritten to list `done`) only once the first batch is made, so a job the model
+    refuses (a mask of other proportions, a family that cannot edit) leaves the folder as it was."""
+    for start in range(0, max(len(rows), 1), step):
         batch = rows[start : start + step]
-        for row, image in zip(batch, generate(batch)):
+        images = generate(batch) if batch else []
+        if start == 0:
+            record_job(out_dir, job)
+            _write_manifest(out_dir, list(done.values()))
+        for row, image in zip(batch, images):
             save_image(image, out_dir / row["file"])
-        _append_lines(out_dir / MANIFEST, batch)
+        if batch:
+            _append_lines(out_dir / MANIFEST, batch)
 
 
 def _save_grid(out_dir: Path, rows: Sequence[dict[str, Any]], caption: Callable[[dict[str, Any]], str], columns: int,
@@ -151,8 +157,8 @@ def write_samples(pipe: FashionGenPipeline, items: Sequence[PromptItem], setting
     when the prompt item brings its own seed.
     """
     out_dir = Path(out_dir)
-    done = _resume(out_dir, Job("prompt-sheet", pipe.fingerprint, {"settings": settings.to_dict()}), overwrite)
-    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    job = Job("prompt-sheet", pipe.fingerprint, {"settings": settings.to_dict()})
+    done = _resume(out_dir, job, overwrite)
     todo = []
     for p, item in enumerate(items):
         first = item.seed if item.seed is not None else seed + p * num_images
@@ -165,7 +171,7 @@ def write_samples(pipe: FashionGenPipeline, items: Sequence[PromptItem], setting
                                          "use a new --out folder (or --overwrite)")
             if previous is None:
                 todo.append(row)
-    _make(out_dir, todo, batch_size or pipe.batch_size, lambda batch: pipe.generate_images(
+    _make(out_dir, job, done, todo, batch_size or pipe.batch_size, lambda batch: pipe.generate_images(
         [r["prompt"] for r in batch], [r["seed"] for r in batch], settings, [r["attributes"] for r in batch]))
     done.update((row["file"], row) for row in todo)
     ordered = sorted(done.values(), key=lambda r: (r["index"], r["k"]))
@@ -202,8 +208,10 @@ def write_interpolation(pipe: FashionGenPipeline, prompt_a: str, prompt_b: str, 
     check_held("--frames", pipe, settings, num_frames, with_text=True)
     identity = {"settings": settings.to_dict(), "prompt_a": prompt_a, "prompt_b": prompt_b, "seed_a": seed_a,
                 "seed_b": seed_b, "attributes": attributes or {}, "frames": num_frames}
-    start_job(out_dir, Job("interpolation", pipe.fingerprint, identity), overwrite)  # a rerun makes it all again
+    job = Job("interpolation", pipe.fingerprint, identity)
+    check_job(out_dir, job, overwrite)  # a rerun makes it all again
     frames = pipe.interpolate(prompt_a, prompt_b, seed_a, seed_b, num_frames, attributes=attributes, settings=settings)
+    record_job(out_dir, job)
     paths = save_interpolation_files(frames, prompt_a, prompt_b, out_dir)
     fractions = [number / (num_frames - 1) for number in range(num_frames)]
     rows = [_record(pipe, settings, prompt_a=prompt_a, prompt_b=prompt_b, seed_a=seed_a, seed_b=seed_b, t=t, attributes=attributes or {},
@@ -225,14 +233,15 @@ def write_edits(pipe: FashionGenPipeline, image: ImageInput, prompt: str, settin
     identity = {"settings": settings.to_dict(), "prompt": prompt, "input": source, "mask": mask_name, "strength": strength,
                 "attributes": attributes or {}}
     original = pipe.prepare_image(image).add(1).mul(127.5).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
-    done = _resume(out_dir, Job("edit", pipe.fingerprint, identity), overwrite)
+    job = Job("edit", pipe.fingerprint, identity)
+    done = _resume(out_dir, job, overwrite)
     rows = [_record(pipe, settings, prompt=prompt, input=source, mask=mask_name, strength=strength, seed=one,
                     attributes=attributes or {}, file=f"edits/edit_{k}.png") for k, one in enumerate(image_seeds(seed, num_images))]
     for row in rows:
         if row["file"] in done and done[row["file"]] != row:
             raise PipelineInputError(f"{out_dir} holds {row['file']} from another seed; use a new --out folder (or --overwrite)")
     todo = [row for row in rows if row["file"] not in done]
-    _make(out_dir, todo, batch_size or pipe.batch_size, lambda batch: pipe.edit(
+    _make(out_dir, job, done, todo, batch_size or pipe.batch_size, lambda batch: pipe.edit(
         image, prompt, strength, mask, len(batch), [r["seed"] for r in batch], attributes=attributes, settings=settings))
     captions = "input" + (" (+ mask)" if mask is not None else "")
     _save_grid(out_dir, rows, lambda r: f"{prompt} (seed {r['seed']})", len(rows) + 1, settings.size or pipe.resolution,

@@ -333,3 +333,13 @@ def test_edits_are_made_in_batches_and_resume(sample_py, model: Path, tmp_path: 
     assert sample_py.main(args) == 0
     assert (out / "edits" / "edit_2.png").is_file() and (out / "edits" / "edit_0.png").stat().st_mtime_ns == kept
     assert len((out / "manifest.jsonl").read_text().splitlines()) == 3
+
+
+def test_an_edit_the_model_refuses_leaves_a_new_folder_unmade(sample_py, model: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    Image.new("RGB", (32, 48), "red").save(tmp_path / "photo.png")
+    Image.new("L", (48, 48), 255).save(tmp_path / "mask.png")
+    out = tmp_path / "edit"
+    refused(sample_py, ["--model", str(model), "--edit", str(tmp_path / "photo.png"), "--mask", str(tmp_path / "mask.png"),
+                        "a navy shirt", "--out", str(out), *FAST], out, capsys, "mask")
+    assert not out.exists()
