@@ -164,6 +164,12 @@ def test_the_shipped_model_draws_the_same_pixels_as_before() -> None:
     if hashlib.sha256(pixels.tobytes()).hexdigest() != recorded["pixels_sha256"]:
         with Image.open(LEGACY / recorded["png"]) as saved:
             old = np.asarray(saved.convert("RGB"))
-        difference = int(np.abs(pixels.astype(np.int16) - old.astype(np.int16)).max()) if old.shape == pixels.shape else None
+        assert old.shape == pixels.shape, f"the shipped model's image changed shape: {pixels.shape} (was {old.shape})"
+        differences = np.abs(pixels.astype(np.int16) - old.astype(np.int16))
+        difference = int(differences.max())
+        # Another CPU's kernels (AVX-512 vs AVX2, Intel vs AMD) may round a few values the other way; a change of the
+        # model, sampler or seeds moves thousands of values by far more.
+        if difference <= 1 and (differences > 0).mean() < 0.005:
+            return
         pytest.fail(f"the shipped model's image changed: shape {pixels.shape} (was {old.shape}), max abs pixel difference "
                     f"{difference} vs {recorded['png']} (made on {recorded['made_on']})")
