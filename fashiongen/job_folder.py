@@ -287,5 +287,6 @@ def start_job(folder: str | Path, job: Job, overwrite: bool = False) -> bool:
     return resume
 
 
-__all__ = ["JOB_FILE", "KINDS", "MANIFEST", "OUTPUTS", "Job", "JobFolderError", "check_folder", "check_image_header", "check_job", "check_outputs", "folder_record", "identity_of_row",
-           "manifest_rows", "read_back_image", "record_job", "start_job"]
+__all__ = ["JOB_FILE", "KINDS", "MANIFEST", "OUTPUTS", "Job", "JobFolderError", "check_folder", "check_image_header",
+           "check_job", "check_outputs", "folder_record", "identity_of_row", "manifest_rows", "read_back_image", "record_job",
+           "start_job"]

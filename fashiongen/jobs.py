@@ -6,9 +6,10 @@ and manifest.jsonl (one line per image: prompt, seed, every setting, the model, 
 A job first checks the folder is its own (job_folder.check_job: a new folder, or this job's earlier run; anything
 else only with `overwrite`), and claims it (job.json) once its first batch is made. It appends a manifest line right
 after each batch of images is written, and skips images its manifest already lists with the same prompt, seed,
-settings and model: an interrupted job resumes. A resumed job first rewrites the manifest with each file once (its latest row), without the rows of missing images
-and a kill's partial last line; every listed file it keeps is checked (inside the folder, a regular file, an image
-within the pixel limit) and one that fails stops the job naming the line. Sheets and edits are made and written a
+settings and model: an interrupted job resumes. A resumed job first rewrites the manifest with each file once (its
+latest row), without the rows of missing images and a kill's partial last line; every listed file it keeps is
+checked (inside the folder, a regular file, an image within the pixel limit) and one that fails stops the job naming
+the line. Sheets and edits are made and written a
 batch at a time; a grid shows at most grid.MAX_GRID_TILES images. One writer per folder (sample.py holds
 utils.output_lock for the job).
 """
@@ -249,5 +250,5 @@ def write_edits(pipe: FashionGenPipeline, image: ImageInput, prompt: str, settin
     return [out_dir / row["file"] for row in rows]
 
 
-__all__ = ["JOB_MEMORY_BYTES", "MANIFEST", "MAX_JOB_IMAGES", "MAX_STRIP_FRAMES", "PromptItem", "check_held", "clean_prompt",
-           "held_bytes", "most_held", "read_manifest", "read_prompts", "slug", "write_edits", "write_interpolation", "write_samples"]
+__all__ = ["JOB_MEMORY_BYTES", "MANIFEST", "MAX_JOB_IMAGES", "MAX_STRIP_FRAMES", "PromptItem", "check_held",
+           "clean_prompt", "held_bytes", "most_held", "read_manifest", "read_prompts", "slug", "write_edits", "write_interpolation", "write_samples"]
