@@ -22,6 +22,7 @@ from script_helpers import REPO, load_script
 from fashiongen.data import open_source
 from fashiongen.data.folder import MAX_CSV_FIELD
 from fashiongen.data.records import RecordError
+from fashiongen.evaluation.report import OWNER_FILE, ReportFolder, ReportFolderError, claimed
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 EVALUATE = [str(REPO / "evaluate.py")]
@@ -276,3 +277,29 @@ def test_a_lone_surrogate_in_a_dataset_caption_is_a_bad_record(garments: Path, t
     source = open_source(root)
     (where, reason), = source.skipped.entries
     assert where == f"{root / 'captions.jsonl'}:2:caption" and "lone surrogate (\\ud83d)" in reason
+
+
+def test_the_report_folder_record_resumes_a_killed_job_and_outlives_a_failed_one(tmp_path: Path) -> None:
+    """evaluation.json on its own: a job killed mid-write ('running') resumes over what it wrote; a job that fails
+    before writing leaves the record as it was (so a later edit is still caught); generated/ sets are not ours to hash."""
+    out, job = tmp_path / "eval", {"images": "/somewhere", "num_real": None}
+    out.mkdir()
+    with claimed(out, job):
+        (out / "report.md").write_text("first\n")
+        (out / "generated" / "images").mkdir(parents=True)
+        (out / "generated" / "images" / "a_0.png").write_bytes(b"png")
+    folder = ReportFolder(out, job, overwrite=False)  # a second run starts (records 'running') ...
+    (out / "report.md").write_text("half-written by the run that is then killed\n")
+    ReportFolder(out, job, overwrite=False).seal()  # ... and the same job, run again, resumes and finishes
+    assert json.loads((out / OWNER_FILE).read_text())["state"] == "done" and folder.job == job
+    with pytest.raises(RuntimeError), claimed(out, job):
+        raise RuntimeError("fails before writing")
+    assert json.loads((out / OWNER_FILE).read_text())["state"] == "done"
+    (out / "generated" / "images" / "a_1.png").write_bytes(b"png")  # generate_submission's to check, not ours
+    with claimed(out, job):
+        pass
+    (out / "report.md").write_text("edited\n")
+    before = owned(out)
+    with pytest.raises(ReportFolderError, match="report.md was changed"):
+        ReportFolder(out, job, overwrite=False)
+    assert owned(out) == before

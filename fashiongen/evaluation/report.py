@@ -210,22 +210,21 @@ class ReportFolderError(ValueError):
     """An --out folder this evaluation may not write: another evaluation's, or holding files it did not write."""
 
 
-def _checksums(out: Path) -> tuple[dict[str, str], list[str]]:
+def _checksums(out: Path) -> dict[str, str]:
     """sha256 of every file under `out` but our lock, record and temporaries, and the submission sets under
-    generated/ folders (listed apart: they are checked against their own header when resumed)."""
+    generated/ folders (a resumed set is checked against its own header, submission.json, by generate_submission)."""
     files: dict[str, str] = {}
-    generated: list[str] = []
     for path in sorted(out.rglob("*")):
         relative = path.relative_to(out)
-        if GENERATED in relative.parts[:-1] or (path.name == GENERATED and path.is_dir()):
-            generated.append(str(relative))
-        elif (path.is_file() or path.is_symlink()) and relative.name not in (LOCK_FILE, OWNER_FILE) \
+        if GENERATED in relative.parts[:-1]:
+            continue
+        if (path.is_file() or path.is_symlink()) and str(relative) not in (LOCK_FILE, OWNER_FILE) \
                 and not TEMPORARY.match(relative.name):
             try:
                 files[str(relative)] = _sha256(path)
             except NotRegularFile:
                 files[str(relative)] = "not a regular file"
-    return files, generated
+    return files
 
 
 def _sha256(path: Path) -> str:
@@ -255,7 +254,9 @@ class ReportFolder:
     def __init__(self, out: Path, job: dict[str, Any], overwrite: bool) -> None:
         self.out, self.job, self.overwrite = out, job, overwrite
         self.previous = _read_owner(out)
-        self.files, generated = _checksums(out)
+        self.files = _checksums(out)
+        if self.previous is None and (out / OWNER_FILE).exists():  # a file of that name, but not our record: the user's
+            self.files[OWNER_FILE] = "not an evaluation record"
         if self.previous is None and self.files and not overwrite:
             shown = ", ".join(list(self.files)[:3]) + (f" and {len(self.files) - 3} more" if len(self.files) > 3 else "")
             raise ReportFolderError(f"{out} holds files no evaluation recorded writing ({shown}); pass --overwrite to "
@@ -284,14 +285,18 @@ class ReportFolder:
 
     def seal(self) -> None:
         """Record the sha256 of everything the evaluation wrote: the folder is done and ours."""
-        self.files, _ = _checksums(self.out)
+        self.files = _checksums(self.out)
         self._record("done", self.files)
 
     def abandon(self) -> None:
-        """A failed job that wrote nothing leaves nothing: its record goes, so output_lock can remove the folder."""
-        files, generated = _checksums(self.out)
-        if not files and not generated:
+        """A failed job that wrote no report file leaves the folder's record as it found it (none: output_lock then
+        removes a folder the job created); one that wrote some stays 'running', for the same job to resume."""
+        if _checksums(self.out) != {k: v for k, v in self.files.items() if k != OWNER_FILE}:
+            return
+        if self.previous is None:
             (self.out / OWNER_FILE).unlink(missing_ok=True)
+        else:
+            atomic_write_text(self.out / OWNER_FILE, json.dumps(self.previous, indent=2, ensure_ascii=False) + "\n")
 
 
 @contextmanager
