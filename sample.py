@@ -29,7 +29,7 @@ from pathlib import Path
 
 from fashiongen.families import sampler_names
 from fashiongen.models.runtime import RUNTIMES
-from fashiongen.pipeline import FashionGenPipeline, ModelFileError, model_path
+from fashiongen.pipeline import FashionGenPipeline, ModelFileError, load_image, model_path
 from fashiongen.settings import (
     DEFAULT_GUIDANCE,
     DEFAULT_SAMPLER,
@@ -164,8 +164,8 @@ def read_inputs(options: argparse.Namespace, attributes: dict[str, str]) -> list
             raise PipelineInputError("--edit takes exactly one prompt: the new description")
         options.prompts = [clean_prompt(options.prompts[0], "the --edit prompt")]
         for name, path in (("--edit", options.edit), ("--mask", options.mask)):
-            if path is not None and not Path(path).is_file():
-                raise PipelineInputError(f"{name} {path}: no such image file")
+            if path is not None:  # decoded within the upload limits now, so a bad photo is refused before the model loads
+                load_image(path, name)
         check_seeds("--seed", options.seed, options.num_images)
         return []
     items = [PromptItem(clean_prompt(prompt, f"prompt {number}"), attributes) for number, prompt in enumerate(options.prompts, 1)]

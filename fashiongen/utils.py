@@ -128,7 +128,12 @@ def file_inside(folder: str | Path, name: Any) -> Path:
 
 
 class NotRegularFile(ValueError):
-    """A path a reader was given that is not a regular file (a FIFO, device, socket, folder or nothing)."""
+    """A path a reader was given that is not a regular file (a FIFO, device, socket, folder or nothing); `reason` is
+    the message without the path, for errors that name the file their own way."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.reason = reason
 
 
 def _kind(mode: int) -> str:
@@ -145,11 +150,11 @@ def regular_file(path: str | Path) -> Path:
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
-        raise NotRegularFile(f"{path}: file not found") from None
+        raise NotRegularFile(path, "file not found") from None
     except OSError as error:
-        raise NotRegularFile(f"{path}: cannot read ({error.strerror or type(error).__name__})") from None
+        raise NotRegularFile(path, f"cannot read ({error.strerror or type(error).__name__})") from None
     if not stat.S_ISREG(mode):
-        raise NotRegularFile(f"{path} is {_kind(mode)}, not a regular file")
+        raise NotRegularFile(path, f"{_kind(mode)}, not a regular file")
     return path
 
 
@@ -160,13 +165,13 @@ def open_regular(path: str | Path) -> BinaryIO:
     try:
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise NotRegularFile(f"{path}: file not found") from None
+        raise NotRegularFile(path, "file not found") from None
     except OSError as error:
-        raise NotRegularFile(f"{path}: cannot read ({error.strerror or type(error).__name__})") from None
+        raise NotRegularFile(path, f"cannot read ({error.strerror or type(error).__name__})") from None
     mode = os.fstat(descriptor).st_mode
     if not stat.S_ISREG(mode):
         os.close(descriptor)
-        raise NotRegularFile(f"{path} is {_kind(mode)}, not a regular file")
+        raise NotRegularFile(path, f"{_kind(mode)}, not a regular file")
     os.set_blocking(descriptor, True)
     return os.fdopen(descriptor, "rb")
 

@@ -248,8 +248,8 @@ def test_sample_edit_refuses_a_bomb_and_a_mismatched_mask_with_one_line(model: P
     Image.new("RGB", (32, 48), NAVY).save(tmp_path / "photo.png")
     Image.new("L", (48, 48), 255).save(tmp_path / "mask.png")
     fast = ["--steps", "2", "--quiet"]
-    cases = [(["--edit", str(bomb)], f"error: image: {bomb}: image is 400 megapixels"),
-             (["--edit", str(tmp_path / "photo.png"), "--mask", str(bomb)], "error: mask: "),
+    cases = [(["--edit", str(bomb)], f"error: --edit: {bomb}: image is 400 megapixels"),  # before the model loads
+             (["--edit", str(tmp_path / "photo.png"), "--mask", str(bomb)], f"error: --mask: {bomb}: "),
              (["--edit", str(tmp_path / "photo.png"), "--mask", str(tmp_path / "mask.png")],
               "error: mask: its shape 48x48 (aspect 1.00) does not match the photo's 32x48 (aspect 0.67)")]
     for args, message in cases:

@@ -122,8 +122,8 @@ def test_sample_edit_of_a_strip_exits_2_with_one_error_line(model: Path, tmp_pat
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 2 and len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert errors[0].startswith(f"error: image: {strip}: image is 20000x1, over 20 times as wide")
-    assert not (out / "edits").exists()
+    assert errors[0].startswith(f"error: --edit: {strip}: image is 20000x1, over 20 times as wide")
+    assert "Loading weights" not in result.stderr and not out.exists()  # refused before the model loads
 
 
 # ------------------------------------------------------------------ memory follows the output

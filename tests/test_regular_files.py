@@ -49,3 +49,16 @@ def test_regular_files_and_symlinks_to_them_open(tmp_path):
     with open_regular(link) as handle:
         assert handle.read() == b"hello"
     assert regular_file(link) == link
+
+
+def test_an_image_path_that_is_a_fifo_is_refused_without_waiting(tmp_path):
+    from fashiongen.pipeline import PipelineInputError, load_image
+
+    fifo = tmp_path / "photo.png"
+    os.mkfifo(fifo)
+    outcome: list[BaseException] = []
+    thread = threading.Thread(target=lambda: outcome.append(pytest.raises(PipelineInputError, load_image, fifo, "photo").value))
+    thread.start()
+    thread.join(timeout=10)
+    assert not thread.is_alive() and outcome
+    assert str(outcome[0]) == f"photo: {fifo}: a FIFO (named pipe), not a regular file"

@@ -20,6 +20,7 @@ from typing import Union
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from ..utils import NotRegularFile, regular_file
 from .records import RecordError, as_rgb_uint8
 
 DATASET_MAX_PIXELS = 64_000_000  # 8000x8000: above any catalogue photo; a bigger "photo" is a bomb or a mistake
@@ -59,6 +60,11 @@ def open_image(data: ImageSource, where: str, max_pixels: int = DATASET_MAX_PIXE
     file's EXIF orientation (a phone's portrait photo is stored sideways with a tag saying so). Missing,
     truncated, non-image, oversized and strip-shaped files raise RecordError naming `where`.
     """
+    if not isinstance(data, (bytes, bytearray)):
+        try:
+            regular_file(data)  # a FIFO would block PIL's open forever, a device never ends
+        except NotRegularFile as error:
+            raise RecordError(where, error.reason) from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit, checked next, is lower
