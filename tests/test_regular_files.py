@@ -62,3 +62,16 @@ def test_an_image_path_that_is_a_fifo_is_refused_without_waiting(tmp_path):
     thread.join(timeout=10)
     assert not thread.is_alive() and outcome
     assert str(outcome[0]) == f"photo: {fifo}: a FIFO (named pipe), not a regular file"
+
+
+@pytest.mark.parametrize("name", ["release.h5", "fashion-mnist.npz"])
+def test_a_dataset_source_that_is_a_fifo_is_one_line_not_a_hang(tmp_path, name):
+    import subprocess
+    import sys
+
+    fifo = tmp_path / name
+    os.mkfifo(fifo)
+    result = subprocess.run([sys.executable, "-m", "fashiongen.data", "inspect", str(fifo)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"error: {fifo}: a FIFO (named pipe), not a regular file"

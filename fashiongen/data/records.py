@@ -10,6 +10,8 @@ from typing import Iterator, Protocol, Union
 
 import numpy as np
 
+from ..utils import NotRegularFile, regular_file
+
 logger = logging.getLogger("fashiongen.data")
 
 AttributeValue = Union[str, int, float]
@@ -112,10 +114,16 @@ class Source(Protocol):
 
 
 def require_path(path: str | Path) -> Path:
-    """`path` as a Path; a missing one is a DataError naming it (every reader starts here)."""
+    """`path` as a Path; a missing one, or one that is neither a folder nor a regular file (a FIFO would block the
+    HDF5 and npz libraries forever), is a DataError naming it (every reader starts here)."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
+    if not path.is_dir():
+        try:
+            regular_file(path)
+        except NotRegularFile as error:
+            raise DataError(str(error)) from None
     return path
 
 
