@@ -146,7 +146,8 @@ def challenge_templates(tmp_path_factory: pytest.TempPathFactory, challenge_sour
         drop_template(template)
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
 def challenge_template(request: pytest.FixtureRequest, challenge_templates):
-    """The challenge-server tests run once on SQLite and once on PostgreSQL (skipped without one, except in CI)."""
+    """The challenge-server tests run once on SQLite and once on PostgreSQL (skipped without one, except in CI; slow:
+    the full run only)."""
     return challenge_templates(request.param)

@@ -19,6 +19,8 @@ require_chromium()
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
+pytestmark = pytest.mark.slow  # drives headless Chromium against a launched app (the full run only)
+
 
 @pytest.fixture(scope="module")
 def page(app: RunningApp):

@@ -104,6 +104,7 @@ def test_model_names_are_the_family_unless_two_share_one(two_models: RunningApp)
 CHROMIUM = Path("/usr/bin/chromium")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not CHROMIUM.exists() and not os.environ.get("CI"), reason="Debian chromium is not installed")
 def test_in_the_browser_the_gan_shows_its_controls_and_regenerates_as_you_type(two_models: RunningApp) -> None:
     from playwright.sync_api import sync_playwright

@@ -25,6 +25,8 @@ require_chromium()
 
 from playwright.sync_api import Browser, Page, Response, sync_playwright  # noqa: E402
 
+pytestmark = pytest.mark.slow  # drives headless Chromium against a served challenge (the full run only)
+
 NOISE = {"good": 4.0, "fair": 30.0, "poor": 90.0}  # more noise, higher FID: the leaderboard's order
 TIMEOUT = 20_000  # ms
 NOON = 1_800_000_000 - 1_800_000_000 % 86400 + 43200  # 2027-01-15 12:00 UTC

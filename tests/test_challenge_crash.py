@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from challenge_helpers import (
     clone_challenge,
@@ -24,6 +25,8 @@ from challenge_helpers import (
     write_submission,
     zip_bytes,
 )
+
+pytestmark = pytest.mark.slow  # kill -9 of server and worker processes (the full run only)
 
 
 def kill9(process: subprocess.Popen) -> None:

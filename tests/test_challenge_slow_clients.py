@@ -17,6 +17,8 @@ import pytest
 
 from challenge_helpers import clone_challenge, free_port, start_process, wait_for
 
+pytestmark = pytest.mark.slow  # a server process and clients that wait out its timeouts (the full run only)
+
 HEADER_SECONDS, MIN_RATE, PER_CLIENT = 1, 4096, 4
 
 

@@ -152,6 +152,7 @@ def _run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fashiongen.data", *args], cwd=cwd, capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_cli_inspect_and_convert(folder_dataset: Path, tmp_path: Path) -> None:
     done = _run_cli("inspect", str(folder_dataset), "--json", "--out", str(tmp_path / "report"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -168,12 +169,14 @@ def test_cli_inspect_and_convert(folder_dataset: Path, tmp_path: Path) -> None:
     assert json.loads((tmp_path / "c.json").read_text())["num_records"] == 6
 
 
+@pytest.mark.slow
 def test_cli_errors_are_clear(tmp_path: Path) -> None:
     done = _run_cli("inspect", str(tmp_path / "nowhere"), cwd=tmp_path)
     assert done.returncode == 2 and "nowhere: no such file or directory" in done.stderr
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_cli_inspect_bundled_photos(products_path: Path, tmp_path: Path) -> None:
     done = _run_cli("inspect", str(products_path), "--json", "--out", str(tmp_path), cwd=REPO)
     assert done.returncode == 0, done.stderr

@@ -119,6 +119,7 @@ def test_the_exported_graph_is_cached_by_weights_reused_and_replaced_when_corrup
                                         inputs[5][:1], None), single, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_without_onnxruntime_the_pipeline_warns_and_runs_on_torch(tmp_path: Path, eager_pixels: np.ndarray) -> None:
     script = textwrap.dedent(f"""
         import sys

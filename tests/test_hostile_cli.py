@@ -192,6 +192,7 @@ def read_only(tmp_path: Path):
         subprocess.run(["umount", str(mount)], capture_output=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["new folder", "existing folder"])
 def test_out_in_a_read_only_folder_is_refused(where: str, read_only: Path, sample_py, evaluate_py, captions: Path,
                                               tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -328,6 +329,7 @@ def test_a_sample_folder_manifest_pointing_outside_is_refused(evaluate_py, tmp_p
 # ---------------------------------------------------------------- two writers, kill -9
 
 
+@pytest.mark.slow
 def test_two_sample_processes_on_one_folder_one_writes_the_other_is_refused(model: Path, tmp_path: Path) -> None:
     out = tmp_path / "samples"
     command = [sys.executable, str(REPO / "sample.py"), "--model", str(model), "a red silk dress", "a navy coat", "white sneakers",
@@ -348,6 +350,7 @@ def test_two_sample_processes_on_one_folder_one_writes_the_other_is_refused(mode
     assert not (out / ".lock").exists()
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_points_of_a_submission_loses_nothing(model: Path, captions: Path, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Each run is a real process, forked from a server that has imported sample.py once (so ten kills cost seconds,

@@ -280,6 +280,7 @@ def test_a_model_folder_of_ours_is_replaced_and_overwrite_replaces_anything(cli:
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_export_into_a_read_only_folder_is_refused(cli: Runner, run_dir: Path, tmp_path: Path) -> None:
     with read_only_folder(tmp_path / "ro", {"keep.txt": b"mine"}) as folder:
         assert_refused(cli.run("model", "export", run_dir, folder / "model"), str(folder / "model"), "read-only")
@@ -494,6 +495,7 @@ def test_convert_under_a_file_is_refused(cli: Runner, garments16: Path, tmp_path
     assert_refused(cli.run("data", "convert", garments16, tmp_path / "blocker" / "out.h5"), "blocker")
 
 
+@pytest.mark.slow
 def test_convert_into_a_read_only_folder_is_refused(cli: Runner, garments16: Path, tmp_path: Path) -> None:
     with read_only_folder(tmp_path / "ro") as folder:
         assert_refused(cli.run("data", "convert", garments16, folder / "out.h5"), str(folder / "out.h5"), "read-only")
@@ -513,6 +515,7 @@ def test_convert_clears_a_killed_runs_temporaries_but_not_a_live_writers(cli: Ru
 # ---------------------------------------------------------------- 6. disk full
 
 
+@pytest.mark.slow
 def test_disk_full_while_checkpointing_says_so_and_resume_recovers(cli: Runner, garments16: Path, text_cache_dir: Path,
                                                                     tmp_path: Path) -> None:
     """A 28 MB disk holds one 19 MB checkpoint of unet-tiny, not two: the second save fails."""
@@ -537,6 +540,7 @@ def test_disk_full_while_checkpointing_says_so_and_resume_recovers(cli: Runner, 
     assert "checkpoint step 2 not saved" in line
 
 
+@pytest.mark.slow
 def test_disk_full_while_converting_or_exporting_leaves_no_temporary(cli: Runner, garments16: Path, run_dir: Path,
                                                                       tmp_path: Path) -> None:
     with small_tmpfs(tmp_path / "disk", "1m") as disk:
@@ -573,6 +577,7 @@ def _kill_after(cli: Runner, delay: float, command: str, *argv: str) -> bool:
     return killed
 
 
+@pytest.mark.slow
 def test_kill_9_during_convert_keeps_the_previous_file(cli: Runner, tmp_path: Path) -> None:
     source = write_garment_set(tmp_path / "source", 96, size=48)
     out = tmp_path / "out" / "data.h5"
@@ -589,6 +594,7 @@ def test_kill_9_during_convert_keeps_the_previous_file(cli: Runner, tmp_path: Pa
     assert killed >= 5
 
 
+@pytest.mark.slow
 def test_kill_9_during_training_keeps_every_complete_checkpoint(cli: Runner, run_dir: Path, garments16: Path,
                                                                 text_cache_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "runs" / "001-default"
@@ -619,6 +625,7 @@ def test_kill_9_during_training_keeps_every_complete_checkpoint(cli: Runner, run
     assert killed >= 5
 
 
+@pytest.mark.slow
 def test_kill_9_during_export_keeps_the_previous_export(cli: Runner, run_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "model"
     duration = _timed(cli, "model", "export", run_dir, out)

@@ -213,6 +213,7 @@ def test_convert_skips_bombs_and_garbage_with_a_count_and_converts_odd_modes(hos
     assert digests(hostile_folder) == before  # the source is only read
 
 
+@pytest.mark.slow
 def test_strict_convert_stops_at_the_bomb_with_one_error_line(hostile_folder: Path, tmp_path: Path) -> None:
     for name in ("cut.png", "noise.jpg"):  # leave the bomb as the only defect
         (hostile_folder / "images" / name).write_bytes(png(Image.new("RGB", (16, 16), NAVY)))
@@ -268,6 +269,7 @@ def test_sample_edit_refuses_a_bomb_and_a_mismatched_mask_with_one_line(model: P
 # ------------------------------------------------------------------ train.py
 
 
+@pytest.mark.slow
 def test_training_skips_a_bomb_in_a_dataloader_worker_or_stops_with_one_line(garments16: Path, tmp_path: Path,
                                                                             text_cache_dir: Path) -> None:
     data = tmp_path / "garments"

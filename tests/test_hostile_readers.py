@@ -83,6 +83,7 @@ def sample_folder(root: Path, garments: Path, count: int = 4) -> Path:
 # ---------------------------------------------------------------- evaluate.py --images: only regular files
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["plain folder", "manifest"])
 def test_a_fifo_among_the_images_is_one_line_never_a_hang(where: str, garments: Path, tmp_path: Path) -> None:
     folder = sample_folder(tmp_path / "samples", garments)
@@ -100,6 +101,7 @@ def test_a_fifo_among_the_images_is_one_line_never_a_hang(where: str, garments: 
     assert owned(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_a_fifo_named_manifest_is_refused_not_read(garments: Path, tmp_path: Path) -> None:
     folder = sample_folder(tmp_path / "samples", garments)
     (folder / "manifest.jsonl").unlink()
@@ -170,6 +172,7 @@ def write_csv_dataset(root: Path, garments: Path, bad: dict[str, str] | None = N
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how, words", [("absolute", "absolute path"), ("dotdot", "climbs out"), ("symlink", "symlink")])
 def test_a_row_whose_image_lies_outside_the_dataset_is_a_bad_record(how: str, words: str, garments: Path,
                                                                     tmp_path: Path) -> None:
@@ -192,6 +195,7 @@ def test_a_row_whose_image_lies_outside_the_dataset_is_a_bad_record(how: str, wo
     assert owned(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_a_csv_field_over_128_kb_is_read_and_one_over_the_limit_is_a_bad_row(garments: Path, tmp_path: Path) -> None:
     long_caption = "silk " * (200 * 1024 // 5)  # 200 KB: over csv's default limit, a traceback before
     root = write_csv_dataset(tmp_path / "long", garments, {"id": "long", "file": "images/0.png", "caption": long_caption})
@@ -213,6 +217,7 @@ def test_a_csv_field_over_128_kb_is_read_and_one_over_the_limit_is_a_bad_row(gar
 # ---------------------------------------------------------------- convert --size
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", ["-5", "0", str(10**9), "abc"])
 def test_convert_size_is_checked_by_argparse(size: str, garments: Path, tmp_path: Path) -> None:
     before = owned(tmp_path)
@@ -248,6 +253,7 @@ def test_a_one_photo_reference_is_one_line_naming_it(evaluate_py, garments: Path
 # ---------------------------------------------------------------- lone surrogates in caption lists
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("row, words", [
     ('{"id": "dress\\ud800", "caption": "a red dress"}', "id"),
     ('{"id": "dress", "caption": "a red \\udc80 dress"}', "caption"),

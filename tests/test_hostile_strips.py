@@ -89,6 +89,7 @@ def test_a_strip_given_as_an_array_or_a_pil_image_is_refused_too() -> None:
     assert load_image(np.zeros((1, 20, 3), np.uint8)).shape == (1, 20, 3)  # 20:1 is still a picture
 
 
+@pytest.mark.slow
 def test_data_convert_skips_a_strip_in_a_folder_dataset_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                                  caplog: pytest.LogCaptureFixture) -> None:
     root = tmp_path / "garments"
@@ -114,6 +115,7 @@ def test_data_convert_skips_a_strip_in_a_folder_dataset_naming_it(tmp_path: Path
     assert [record.id for record in open_source(tmp_path / "out.h5")] == ["0", "1", "2"]
 
 
+@pytest.mark.slow
 def test_sample_edit_of_a_strip_exits_2_with_one_error_line(model: Path, tmp_path: Path) -> None:
     strip = write_png_bomb(tmp_path / "strip.png", 20000, 1)  # 143 bytes; 1.4 GB at peak before issue 33
     out = tmp_path / "out"
@@ -129,6 +131,7 @@ def test_sample_edit_of_a_strip_exits_2_with_one_error_line(model: Path, tmp_pat
 # ------------------------------------------------------------------ memory follows the output
 
 
+@pytest.mark.slow
 def test_resize_square_of_a_long_strip_costs_about_the_output(tmp_path: Path) -> None:
     """A 100000x1 strip to 16 px used to pass through a 1,600,000x16 image (~180 MB at peak); now a few pixels."""
     script = ("import resource, numpy as np\n"

@@ -194,6 +194,7 @@ def _train(*args: str) -> list[str]:
     return [sys.executable, str(REPO / "train.py"), *args, "--quiet"]
 
 
+@pytest.mark.slow
 def test_two_fresh_train_processes_at_once_get_distinct_run_dirs(tmp_path: Path, garments16: Path,
                                                                  text_cache_dir: Path) -> None:
     args = tiny_overrides(garments16, tmp_path / "runs", text_cache_dir, **{"train.max_steps": 1,
@@ -208,6 +209,7 @@ def test_two_fresh_train_processes_at_once_get_distinct_run_dirs(tmp_path: Path,
         assert [r["step"] for r in MetricsLog(tmp_path / "runs" / name / "metrics.jsonl").read() if "loss" in r] == [1]
 
 
+@pytest.mark.slow
 def test_a_second_resume_of_a_run_in_training_exits_2_naming_the_holder(tmp_path: Path, garments16: Path,
                                                                         text_cache_dir: Path) -> None:
     output_dir = tmp_path / "runs"
@@ -242,6 +244,7 @@ def test_a_second_resume_of_a_run_in_training_exits_2_naming_the_holder(tmp_path
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_a_run_held_by_this_process_is_refused_to_another_and_free_after(tmp_path: Path) -> None:
     from fashiongen.runs import RunDirError, hold_run, release_run
 

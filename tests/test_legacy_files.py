@@ -116,6 +116,7 @@ def test_saved_pipeline_with_super_resolution_and_critic_loads(tmp_path: Path) -
     assert info["training"]["steps"] == FACTS["critic"]["steps"]
 
 
+@pytest.mark.slow
 def test_submission_validates_and_a_rerun_finds_it_complete(tmp_path: Path) -> None:
     from fashiongen.pipeline import SamplingSettings
     from fashiongen.submission import generate_submission, read_caption_list, validate_submission
@@ -139,6 +140,7 @@ def test_submission_validates_and_a_rerun_finds_it_complete(tmp_path: Path) -> N
     assert snapshot(folder) == before
 
 
+@pytest.mark.slow
 def test_a_sample_job_resumes_into_the_old_folder_without_regenerating(tmp_path: Path) -> None:
     model, folder = copy("export", tmp_path), copy("samples", tmp_path)
     rows = lines(folder / "manifest.jsonl")

@@ -84,6 +84,7 @@ def test_a_corrupted_copy_is_refused_with_a_clear_error(tmp_path: Path) -> None:
         FashionGenPipeline.from_pretrained(copy)
 
 
+@pytest.mark.slow
 def test_the_readme_main_job_samples_from_the_shipped_model_without_a_model_argument(tmp_path: Path) -> None:
     import subprocess
     import sys
@@ -114,6 +115,7 @@ def test_the_shipped_gan_is_small_checksummed_and_says_how_it_was_trained() -> N
         assert fact in card, fact
 
 
+@pytest.mark.slow
 def test_the_shipped_gan_draws_garments_by_name_through_sample_py(tmp_path: Path) -> None:
     import subprocess
     import sys

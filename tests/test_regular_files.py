@@ -64,6 +64,7 @@ def test_an_image_path_that_is_a_fifo_is_refused_without_waiting(tmp_path):
     assert str(outcome[0]) == f"photo: {fifo}: a FIFO (named pipe), not a regular file"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["release.h5", "fashion-mnist.npz"])
 def test_a_dataset_source_that_is_a_fifo_is_one_line_not_a_hang(tmp_path, name):
     import subprocess

@@ -114,6 +114,7 @@ def test_bad_input_exits_2_with_a_message(script, model: Path, tmp_path: Path, c
         assert message in capsys.readouterr().err, args
 
 
+@pytest.mark.slow
 def test_sample_py_runs_as_a_script(model: Path, tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(REPO / "sample.py"), "--model", str(model), "a red silk dress",
                            "--out", str(tmp_path / "s"), *FAST], capture_output=True, text=True, cwd=tmp_path, timeout=300)

@@ -182,6 +182,7 @@ def test_a_good_set_validates(reference: Path) -> None:
     assert "1 caption(s) of the list have no images in submission.jsonl: skirt-9" in problems
 
 
+@pytest.mark.slow
 def test_validator_names_each_bad_file(reference: Path, tmp_path: Path) -> None:
     out = _copy(reference, tmp_path)
     (out / "images/1001_0.png").unlink()
@@ -225,6 +226,7 @@ def test_validator_wants_every_image_of_a_caption(reference: Path, tmp_path: Pat
     assert validate_submission(out) == [f"{out / 'submission.json'} is missing"]
 
 
+@pytest.mark.slow
 def test_cli_ok_and_unreadable_input(reference: Path, tmp_path: Path) -> None:
     captions = tmp_path / "captions.jsonl"
     captions.write_text("".join(json.dumps({"id": c.id, "caption": c.caption}) + "\n" for c in CAPTIONS))

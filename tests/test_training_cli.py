@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from training_helpers import same_weights, tiny_overrides, weights
 
+pytestmark = pytest.mark.slow  # train.py processes, signals and resumes (the full run only)
+
 REPO = Path(__file__).resolve().parents[1]
 
 
