@@ -26,6 +26,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+from ..extras import require
 from ..submission import HEADER_FILE, LINES_FILE, SubmissionError, validate_submission
 from .config import ChallengeConfig, ChallengeConfigError
 from .db import DatabaseError
@@ -188,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         if command == "submit":
             return _submit(options)
         if command == "serve":
-            import uvicorn
+            require("fastapi", "challenge", "the challenge server")
+            uvicorn = require("uvicorn", "challenge", "the challenge server")
 
             from .connections import server_config
             from .server import create_app

@@ -20,19 +20,21 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import h5py
 import numpy as np
 from tqdm import tqdm
 
 from .. import __version__
 from ..utils import atomic_path, atomic_write_text, disk_problem, remove_stale_temporaries
 from .captions import build_caption
-from .fashiongen_h5 import IMAGE_KEY, NUMERIC_FIELDS, RECORD_ID_KEY, SPLIT_KEY_KEY, TEXT_FIELDS
+from .fashiongen_h5 import IMAGE_KEY, NUMERIC_FIELDS, RECORD_ID_KEY, SPLIT_KEY_KEY, TEXT_FIELDS, h5py_module
 from .records import Record, RecordError, SkipLog, Source
 from .sources import split_keys
 from .transforms import resize_square
+
+if TYPE_CHECKING:
+    import h5py
 
 ATTRIBUTE_TO_KEY = {name: key for key, name in TEXT_FIELDS.items()}
 logger = logging.getLogger("fashiongen.data")
@@ -126,7 +128,7 @@ def convert_source(
     columns: dict[str, list[Any]] = {"ids": [], "split_keys": [], "captions": [], "concat": [], "attributes": []}
     try:
         with atomic_path(out) as temporary:
-            with h5py.File(temporary, "w") as handle:
+            with h5py_module().File(temporary, "w") as handle:
                 images = handle.create_dataset(
                     IMAGE_KEY, shape=(0, resolution, resolution, 3), maxshape=(None, resolution, resolution, 3),
                     dtype=np.uint8, chunks=(1, resolution, resolution, 3), compression="gzip", compression_opts=4,

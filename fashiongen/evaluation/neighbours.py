@@ -20,14 +20,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 import torch
 from PIL import Image
 
 from ..data.transforms import resize_square
 from ..grid import captioned_grid
+from ..extras import require
 from ..utils import atomic_path, atomic_write_text
+
+faiss = require("faiss", "eval", "the nearest-neighbour index (faiss)")  # also in the 'app' extra
 
 logger = logging.getLogger("fashiongen.evaluation")
 

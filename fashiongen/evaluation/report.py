@@ -12,14 +12,13 @@ import math
 import re
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import matplotlib
+from ..extras import require
+from ..utils import LOCK_FILE, NotRegularFile, atomic_path, atomic_write_text, open_regular
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from ..utils import LOCK_FILE, NotRegularFile, atomic_path, atomic_write_text, open_regular  # noqa: E402
+if TYPE_CHECKING:
+    import matplotlib.pyplot as plt
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -48,10 +47,16 @@ def _pm(entry: dict[str, Any] | None, digits: int = 3) -> str:
     return _fmt(entry.get("value"), digits)
 
 
+def pyplot() -> Any:
+    """matplotlib.pyplot drawing to files only (the plots need the 'eval' extra; reading a report does not)."""
+    require("matplotlib", "eval", "the evaluation plots (matplotlib)").use("Agg")
+    return require("matplotlib.pyplot", "eval", "the evaluation plots (matplotlib)")
+
+
 def save_figure(figure: plt.Figure, path: Path) -> Path:
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
+    pyplot().close(figure)
     return path
 
 
@@ -64,7 +69,7 @@ def category_bars(per_category: dict[str, dict[str, Any]], path: Path, metric: s
 
     generated = [value(n, "generated") for n in names]
     real = [value(n, "real") for n in names]
-    figure, axes = plt.subplots(figsize=(max(6, 0.5 * len(names) + 2), 4))
+    figure, axes = pyplot().subplots(figsize=(max(6, 0.5 * len(names) + 2), 4))
     positions = range(len(names))
     axes.bar([p - 0.2 for p in positions], generated, width=0.4, label="generated")
     axes.bar([p + 0.2 for p in positions], real, width=0.4, label="real validation")
@@ -79,7 +84,7 @@ def category_bars(per_category: dict[str, dict[str, Any]], path: Path, metric: s
 
 def sweep_plot(rows: list[dict[str, Any]], path: Path) -> Path:
     """FID and critic score against each swept setting (one panel per metric, one line per other setting)."""
-    figure, panels = plt.subplots(1, 2, figsize=(10, 4))
+    figure, panels = pyplot().subplots(1, 2, figsize=(10, 4))
     keys = [k for k in rows[0]["setting"]]
     x_key = keys[0]
     groups: dict[str, list[dict[str, Any]]] = {}

@@ -118,7 +118,7 @@ def resolve(runtime: str, dtype: str, device: torch.device | str = "cpu",
     if runtime == "auto":
         runtime = "onnxruntime" if dtype == "float32" and onnxruntime_module() is not None else "channels_last"
     elif runtime == "onnxruntime" and onnxruntime_module() is None:
-        notes.append("runtime onnxruntime is not installed (pip install onnxruntime onnx); using channels_last")
+        notes.append("runtime onnxruntime is not installed (the 'fast' extra: pip install 'fashiongen[fast]'); using channels_last")
         runtime = "channels_last"
     return runtime, dtype, notes
 

@@ -1,5 +1,9 @@
 """Training: the loop in named steps, EMA, atomic resumable checkpoints, run directories, export."""
 
+from ..extras import require
+
+require("accelerate", "train", "training")  # before the modules that import it, so that its absence is one line
+
 from .checkpoint import CheckpointError, CheckpointWriteError, checkpoint_dirs, resolve_resume
 from .ema import EMA, ema_decay
 from ..models.files import ModelFileError, read_info
