@@ -1,0 +1,7 @@
+"""`python -m fashiongen`: the `fashiongen` command (fashiongen/cli.py)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
