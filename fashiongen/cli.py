@@ -18,6 +18,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from types import ModuleType
 
 from .extras import MissingExtra
 
@@ -43,12 +44,14 @@ def run(command: str, argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def script_main(command: str) -> Callable[[list[str] | None], int]:
-    """main(argv) for a top-level script (sample.py...), which imports the command's module only when called."""
-    def main(argv: list[str] | None = None) -> int:
-        return run(command, argv)
-    main.__doc__ = f"`fashiongen {command}`: {COMMANDS[command][1]}."
-    return main
+def load_command(command: str) -> ModuleType:
+    """The module of `command`, imported now (the top-level scripts load theirs with the script, as before they were
+    shims); a missing extra is one `error:` line and exit code 2."""
+    try:
+        return importlib.import_module(COMMANDS[command][0])
+    except MissingExtra as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 class ArgumentParser(argparse.ArgumentParser):
