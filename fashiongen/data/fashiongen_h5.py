@@ -79,7 +79,7 @@ def _reason(error: BaseException) -> str:
     return text[:300] or type(error).__name__
 
 
-def h5py_module():
+def h5py_module() -> Any:
     """h5py, imported when a .h5 dataset is opened (it is an extra, not needed to sample)."""
     return require("h5py", "train", "a .h5 dataset (h5py)")
 
