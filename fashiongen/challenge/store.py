@@ -430,7 +430,7 @@ class Challenge(JuryRecords):
             rows = tx.execute("SELECT t.name, s.id, s.created, c.value, c.metrics FROM submissions s "
                               "JOIN teams t ON t.id = s.team_id JOIN scores c ON c.submission_id = s.id "
                               "WHERE s.status = 'scored' AND s.deleted = 0 AND t.disabled = 0 AND c.half = 'public' "
-                              "AND s.created < ? ORDER BY s.id", (self.phase()[1],)).all()
+                              "AND s.created <= ? ORDER BY s.id", (self.phase()[1],)).all()  # what stood at the close
             counts = dict(tx.execute("SELECT t.name, COUNT(*) FROM submissions s JOIN teams t ON t.id = s.team_id "
                                      "WHERE s.deleted = 0 GROUP BY t.name").all())
             best: dict[str, tuple] = {}
