@@ -290,6 +290,7 @@ def test_sample_cli_refuses_a_gan_option_for_a_diffusion_model(tmp_path: Path) -
     assert sample.main(["a red dress", "--truncation", "0.7", "--out", str(tmp_path / "x"), "--steps", "2"]) == 2
 
 
+@pytest.mark.slow  # a 4-5 minute training run: the fast tier leaves it to the full run
 def test_gan_overfits_eight_photos(tmp_path: Path, text_cache_dir: Path) -> None:
     """300 steps on 8 photos (no augmentation, no EMA lag): generated images land near training photos (the linear
     output learns more slowly than a tanh one did here, 0.43 of the first distance against 0.16 in 100 steps, but
