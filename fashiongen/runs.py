@@ -3,7 +3,6 @@ it (training time, final loss)."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -11,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError
-from .utils import LOCK_FILE, atomic_write_text
+from .utils import LOCK_FILE, LockHeld, atomic_write_text, lock_with_pid
 
 _RUN = re.compile(r"^(\d{3,})-(.+)$")
 _STEP = re.compile(r"^step_(\d+)$")
@@ -77,19 +76,12 @@ def hold_run(run_dir: str | Path) -> None:
     if key in _HELD:
         return
     try:
-        descriptor = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        _HELD[key] = lock_with_pid(run_dir / LOCK_FILE)
+    except LockHeld as held:
+        raise RunDirError(f"{run_dir} is being trained by another process (pid {held.pid}); wait for it to end "
+                          "(or stop it) before resuming this run") from None
     except OSError as error:
         raise RunDirError(f"{run_dir}: cannot write in the run directory ({error.strerror})") from None
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(descriptor, 32, 0).decode("ascii", "replace").strip() or "unknown"
-        os.close(descriptor)
-        raise RunDirError(f"{run_dir} is being trained by another process (pid {holder}); wait for it to end "
-                          "(or stop it) before resuming this run") from None
-    os.ftruncate(descriptor, 0)
-    os.pwrite(descriptor, f"{os.getpid()}\n".encode("ascii"), 0)
-    _HELD[key] = descriptor
 
 
 def release_run(run_dir: str | Path) -> None:

@@ -58,6 +58,30 @@ def _folder_problem(folder: Path, error: OSError) -> OutputFolderError:
     return OutputFolderError(f"cannot write in {folder} ({error.strerror or type(error).__name__}); choose another --out")
 
 
+class LockHeld(Exception):
+    """Another process holds the lock; `pid` is what it wrote in the lock file."""
+
+    def __init__(self, pid: str) -> None:
+        super().__init__(pid)
+        self.pid = pid
+
+
+def lock_with_pid(path: Path) -> int:
+    """Open `path` (created if needed), take an exclusive non-blocking flock on it and write this process's pid in it;
+    the descriptor that holds the lock. The kernel drops a flock when its process ends, even by kill -9. LockHeld
+    naming the holder's pid when another process has it; OSError when the file cannot be opened."""
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(descriptor, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(descriptor)
+        raise LockHeld(holder) from None
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, f"{os.getpid()}\n".encode("ascii"), 0)
+    return descriptor
+
+
 @contextmanager
 def output_lock(folder: str | Path) -> Iterator[Path]:
     """Create `folder` if needed and hold an exclusive advisory lock on folder/.lock while the job runs: one
@@ -70,16 +94,12 @@ def output_lock(folder: str | Path) -> Iterator[Path]:
     while True:
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+            descriptor = lock_with_pid(folder / LOCK_FILE)
+        except LockHeld as held:
+            raise OutputFolderError(f"{folder} is being written by another process (pid {held.pid}); wait for it "
+                                    "or choose another --out") from None
         except OSError as error:
             raise _folder_problem(folder, error) from None
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(descriptor, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            os.close(descriptor)
-            raise OutputFolderError(f"{folder} is being written by another process (pid {holder}); wait for it "
-                                    "or choose another --out") from None
         try:
             same = os.fstat(descriptor).st_ino == os.stat(folder / LOCK_FILE).st_ino
         except FileNotFoundError:
@@ -88,8 +108,6 @@ def output_lock(folder: str | Path) -> Iterator[Path]:
             break
         os.close(descriptor)  # the holder removed the lock file as we opened it: lock the new one
     try:
-        os.ftruncate(descriptor, 0)
-        os.pwrite(descriptor, f"{os.getpid()}\n".encode("ascii"), 0)
         yield folder
     finally:
         try:
