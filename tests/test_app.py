@@ -205,6 +205,7 @@ def test_nearest_without_a_product_index_says_how_to_get_one(app: RunningApp) ->
         Studio(app.pipeline).nearest(np.zeros((32, 32, 3), dtype=np.uint8))
 
 
+@pytest.mark.slow  # among the slowest of the fast tier (shipped models or a training run): full run only
 def test_a_full_queue_refuses_politely(tmp_path: Path) -> None:
     small = start_app(tmp_path, None, max_queue=1)
     try:

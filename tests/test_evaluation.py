@@ -109,6 +109,7 @@ def test_copies_of_training_photos_are_flagged_as_memorised(script, garments: Pa
     assert report["metrics"]["critic_is"]["generated"]["mean"] >= 1.0
 
 
+@pytest.mark.slow  # among the slowest of the fast tier (shipped models or a training run): full run only
 def test_sweep_draws_fid_and_critic_score_per_setting(script, garments: Path, critic: Path, model: Path, tmp_path: Path) -> None:
     out = tmp_path / "sweep"
     assert script.main(["--model", str(model), "--captions", str(garments), "--split", "all", "--num-images", "4",

@@ -53,6 +53,7 @@ def graph_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("runtime-cache")  # one export of the shipped graph for the module
 
 
+@pytest.mark.slow  # among the slowest of the fast tier (shipped models or a training run): full run only
 @pytest.mark.parametrize("runtime", ["channels_last", pytest.param("onnxruntime", marks=needs_onnxruntime)])
 def test_the_fast_path_makes_the_shipped_models_images_within_tolerance(runtime: str, eager_pixels: np.ndarray,
                                                                        graph_cache: Path) -> None:

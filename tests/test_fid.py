@@ -198,6 +198,7 @@ def test_extract_features_names_the_bad_image(inception: InceptionFeatures) -> N
         extract_features([good[:, :, 0]], inception=inception, show_progress=False)
 
 
+@pytest.mark.slow  # among the slowest of the fast tier (shipped models or a training run): full run only
 def test_our_fid_equals_torchmetrics_with_our_network(
     inception: InceptionFeatures, image_sets: tuple[list[np.ndarray], list[np.ndarray]], features: np.ndarray
 ) -> None:

@@ -32,6 +32,7 @@ def test_the_default_model_is_inside_the_package_and_generates_at_8_steps(shippe
     assert np.abs(pixels - np.asarray(again, dtype=np.float32)).max() <= 1  # batch independence: same seed, same image
 
 
+@pytest.mark.slow  # among the slowest of the fast tier (shipped models or a training run): full run only
 def test_the_shipped_stage_adds_detail_that_box_downsamples_to_the_design(shipped: FashionGenPipeline) -> None:
     from fashiongen.data.transforms import to_uint8
     from fashiongen.evaluation.restoration import consistency, to_float
@@ -153,6 +154,7 @@ def test_the_shipped_student_names_its_teacher_and_is_small(student: FashionGenP
     assert [stage.family for stage in student.stages] == ["student", "upsampler"] and student.samplers == ("lcm",)
 
 
+@pytest.mark.slow  # among the slowest of the fast tier (shipped models or a training run): full run only
 def test_the_shipped_student_is_deterministic_batch_independent_and_near_its_teacher(student: FashionGenPipeline,
                                                                                     shipped: FashionGenPipeline) -> None:
     prompts = ["red floral summer dress", "black leather ankle boots", "white sneakers"]

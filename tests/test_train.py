@@ -146,6 +146,7 @@ def test_metrics_log_drops_steps_a_resume_repeats(tmp_path: Path) -> None:
     assert [r["step"] for r in log.read()] == [1, 2]
 
 
+@pytest.mark.slow  # among the slowest of the fast tier (shipped models or a training run): full run only
 def test_overfitting_one_batch_lowers_the_loss(tmp_path: Path, text_cache_dir: Path) -> None:
     source = tmp_path / "eight"
     from conftest import write_garment_set

@@ -220,6 +220,7 @@ def test_the_image_box_downsampled_is_the_design_it_came_from(folder: Path) -> N
     assert raw["mean"] > 5 * CONSISTENCY["mean"], raw
 
 
+@pytest.mark.slow  # among the slowest of the fast tier (shipped models or a training run): full run only
 def test_sample_submissions_evaluate_and_the_app_use_the_stage(folder: Path, tmp_path: Path, garments16: Path) -> None:
     from gradio_client import Client
 
