@@ -1,36 +1,13 @@
-"""Typed configuration: dataclasses hold every default; YAML files and `key.sub=value` overrides change them.
+"""The config sections: typed dataclasses holding every default, each checking its own values when built.
 
-    cfg = load_config(["configs/small64.yaml"], ["data.resolution=32", "text.max_length=48"])
-    save_config(cfg, run_dir / "config.yaml")   # loads back identical with load_config([that file])
+`Config` gathers them; fashiongen.config.loading fills one from YAML files and `key.sub=value` overrides.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Sequence
 
-import yaml
-
-from .utils import NotRegularFile, atomic_write_text, first_line, open_regular
-
-
-def _check_choice(key: str, value: Any, choices: Sequence[Any]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{key}: '{value}' is not one of {', '.join(map(str, choices))}")
-
-
-def _check_range(key: str, value: float, low: float, high: float) -> None:
-    if not low <= value <= high:
-        raise ConfigError(f"{key}: {value} is outside [{low}, {high}]")
-
-
-class ConfigError(ValueError):
-    """A config file or override names an unknown key or a value of the wrong type or range."""
+from .checks import ConfigError, check_choice, check_range
 
 
 @dataclass
@@ -54,12 +31,12 @@ class DataConfig:
     text_encoding: str = "auto"  # FashionGen h5 text bytes: auto (utf-8, then cp1252, then latin-1) or a codec
 
     def __post_init__(self) -> None:
-        _check_choice("data.split", self.split, ("train", "validation", "all"))
-        _check_choice("data.resize_mode", self.resize_mode, ("center-crop", "pad"))
-        _check_choice("data.caption_mode", self.caption_mode, ("raw", "attributes", "both"))
-        _check_range("data.resolution", self.resolution, 8, 4096)
-        _check_range("data.val_fraction", self.val_fraction, 0.0, 0.99)
-        _check_range("data.pad_value", self.pad_value, 0, 255)
+        check_choice("data.split", self.split, ("train", "validation", "all"))
+        check_choice("data.resize_mode", self.resize_mode, ("center-crop", "pad"))
+        check_choice("data.caption_mode", self.caption_mode, ("raw", "attributes", "both"))
+        check_range("data.resolution", self.resolution, 8, 4096)
+        check_range("data.val_fraction", self.val_fraction, 0.0, 0.99)
+        check_range("data.pad_value", self.pad_value, 0, 255)
 
 
 @dataclass
@@ -75,9 +52,9 @@ class TextConfig:
     cache_dir: str = ".cache/fashiongen/text"  # empty string disables the embedding cache
 
     def __post_init__(self) -> None:
-        _check_range("text.max_length", self.max_length, 2, 4096)
-        _check_range("text.batch_size", self.batch_size, 1, 1 << 16)
-        _check_choice("text.dtype", self.dtype, ("float32", "float16", "bfloat16"))
+        check_range("text.max_length", self.max_length, 2, 4096)
+        check_range("text.batch_size", self.batch_size, 1, 1 << 16)
+        check_choice("text.dtype", self.dtype, ("float32", "float16", "bfloat16"))
 
 
 @dataclass
@@ -96,12 +73,12 @@ class ModelConfig:
     low_res_noise_max: float = 0.1  # super-resolution: noise std (in [-1, 1] pixels) added to the low-res input, up to
 
     def __post_init__(self) -> None:
-        _check_choice("model.family", self.family, ("diffusion", "gan", "upsampler", "student"))
-        _check_choice("model.prediction_type", self.prediction_type, ("epsilon", "v_prediction"))
-        _check_choice("model.beta_schedule", self.beta_schedule, ("squaredcos_cap_v2", "linear", "scaled_linear"))
-        _check_range("model.num_train_timesteps", self.num_train_timesteps, 2, 100_000)
-        _check_range("model.low_res_resolution", self.low_res_resolution, 0, 4096)
-        _check_range("model.low_res_noise_max", self.low_res_noise_max, 0.0, 2.0)
+        check_choice("model.family", self.family, ("diffusion", "gan", "upsampler", "student"))
+        check_choice("model.prediction_type", self.prediction_type, ("epsilon", "v_prediction"))
+        check_choice("model.beta_schedule", self.beta_schedule, ("squaredcos_cap_v2", "linear", "scaled_linear"))
+        check_range("model.num_train_timesteps", self.num_train_timesteps, 2, 100_000)
+        check_range("model.low_res_resolution", self.low_res_resolution, 0, 4096)
+        check_range("model.low_res_noise_max", self.low_res_noise_max, 0.0, 2.0)
         if self.zero_terminal_snr and self.prediction_type != "v_prediction":
             raise ConfigError("model.zero_terminal_snr: a zero-SNR last step needs model.prediction_type=v_prediction "
                               "(epsilon cannot recover the image from pure noise)")
@@ -154,19 +131,19 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for key in ("max_steps", "batch_size", "gradient_accumulation_steps", "log_every", "checkpoint_every",
                     "keep_checkpoints", "validation_inference_steps"):
-            _check_range(f"train.{key}", getattr(self, key), 1, 1 << 40)
+            check_range(f"train.{key}", getattr(self, key), 1, 1 << 40)
         for key in ("warmup_steps", "num_workers", "validate_every", "validation_batches"):
-            _check_range(f"train.{key}", getattr(self, key), 0, 1 << 40)
-        _check_range("train.learning_rate", self.learning_rate, 0.0, 1e12)
-        _check_range("train.min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
-        _check_range("train.caption_dropout_prob", self.caption_dropout_prob, 0.0, 1.0)
-        _check_range("train.attribute_dropout_prob", self.attribute_dropout_prob, 0.0, 1.0)
-        _check_range("train.ema_decay", self.ema_decay, 0.0, 1.0)
-        _check_range("train.snr_gamma", self.snr_gamma, 0.0, 1e6)
-        _check_range("train.max_grad_norm", self.max_grad_norm, 0.0, 1e12)
-        _check_range("train.validation_guidance", self.validation_guidance, 0.0, 100.0)
-        _check_choice("train.lr_schedule", self.lr_schedule, ("cosine", "constant"))
-        _check_choice("train.mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
+            check_range(f"train.{key}", getattr(self, key), 0, 1 << 40)
+        check_range("train.learning_rate", self.learning_rate, 0.0, 1e12)
+        check_range("train.min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
+        check_range("train.caption_dropout_prob", self.caption_dropout_prob, 0.0, 1.0)
+        check_range("train.attribute_dropout_prob", self.attribute_dropout_prob, 0.0, 1.0)
+        check_range("train.ema_decay", self.ema_decay, 0.0, 1.0)
+        check_range("train.snr_gamma", self.snr_gamma, 0.0, 1e6)
+        check_range("train.max_grad_norm", self.max_grad_norm, 0.0, 1e12)
+        check_range("train.validation_guidance", self.validation_guidance, 0.0, 100.0)
+        check_choice("train.lr_schedule", self.lr_schedule, ("cosine", "constant"))
+        check_choice("train.mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
 
 
 @dataclass
@@ -188,14 +165,14 @@ class GANConfig:
 
     def __post_init__(self) -> None:
         for key in ("generator_lr", "discriminator_lr"):
-            _check_range(f"gan.{key}", getattr(self, key), 0.0, 1.0)
+            check_range(f"gan.{key}", getattr(self, key), 0.0, 1.0)
         for key in ("adam_beta1", "adam_beta2"):
-            _check_range(f"gan.{key}", getattr(self, key), 0.0, 0.9999)
-        _check_range("gan.ma_gp_weight", self.ma_gp_weight, 0.0, 1e6)
-        _check_range("gan.ma_gp_power", self.ma_gp_power, 1.0, 12.0)
-        _check_range("gan.ma_gp_every", self.ma_gp_every, 1, 1 << 20)
-        _check_range("gan.truncation", self.truncation, 0.0, 10.0)
-        _check_range("gan.collapse_window", self.collapse_window, 10, 1 << 30)
+            check_range(f"gan.{key}", getattr(self, key), 0.0, 0.9999)
+        check_range("gan.ma_gp_weight", self.ma_gp_weight, 0.0, 1e6)
+        check_range("gan.ma_gp_power", self.ma_gp_power, 1.0, 12.0)
+        check_range("gan.ma_gp_every", self.ma_gp_every, 1, 1 << 20)
+        check_range("gan.truncation", self.truncation, 0.0, 10.0)
+        check_range("gan.collapse_window", self.collapse_window, 10, 1 << 30)
         unknown = [p.strip() for p in self.augment.split(",") if p.strip() and p.strip() not in ("color", "translation", "cutout")]
         if unknown:
             raise ConfigError(f"gan.augment: '{unknown[0]}' is not one of color, translation, cutout")
@@ -227,17 +204,17 @@ class UpsamplerConfig:
     validation_images: int = 8  # validation photos in the PSNR and the picture at each validation
 
     def __post_init__(self) -> None:
-        _check_range("upsampler.patch_size", self.patch_size, 8, 4096)
+        check_range("upsampler.patch_size", self.patch_size, 8, 4096)
         for key in ("generator_lr", "discriminator_lr"):
-            _check_range(f"upsampler.{key}", getattr(self, key), 0.0, 1.0)
+            check_range(f"upsampler.{key}", getattr(self, key), 0.0, 1.0)
         for key in ("adam_beta1", "adam_beta2"):
-            _check_range(f"upsampler.{key}", getattr(self, key), 0.0, 0.9999)
+            check_range(f"upsampler.{key}", getattr(self, key), 0.0, 0.9999)
         for key in ("l1_weight", "adversarial_weight", "feature_weight"):
-            _check_range(f"upsampler.{key}", getattr(self, key), 0.0, 1e6)
+            check_range(f"upsampler.{key}", getattr(self, key), 0.0, 1e6)
         for key in ("blur_prob", "noise_prob", "jpeg_prob"):
-            _check_range(f"upsampler.{key}", getattr(self, key), 0.0, 1.0)
-        _check_range("upsampler.adversarial_start", self.adversarial_start, 0, 1 << 40)
-        _check_range("upsampler.validation_images", self.validation_images, 1, 1024)
+            check_range(f"upsampler.{key}", getattr(self, key), 0.0, 1.0)
+        check_range("upsampler.adversarial_start", self.adversarial_start, 0, 1 << 40)
+        check_range("upsampler.validation_images", self.validation_images, 1, 1024)
         for key, low, high in (("blur_sigma", 0.01, 10.0), ("noise_sigma", 0.0, 64.0), ("jpeg_quality", 1, 100)):
             pair = getattr(self, key)
             if len(pair) != 2 or not low <= pair[0] <= pair[1] <= high:
@@ -265,17 +242,17 @@ class DistillConfig:
     init_student: str = ""  # a student of the same teacher (its folder) whose adapters start a new run: to continue one
 
     def __post_init__(self) -> None:
-        _check_range("distill.lora_rank", self.lora_rank, 1, 4096)
-        _check_range("distill.guidance_features", self.guidance_features, 2, 4096)
-        _check_range("distill.guidance_min", self.guidance_min, 0.0, 50.0)
-        _check_range("distill.guidance_max", self.guidance_max, self.guidance_min, 50.0)
-        _check_range("distill.grid_size", self.grid_size, 1, 100_000)
-        _check_range("distill.huber_c", self.huber_c, 0.0, 10.0)
-        _check_range("distill.target_ema_decay", self.target_ema_decay, 0.0, 1.0)
+        check_range("distill.lora_rank", self.lora_rank, 1, 4096)
+        check_range("distill.guidance_features", self.guidance_features, 2, 4096)
+        check_range("distill.guidance_min", self.guidance_min, 0.0, 50.0)
+        check_range("distill.guidance_max", self.guidance_max, self.guidance_min, 50.0)
+        check_range("distill.grid_size", self.grid_size, 1, 100_000)
+        check_range("distill.huber_c", self.huber_c, 0.0, 10.0)
+        check_range("distill.target_ema_decay", self.target_ema_decay, 0.0, 1.0)
         if self.guidance_features % 2:
             raise ConfigError(f"distill.guidance_features: {self.guidance_features} must be even (sin and cos pairs)")
         for steps in self.validation_steps:
-            _check_range("distill.validation_steps", steps, 1, self.grid_size)
+            check_range("distill.validation_steps", steps, 1, self.grid_size)
 
 
 @dataclass
@@ -309,7 +286,7 @@ class CriticConfig:
     output_dir: str = "runs/critic"  # checkpoints, metrics.jsonl and the final critic.safetensors + critic.json
 
     def __post_init__(self) -> None:
-        _check_range("critic.resolution", self.resolution, 8, 1024)
+        check_range("critic.resolution", self.resolution, 8, 1024)
         if not self.channels or any(c < 1 for c in self.channels):
             raise ConfigError(f"critic.channels: needs at least one positive width, got {self.channels}")
         if self.resolution % (2 ** len(self.channels)):
@@ -317,15 +294,15 @@ class CriticConfig:
                               "(the image tower halves it once per critic.channels entry)")
         for key in ("embed_dim", "text_hidden", "max_steps", "batch_size", "log_every", "checkpoint_every",
                     "keep_checkpoints", "num_distractors"):
-            _check_range(f"critic.{key}", getattr(self, key), 1, 1 << 40)
+            check_range(f"critic.{key}", getattr(self, key), 1, 1 << 40)
         for key in ("warmup_steps", "validate_every", "validation_items"):
-            _check_range(f"critic.{key}", getattr(self, key), 0, 1 << 40)
-        _check_range("critic.learning_rate", self.learning_rate, 0.0, 1e12)
-        _check_range("critic.min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
-        _check_range("critic.attribute_loss_weight", self.attribute_loss_weight, 0.0, 1e6)
-        _check_range("critic.max_grad_norm", self.max_grad_norm, 0.0, 1e12)
-        _check_choice("critic.lr_schedule", self.lr_schedule, ("cosine", "constant"))
-        _check_choice("critic.mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
+            check_range(f"critic.{key}", getattr(self, key), 0, 1 << 40)
+        check_range("critic.learning_rate", self.learning_rate, 0.0, 1e12)
+        check_range("critic.min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
+        check_range("critic.attribute_loss_weight", self.attribute_loss_weight, 0.0, 1e6)
+        check_range("critic.max_grad_norm", self.max_grad_norm, 0.0, 1e12)
+        check_choice("critic.lr_schedule", self.lr_schedule, ("cosine", "constant"))
+        check_choice("critic.mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
 
 
 @dataclass
@@ -342,169 +319,3 @@ class Config:
     gan: GANConfig = field(default_factory=GANConfig)  # used when model.family is gan
     upsampler: UpsamplerConfig = field(default_factory=UpsamplerConfig)  # used when model.family is upsampler
     distill: DistillConfig = field(default_factory=DistillConfig)  # used when model.family is student
-
-
-def _field_types(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def _unknown_key(key: str, valid: Sequence[str], where: str) -> ConfigError:
-    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], valid, n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return ConfigError(f"{where}: unknown key '{key}'{hint}; valid keys: {', '.join(valid)}")
-
-
-def _coerce(value: Any, kind: Any, key: str, where: str) -> Any:
-    """Convert a YAML value or a command-line string to the field's declared type."""
-    origin = typing.get_origin(kind)
-    if origin in (typing.Union, types.UnionType):
-        options = [k for k in typing.get_args(kind) if k is not type(None)]
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "~")):
-            return None
-        return _coerce(value, options[0], key, where)
-    if origin in (list, tuple):
-        (item_kind, *_) = typing.get_args(kind) or (Any,)
-        if isinstance(value, str):
-            parsed = yaml.safe_load(value) if value.strip() else []
-            value = parsed if isinstance(parsed, list) else [part.strip() for part in value.split(",") if part.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: '{key}' must be a list, got {value!r}")
-        items = [_coerce(item, item_kind, key, where) for item in value]
-        return items if origin is list else tuple(items)
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
-            return value.lower() in ("true", "yes", "on", "1")
-        raise ConfigError(f"{where}: '{key}' must be true or false, got {value!r}")
-    if kind in (int, float):
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: '{key}' must be a number, got {value!r}")
-        try:
-            number = kind(value) if not isinstance(value, str) else kind(yaml.safe_load(value))
-        except (TypeError, ValueError, OverflowError):
-            raise ConfigError(f"{where}: '{key}' must be {kind.__name__}, got {value!r}") from None
-        if kind is int and isinstance(value, float) and value != int(value):
-            raise ConfigError(f"{where}: '{key}' must be an integer, got {value!r}")
-        return number
-    if kind is str:
-        if isinstance(value, (dict, list)):
-            raise ConfigError(f"{where}: '{key}' must be a string, got {value!r}")
-        return "" if value is None else str(value)
-    return value
-
-
-def _apply_mapping(obj: Any, mapping: dict[str, Any], where: str, prefix: str = "") -> Any:
-    """Return a copy of dataclass `obj` with the nested `mapping` applied, checking every key."""
-    if not isinstance(mapping, dict):
-        raise ConfigError(f"{where}: '{prefix.rstrip('.') or 'top level'}' must be a mapping, got {mapping!r}")
-    kinds = _field_types(type(obj))
-    changes: dict[str, Any] = {}
-    for key, value in mapping.items():
-        full_key = f"{prefix}{key}"
-        if key not in kinds:
-            raise _unknown_key(full_key, list(kinds), where)
-        current = getattr(obj, key)
-        if dataclasses.is_dataclass(current):
-            changes[key] = _apply_mapping(current, value, where, f"{full_key}.")
-        else:
-            changes[key] = _coerce(value, kinds[key], full_key, where)
-    try:
-        return dataclasses.replace(obj, **changes)
-    except ConfigError as error:
-        raise ConfigError(f"{where}: {error}") from None
-
-
-def check_section(section: str, values: Any, where: str | Path, label: str = "") -> None:
-    """Hold saved `values` (model.json's "text", its copy of the config...) to the types and ranges of config section
-    `section` (keys the section does not know are left alone); ConfigError naming `where` and the key, spelt
-    `label.key` where the file keeps it under another name."""
-    kinds = _field_types(_field_types(Config)[section])
-    known = {key: value for key, value in values.items() if key in kinds} if isinstance(values, dict) else values
-    try:
-        _apply_mapping(_field_types(Config)[section](), known, "", f"{section}.")
-    except ConfigError as error:
-        message = str(error).removeprefix(": ")
-        raise ConfigError(f"{where}: {message.replace(f'{section}.', f'{label}.') if label else message}") from None
-
-
-def parse_override(text: str) -> dict[str, Any]:
-    """Turn 'data.resolution=32' into {'data': {'resolution': '32'}} (values are coerced later)."""
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"override '{text}' is not of the form key.sub=value")
-    nested: dict[str, Any] = {}
-    node = nested
-    parts = key.strip().split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-    return nested
-
-
-MAX_CONFIG_BYTES = 1 << 20  # a config is a few kB; a larger file is not one (and YAML parsing is slow)
-
-
-def read_yaml_mapping(path: Path) -> dict[str, Any]:
-    """A config file's top-level mapping; ConfigError naming the file for anything else: not a regular file, too large,
-    binary (a NUL byte, not UTF-8: an image renamed .yaml), not YAML, nested past the parser's depth, empty, or a
-    list or scalar at the top."""
-    try:
-        with open_regular(path) as handle:
-            data = handle.read(MAX_CONFIG_BYTES + 1)
-    except NotRegularFile as error:
-        missing = not Path(path).exists() and not Path(path).is_symlink()
-        raise ConfigError(f"config file {path} does not exist" if missing else f"config file {error}") from None
-    except OSError as error:
-        raise ConfigError(f"config file {path}: cannot read ({error.strerror or type(error).__name__})") from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MB, not a config file")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"{path}: not a text file (not UTF-8 at byte {error.start}); expected a YAML config") from None
-    if "\x00" in text:
-        raise ConfigError(f"{path}: not a text file (a NUL byte at character {text.index(chr(0))}); expected a YAML config")
-    try:
-        mapping = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({first_line(error)})") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: not a config (nested too deeply to read)") from None
-    if mapping is None:
-        raise ConfigError(f"{path}: empty config file (no settings); give a YAML mapping such as 'name: my-run'")
-    if not isinstance(mapping, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of settings, got a {type(mapping).__name__}")
-    return mapping
-
-
-def load_config(paths: Sequence[str | Path] = (), overrides: Sequence[str] = (), base: Config | None = None) -> Config:
-    """Defaults, then each YAML file in order, then each `key.sub=value` override."""
-    config = base if base is not None else Config()
-    for path in paths:
-        config = _apply_mapping(config, read_yaml_mapping(Path(path)), str(path))
-    for override in overrides:
-        config = _apply_mapping(config, parse_override(override), f"override '{override}'")
-    return config
-
-
-def config_to_dict(config: Any) -> dict[str, Any]:
-    """Plain nested dict of a config dataclass (tuples as lists), ready for YAML or JSON."""
-    return dataclasses.asdict(config, dict_factory=lambda items: {k: list(v) if isinstance(v, tuple) else v for k, v in items})
-
-
-def dump_config(config: Config) -> str:
-    return yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True)
-
-
-def save_config(config: Config, path: str | Path) -> None:
-    """Write the resolved config as YAML atomically."""
-    atomic_write_text(Path(path), dump_config(config))
-
-
-def split_cli_args(args: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Separate YAML paths from `key=value` overrides in a script's positional arguments."""
-    paths = [a for a in args if "=" not in a]
-    overrides = [a for a in args if "=" in a]
-    return paths, overrides
