@@ -46,13 +46,14 @@ STUDENT_DEFAULT_STEPS = 4
 
 def student_description(teacher: Any, config: Config, teacher_path: str, training: dict[str, Any] | None = None) -> dict[str, Any]:
     """model.json without its weights entry: the teacher's network and process, and how the student was made."""
-    d = config.distill
+    distill = config.distill
     return {"family": "student", "model": teacher.model.description(), "diffusion": dict(teacher.diffusion),
             "student": {"teacher": {"path": teacher_path, "sha256": teacher.sha256,
                                     "description": teacher.model.spec.description},
                         "method": "latent consistency distillation (pixel space), guidance scale as input",
-                        "lora_rank": d.lora_rank, "guidance_features": d.guidance_features, "grid_size": d.grid_size,
-                        "guidance_range": [d.guidance_min, d.guidance_max], "default_steps": STUDENT_DEFAULT_STEPS},
+                        "lora_rank": distill.lora_rank, "guidance_features": distill.guidance_features,
+                        "grid_size": distill.grid_size, "guidance_range": [distill.guidance_min, distill.guidance_max],
+                        "default_steps": STUDENT_DEFAULT_STEPS},
             **training_description(config, teacher.info.text.identity, teacher.model.description()["text_dim"], training)}
 
 

@@ -15,24 +15,24 @@ from torch import Tensor
 
 from ..config import Config
 from ..generators import ATTRIBUTES, TEXT, GenerationInputs, StepCallback, attribute_ids
-from safetensors.torch import save_file
-
 from ..models.files import (
-    DTYPES,
     ModelFileError,
     ModelFiles,
     ModelInfo,
-    load_weights,
-    sha256_of,
     training_description,
     write_model_files,
+)
+from ..models.adversarial import (  # re-exported: their old home
+    CHECKPOINT_DISCRIMINATOR,
+    DISCRIMINATOR_FILE,
+    discriminator_file,
+    read_discriminator,
+    write_discriminator,
 )
 from ..settings import DEFAULT_STEPS, PipelineInputError, SamplingSettings
 from .networks import TextGenerator, get_gan_spec
 
 SAMPLER = "one-step"  # the one way a GAN makes an image: what manifests record as its scheduler
-DISCRIMINATOR_FILE = "discriminator.safetensors"  # beside an exported GAN, so train.init_from can continue it
-CHECKPOINT_DISCRIMINATOR = "model_1.safetensors"  # Accelerate's name for the second model a checkpoint saves
 INVERSION_STEPS = 200  # editing: Adam steps on z to reconstruct the photo (about 1 s an image for gan-64s on 2 cores)
 INVERSION_LR = 0.05
 MAX_REDRAWS = 64  # truncation: rounds of redrawing out-of-range latent values before the rest are clamped
@@ -58,40 +58,6 @@ def truncated_normal(generators: Sequence[torch.Generator], shape: tuple[int, ..
             z = torch.where(outside, torch.randn(shape, generator=generator), z)
         rows.append(z.clamp(-truncation, truncation) if truncation > 0 else z)
     return torch.stack(rows)
-
-
-def write_discriminator(state_dict: dict[str, Tensor], directory: Path, dtype: str) -> dict[str, str]:
-    """The discriminator's weights beside a GAN's model files; the entry model.json records (its checksum included)."""
-    state = {name: tensor.detach().to("cpu", DTYPES[dtype]).contiguous() for name, tensor in state_dict.items()}
-    save_file(state, directory / DISCRIMINATOR_FILE, metadata={"format": "fashiongen-gan-discriminator"})
-    (directory / DISCRIMINATOR_FILE).chmod(0o644)  # safetensors writes 0600; a shipped folder is read by everyone
-    return {"file": DISCRIMINATOR_FILE, "dtype": dtype, "sha256": sha256_of(directory / DISCRIMINATOR_FILE)}
-
-
-def read_discriminator(file: Path | None, recorded: Any) -> dict[str, Tensor] | None:
-    """A discriminator's float32 weights beside a model's files, checked against the checksum model.json records for
-    it (`recorded`: its entry); None when the model has none."""
-    if file is None:
-        return None
-    if not file.is_file():
-        raise ModelFileError(f"{file}: missing (model.json lists it)")
-    recorded = recorded if isinstance(recorded, dict) else {}
-    if recorded.get("sha256") and sha256_of(file) != recorded["sha256"]:
-        raise ModelFileError(f"{file}: checksum does not match model.json (file corrupted or replaced)")
-    return {name: tensor.float() for name, tensor in load_weights(file).items()}
-
-
-def discriminator_file(files: ModelFiles, section: str) -> Path | None:
-    """Where a model's discriminator is: the file model.json's `section`.discriminator names in its folder (an export),
-    Accelerate's second model (a checkpoint); None when there is none."""
-    if files.info is not None:
-        recorded = files.info.section(section).get("discriminator")
-        name = recorded.get("file") if isinstance(recorded, dict) else None
-        if name is not None and (not isinstance(name, str) or name != Path(name).name or not name.endswith(".safetensors")):
-            raise ModelFileError(f"{files.where}: {section}.discriminator.file: expected NAME.safetensors in this folder")
-        return files.directory / name if name else None
-    file = files.directory / CHECKPOINT_DISCRIMINATOR
-    return file if file.is_file() else None
 
 
 class GANGenerator:

@@ -1,5 +1,6 @@
-"""GAN losses as pure functions of logits: hinge loss with mismatched-caption negatives, and the matching-aware
-gradient penalty (MA-GP, DF-GAN) that smooths the discriminator around real images with their own captions.
+"""GAN losses as pure functions of logits: hinge loss with mismatched-caption negatives (its terms are shared with the
+upsampler: fashiongen.models.adversarial), and the matching-aware gradient penalty (MA-GP, DF-GAN) that smooths the
+discriminator around real images with their own captions.
 
     d_loss = discriminator_hinge(real_logits, fake_logits, mismatched_logits)   # per-sample [B]
     penalty = matching_aware_penalty(discriminator, real_images, pooled_text)    # [B]
@@ -11,22 +12,9 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-def discriminator_hinge(real: Tensor, fake: Tensor, mismatched: Tensor | None = None) -> Tensor:
-    """Per-sample hinge loss [B]: real images with their captions above +1, generated images and real images with
-    another garment's caption below -1 (the two negatives weighted half each, as in DF-GAN)."""
-    loss = F.relu(1.0 - real)
-    if mismatched is None:
-        return loss + F.relu(1.0 + fake)
-    return loss + 0.5 * (F.relu(1.0 + fake) + F.relu(1.0 + mismatched))
-
-
-def generator_hinge(fake: Tensor) -> Tensor:
-    """Per-sample generator loss [B]: raise the discriminator's logit on generated images with their captions."""
-    return -fake
+from ..models.adversarial import discriminator_hinge, generator_hinge  # shared with the upsampler; re-exported
 
 
 def mismatched_rows(caption_keys: Sequence[Hashable], generator: torch.Generator) -> tuple[Tensor, Tensor]:

@@ -21,6 +21,7 @@ from .. import release
 from ..config import ConfigError
 from ..models.files import DEFAULT_MODEL_DIR, DTYPES, ModelFileError
 from .checkpoint import resolve_resume
+from .critic import command as train_critic_command
 from .export import export_checkpoint
 
 
@@ -40,8 +41,6 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     try:
         if options.command == "critic":
-            from .critic import command as train_critic_command
-
             return train_critic_command(options.args, show_progress=not options.quiet)
         if options.command == "publish":
             return release.run(options)

@@ -1,68 +1,21 @@
-"""The loop every adversarial family trains in (the GAN, the upsampler): one `step` (a discriminator update, then a
-generator update) per batch, the generator's EMA, NaN and collapse watching, metrics, validation and checkpoints on
-the shared schedule (schedule.py), SIGTERM saves, and the export at the end.
-
-    run_adversarial(run, LoopParts(name="GAN", step=train_step, watch=_watch, validate=..., save=..., export=..., hint="..."))
+"""What the adversarial families' trainers share (the GAN's, the upsampler's): a start model from train.init_from with
+its discriminator, checked against the config, and an export that writes the discriminator beside the generator.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
-import torch
-from accelerate import Accelerator
-from torch import Tensor, nn
-from tqdm import tqdm
+from torch import Tensor
 
-from ..runs import MetricsLog, checkpoint_dirs
-from .ema import EMA
-from .schedule import (
-    Throughput,
-    StopSignals,
-    TrainingDiverged,
-    TrainingStopped,
-    across_processes,
-    epoch_batches,
-    log_due,
-    save_last_checkpoint,
-    validate_and_checkpoint,
-    write_metrics,
-)
-
-
-class AdversarialRun(Protocol):
-    """What the loop reads of a family's run object (GANRun, UpsamplerRun)."""
-
-    config: Any
-    accelerator: Accelerator
-    run_dir: Path
-    generator: nn.Module  # prepared
-    ema: EMA
-    metrics: MetricsLog
-    train_loader: Any
-    train_examples: Any
-    steps_per_epoch: int
-    step: int
-
-    @property
-    def images_per_step(self) -> int: ...
-
-
-@dataclass(frozen=True)
-class LoopParts:
-    """A family's pieces of the loop."""
-
-    name: str  # the family, as messages name it ("GAN", "upsampler")
-    step: Callable[[Any, dict[str, Any]], dict[str, float]]  # (run, batch) -> this step's numbers
-    validate: Callable[[], dict[str, Any]]  # a picture (and numbers for metrics.jsonl), rank 0
-    save: Callable[[], Path]  # a checkpoint
-    export: Callable[[], Path]  # model files at the end
-    hint: str  # what to change when a loss becomes NaN
-    watch: Callable[[Any, dict[str, float]], str | None] = lambda run, record: None  # an alert to log, or None
-    curves: Callable[[list[dict[str, Any]], Path, str], Any] | None = None  # the run's curves.png from metrics.jsonl
-    postfix: tuple[str, ...] = ("d_loss", "g_loss")  # the progress bar's numbers
+from ..config import ConfigError
+from ..families import load_generator
+from ..models.adversarial import write_discriminator
+from ..models.files import ModelFileError, replacing_directory, write_model_files
+from ..runs import hardware_name, run_facts
+from .setup import INHERITED_FACTS
 
 
 @dataclass(frozen=True)
@@ -79,11 +32,6 @@ def start_model(config: Any, encoder: Any, family: type, spec: Any, what: str,
     """The model train.init_from names, as the start of a `family` run making `what` ("a GAN (model.family: gan)"):
     its family, architecture (`spec`) and caption encoder must match the config's, and `more_problems` may name
     others; every mismatch is one ConfigError naming the keys."""
-    from ..config import ConfigError
-    from ..families import load_generator
-    from ..models.files import ModelFileError
-    from .loop import _INHERITED_FACTS
-
     path = config.train.init_from
     try:
         start = load_generator(path)
@@ -102,7 +50,7 @@ def start_model(config: Any, encoder: Any, family: type, spec: Any, what: str,
         raise ConfigError(f"train.init_from {path}: " + "; ".join(problems))
     training = start.info.training
     facts = {"path": start.source, "sha256": start.info.sha256, "text_identity": start.info.text.identity,
-             **{key: training[key] for key in _INHERITED_FACTS if training.get(key) is not None}}
+             **{key: training[key] for key in INHERITED_FACTS if training.get(key) is not None}}
     return StartModel(start, discriminator, facts)
 
 
@@ -111,10 +59,6 @@ def export_adversarial(run: Any, loss_key: str, section: str,
     """The EMA generator and the discriminator (so init_from can continue both) as model files under run_dir/export
     (rank 0): `describe(training facts)` gives model.json, whose `section` records the discriminator; `loss_key` is
     the metrics.jsonl loss the card reports."""
-    from ..gan.generator import write_discriminator
-    from ..models.files import replacing_directory, write_model_files
-    from ..runs import hardware_name, run_facts
-
     path = run.run_dir / "export"
     if run.accelerator.is_main_process:
         training = {"steps": run.step, "images_seen": run.step * run.images_per_step, "run": run.run_dir.name,
@@ -131,53 +75,4 @@ def export_adversarial(run: Any, loss_key: str, section: str,
     return path
 
 
-def run_adversarial(run: AdversarialRun, parts: LoopParts, show_progress: bool = True) -> Path:
-    """Train until train.max_steps; checkpoint, validate and log on schedule; export at the end."""
-    accelerator, t = run.accelerator, run.config.train
-    progress = tqdm(total=t.max_steps, initial=run.step, desc=run.run_dir.name, unit="step", dynamic_ncols=True,
-                    disable=not (show_progress and accelerator.is_main_process))
-    clock, sums, count = Throughput(), {}, 0
-
-    def validate() -> None:
-        write_metrics(run, parts.validate())
-        if accelerator.is_main_process and parts.curves is not None:
-            parts.curves(run.metrics.read(), run.run_dir / "curves.png", f"{run.run_dir.name} ({run.config.model.name})")
-
-    try:
-        with StopSignals() as stop:
-            for epoch, batch in epoch_batches(run, t.max_steps):
-                record = parts.step(run, batch)
-                run.step += 1
-                clock.count_step()
-                run.ema.update(accelerator.unwrap_model(run.generator), run.step)
-                nonfinite = not all(torch.isfinite(torch.tensor(v)) for v in record.values())
-                diverged, signum = across_processes(accelerator, float(nonfinite), stop.received)
-                if diverged:
-                    checkpoints = checkpoint_dirs(run.run_dir)
-                    kept = f"the last checkpoint before it is {checkpoints[-1]}" if checkpoints else "no checkpoint was written before it"
-                    raise TrainingDiverged(f"a {parts.name} loss became NaN/inf at step {run.step}; {kept}. {parts.hint}")
-                if (alert := parts.watch(run, record)) is not None:
-                    write_metrics(run, {"alert": alert})
-                for key, value in record.items():
-                    sums[key] = sums.get(key, 0.0) + value
-                count += 1
-                progress.update(1)
-                if log_due(run.step, t):
-                    means = {key: value / count for key, value in sums.items()}
-                    write_metrics(run, {"epoch": epoch, **means, "images_per_s": clock.images_per_s(run.images_per_step)})
-                    progress.set_postfix({key.split("_")[0]: f"{means[key]:.3f}" for key in parts.postfix if key in means})
-                    sums, count = {}, 0
-                    clock.restart()
-                if signum:
-                    raise TrainingStopped(int(signum), parts.save())
-                validate_and_checkpoint(run.step, t, clock, validate=validate, save=parts.save)
-            save_last_checkpoint(run.run_dir, run.step, parts.save)
-            validate()
-            parts.export()
-    finally:
-        progress.close()
-        accelerator.end_training()
-    return run.run_dir
-
-
-__all__ = ["AdversarialRun", "LoopParts", "StartModel", "export_adversarial", "run_adversarial", "start_model"]
+__all__ = ["StartModel", "export_adversarial", "start_model"]

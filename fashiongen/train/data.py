@@ -131,7 +131,7 @@ class DiffusionExamples(Dataset):
             example = self.dataset[index]  # skips defective records unless data.skip_bad_records is off
         except (RecordError, DataError) as error:
             if get_worker_info() is not None:
-                # The run ends here: let the main process's exit stop this worker. Workers ignore SIGTERM (train/loop.py)
+                # The run ends here: let the main process's exit stop this worker. Workers ignore SIGTERM (train/setup.py)
                 # so a scheduler's signal cannot kill a run before it saves, but multiprocessing ends workers with
                 # SIGTERM at exit, and an ignoring worker kept the failed run from ever exiting.
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -8,8 +8,8 @@ photo noised to a timestep t_n of a `distill.grid_size`-point grid, a guidance s
 the teacher's guided DDIM step from t_n to the grid point below, and a pseudo-Huber loss between the student's
 answer at t_n and the EMA student's at the point the teacher reached (diffusion/consistency.py). The student is the
 teacher's network with low-rank adapters (models/lora.py) and a guidance embedding (models/student.py), so its export
-is a few MB beside its teacher. The loop, checkpoints, SIGTERM saves and resume are the adversarial families' loop
-(adversarial.py) with one update per step; validation draws the teacher's 20-step images beside the student's at
+is a few MB beside its teacher. The loop, checkpoints, SIGTERM saves and resume are the one engine's (engine.py) with
+one update per step; validation draws the teacher's 20-step images beside the student's at
 distill.validation_steps steps, same prompts and seeds.
 """
 
@@ -21,16 +21,14 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from accelerate import Accelerator, PartialState
-from accelerate.utils import set_seed
+from accelerate import Accelerator
 from torch import Tensor, nn
 
-from ..config import Config, ConfigError, save_config
-from ..data import FashionDataset
+from ..config import Config, ConfigError
 from ..data.transforms import to_uint8
 from ..diffusion import add_noise, alphas_cumprod_of, concat_text, initial_noise, make_sampler, sample
 from ..diffusion.consistency import (
@@ -48,18 +46,26 @@ from ..grid import captioned_grid, save_image
 from ..models.files import ModelFileError, replacing_directory, write_model_files
 from ..models.lora import add_lora, lora_state
 from ..models.student import StudentUNet
-from ..runs import MetricsLog, hardware_name, read_state, run_facts
+from ..families import load_generator
+from ..plots import training_curves
+from ..runs import MetricsLog, hardware_name, run_facts
 from ..text import CaptionEncoder, TextEncoding
-from .checkpoint import load_checkpoint, save_checkpoint
-from .data import DiffusionExamples, EpochSampler
+from .checkpoint import save_checkpoint
+from .data import DiffusionExamples
 from .ema import EMA
+from .engine import Trainer
+from .setup import announce, make_loader, open_data, open_run, parameters_m, restore
 
 logger = logging.getLogger("fashiongen.train")
 
 
 @dataclass
-class DistillRun:
-    """Everything the distillation steps share; built by `prepare_distill`."""
+class DistillRun(Trainer):
+    """Everything the distillation steps share; built by `DistillRun.build` (`prepare`)."""
+
+    name: ClassVar[str] = "student"
+    hint: ClassVar[str] = "Lower train.learning_rate or raise train.warmup_steps"
+    postfix: ClassVar[tuple[str, ...]] = ("loss", "teacher_gap")
 
     config: Config
     accelerator: Accelerator
@@ -88,11 +94,31 @@ class DistillRun:
     def prediction_type(self) -> str:
         return str(self.teacher.diffusion["prediction_type"])
 
+    @classmethod
+    def build(cls, config: Config, resume: Path | None = None, show_progress: bool = True) -> DistillRun:
+        return prepare_distill(config, resume, show_progress)
+
+    def averaged(self) -> tuple[EMA, nn.Module]:
+        return self.ema, self.generator
+
+    def train_step(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return train_step(self, batch)
+
+    def validate(self) -> dict[str, Any]:
+        return validate_distill(self)
+
+    def curves(self, records: list[dict[str, Any]], path: Path, title: str) -> Any:
+        return training_curves(records, path, title)
+
+    def save(self) -> Path:
+        return save_distill(self)
+
+    def export(self) -> Path:
+        return export_distill(self)
+
 
 def load_teacher(config: Config) -> DiffusionGenerator:
     """train.init_from as a teacher: a text-to-image diffusion model at data.resolution."""
-    from ..families import load_generator
-
     if not config.train.init_from:
         raise ConfigError("train.init_from: a student needs its teacher (a diffusion model folder, e.g. fashiongen/pretrained)")
     try:
@@ -118,8 +144,6 @@ def build_student(teacher: DiffusionGenerator, config: Config) -> StudentUNet:
 def start_student(student: StudentUNet, path: str, teacher: DiffusionGenerator) -> dict[str, Any]:
     """distill.init_student: load a saved student's adapters and guidance embedding into `student` (a run on another
     machine continues a shipped student this way, as train.init_from continues other families); returns its facts."""
-    from ..families import load_generator
-
     try:
         start = load_generator(path)
     except ModelFileError as error:
@@ -148,42 +172,34 @@ def teacher_facts(teacher: DiffusionGenerator) -> dict[str, Any]:
 
 def prepare_distill(config: Config, resume: Path | None = None, show_progress: bool = True) -> DistillRun:
     """Load the teacher, build the student, its EMA and optimiser, open the data, restore a checkpoint, make the run dir."""
-    from .loop import _distributed_cpu, _loader, _make_accelerator, open_encoder, open_run_dir  # shared set-up
-
-    t, d = config.train, config.distill
+    train, distill = config.train, config.distill
     teacher = load_teacher(config)
-    if teacher.info.section("diffusion")["num_train_timesteps"] % d.grid_size:
-        raise ConfigError(f"distill.grid_size: {d.grid_size} does not divide the teacher's "
+    if teacher.info.section("diffusion")["num_train_timesteps"] % distill.grid_size:
+        raise ConfigError(f"distill.grid_size: {distill.grid_size} does not divide the teacher's "
                           f"{teacher.diffusion['num_train_timesteps']} training timesteps")
-    state = PartialState(cpu=_distributed_cpu())
-    train_set = FashionDataset.from_config(config.data, seed=config.seed)
-    global_batch = t.batch_size * state.num_processes
-    sampler = EpochSampler(len(train_set), config.seed, global_batch)
-    saved = read_state(resume) if resume is not None else {}
-    run_dir = open_run_dir(config, resume, state)
-    accelerator = _make_accelerator(config, run_dir)
-    set_seed(config.seed)
-    encoder = open_encoder(config, run_dir, accelerator, [train_set], show_progress)
+    data = open_data(config, resume)
+    run_dir, accelerator, encoder = open_run(config, resume, data, [data.train_set], show_progress)
     if encoder.identity != teacher.info.text.identity:
         raise ConfigError(f"text: the teacher was trained with caption encoder {teacher.info.text.identity}, "
                           f"this config loads {encoder.identity}")
-    facts = saved.get("initialised_from") or teacher_facts(teacher)
+    facts = data.saved.get("initialised_from") or teacher_facts(teacher)
     if resume is not None and facts.get("sha256") != teacher.sha256:
         raise ConfigError(f"train.init_from {config.train.init_from}: not the teacher this run started from "
                           f"(sha256 {teacher.sha256[:12]}, the run's {str(facts.get('sha256'))[:12]})")
     teacher.model.to(accelerator.device, memory_format=torch.channels_last)  # its forwards: ~1.3x faster on CPU
     student = build_student(teacher, config)
-    if d.init_student and resume is None:
-        facts = {**facts, "student": start_student(student, d.init_student, teacher)}
-    ema = EMA(student, d.target_ema_decay, t.ema_power)
+    if distill.init_student and resume is None:
+        facts = {**facts, "student": start_student(student, distill.init_student, teacher)}
+    ema = EMA(student, distill.target_ema_decay, train.ema_power)
     ema.module.to(accelerator.device)
     trainable = [p for p in student.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2),
-                                  eps=t.adam_epsilon, weight_decay=t.weight_decay)
-    examples = DiffusionExamples(train_set, encoder.cache, teacher.attribute_vocab, seed=config.seed,
+    optimizer = torch.optim.AdamW(trainable, lr=train.learning_rate, betas=(train.adam_beta1, train.adam_beta2),
+                                  eps=train.adam_epsilon, weight_decay=train.weight_decay)
+    examples = DiffusionExamples(data.train_set, encoder.cache, teacher.attribute_vocab, seed=config.seed,
                                  num_train_timesteps=int(teacher.diffusion["num_train_timesteps"]),
-                                 caption_dropout_prob=t.caption_dropout_prob, attribute_dropout_prob=t.attribute_dropout_prob)
-    loader = _loader(examples, t.batch_size, t, sampler)
+                                 caption_dropout_prob=train.caption_dropout_prob,
+                                 attribute_dropout_prob=train.attribute_dropout_prob)
+    loader = make_loader(examples, train.batch_size, train, data.sampler)
     student, optimizer, loader = accelerator.prepare(student, optimizer, loader)
     (empty,) = encoder.cache.get_many([""])
     assert empty is not None  # precompute_captions always adds it
@@ -192,41 +208,35 @@ def prepare_distill(config: Config, resume: Path | None = None, show_progress: b
                      empty=TextEncoding(empty.token_states[None], torch.ones(1, empty.token_states.shape[0], dtype=torch.bool),
                                         empty.pooled[None]),
                      alphas_cumprod=alphas_cumprod_of(teacher.diffusion).to(accelerator.device),
-                     grid=skip_grid(int(teacher.diffusion["num_train_timesteps"]), d.grid_size).to(accelerator.device),
-                     metrics=MetricsLog(run_dir / "metrics.jsonl"), steps_per_epoch=len(sampler) // global_batch,
+                     grid=skip_grid(int(teacher.diffusion["num_train_timesteps"]), distill.grid_size).to(accelerator.device),
+                     metrics=MetricsLog(run_dir / "metrics.jsonl"), steps_per_epoch=data.steps_per_epoch,
                      teacher_facts=facts)
-    if resume is not None:
-        run.step = int(load_checkpoint(accelerator, resume, ema)["step"])
-    if accelerator.is_main_process:
-        save_config(config, run_dir / "config.yaml")
-        run.metrics.truncate_after(run.step)
-        logger.info("run %s: student of %s (%.2fM trainable of %.1fM parameters), %d examples, %d steps per epoch%s",
-                    run_dir, teacher.source, sum(p.numel() for p in trainable) / 1e6,
-                    sum(p.numel() for p in ema.module.parameters()) / 1e6, len(examples), run.steps_per_epoch,
-                    f", resumed at step {run.step}" if resume is not None else "")
+    restore(run, resume, ema)
+    announce(run, resume, f"student of {teacher.source} ({sum(p.numel() for p in trainable) / 1e6:.2f}M trainable of "
+                          f"{parameters_m(ema.module):.1f}M parameters), {len(examples)} examples")
     return run
 
 
 def _learning_rate(run: DistillRun) -> float:
-    t = run.config.train
-    return t.learning_rate * min(1.0, (run.step + 1) / max(1, t.warmup_steps))
+    train = run.config.train
+    return train.learning_rate * min(1.0, (run.step + 1) / max(1, train.warmup_steps))
 
 
 def _guidance(run: DistillRun, batch: int) -> Tensor:
     """Each example's guidance scale, drawn from a generator seeded by the step (a resumed run draws the same)."""
-    d = run.config.distill
+    distill = run.config.distill
     generator = torch.Generator().manual_seed(run.config.seed * 1_000_003 + run.step)
     draw = torch.rand(batch, generator=generator)
-    return (d.guidance_min + (d.guidance_max - d.guidance_min) * draw).to(run.accelerator.device)
+    return (distill.guidance_min + (distill.guidance_max - distill.guidance_min) * draw).to(run.accelerator.device)
 
 
 def train_step(run: DistillRun, batch: dict[str, Any]) -> dict[str, float]:
     """One consistency-distillation update (see the module's docstring)."""
-    d = run.config.distill
+    distill = run.config.distill
     clean, noise = batch["pixel_values"], batch["noise"]
     size = clean.shape[0]
     skip = int(run.grid[0]) + 1
-    t_n = run.grid[batch["timestep"] % d.grid_size]  # the example's timestep picks its grid point
+    t_n = run.grid[batch["timestep"] % distill.grid_size]  # the example's timestep picks its grid point
     t_prev = (t_n - skip).clamp(min=0)
     w = _guidance(run, size)
     ids = batch.get("attribute_ids")
@@ -251,7 +261,7 @@ def train_step(run: DistillRun, batch: dict[str, Any]) -> dict[str, float]:
         target = consistency_output(run.prediction_type, run.alphas_cumprod, x_prev, target_output, t_prev)
     student_output = run.generator(x_t, t_n, text.token_states, text.mask, text.pooled, ids, None, w)
     prediction = consistency_output(run.prediction_type, run.alphas_cumprod, x_t, student_output, t_n)
-    loss = pseudo_huber(prediction, target, d.huber_c).mean()
+    loss = pseudo_huber(prediction, target, distill.huber_c).mean()
     lr = _learning_rate(run)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
@@ -268,9 +278,9 @@ def train_step(run: DistillRun, batch: dict[str, Any]) -> dict[str, float]:
 
 
 def _validation_inputs(run: DistillRun) -> tuple[list[str], list[int], TextEncoding]:
-    t = run.config.train
-    prompts = [p for p in t.validation_prompts for _ in t.validation_seeds]
-    seeds = [s for _ in t.validation_prompts for s in t.validation_seeds]
+    train = run.config.train
+    prompts = [p for p in train.validation_prompts for _ in train.validation_seeds]
+    seeds = [s for _ in train.validation_prompts for s in train.validation_seeds]
     return prompts, seeds, run.encoder.encode(prompts)
 
 
@@ -281,7 +291,7 @@ def validate_distill(run: DistillRun) -> dict[str, float]:
     difference from the teacher's images in 8-bit levels."""
     if not run.accelerator.is_main_process or not run.config.train.validation_prompts:
         return {}
-    t, d = run.config.train, run.config.distill
+    train, distill = run.config.train, run.config.distill
     prompts, seeds, text = _validation_inputs(run)
     device = run.accelerator.device
     text = TextEncoding(text.token_states.to(device), text.mask.to(device), text.pooled.to(device))
@@ -291,18 +301,18 @@ def validate_distill(run: DistillRun) -> dict[str, float]:
         scheduler = make_sampler("dpm++", run.teacher.diffusion)
         run.teacher_images = sample(run.teacher.model, scheduler, text, TextEncoding(
             empty.token_states.to(device), empty.mask.to(device), empty.pooled.to(device)), noise,
-            num_inference_steps=20, guidance_scale=t.validation_guidance,
+            num_inference_steps=20, guidance_scale=train.validation_guidance,
             attribute_ids=_no_attributes(run, len(prompts))).cpu()
     columns = {"teacher, 20 steps": run.teacher_images}
     results: dict[str, float] = {}
     timesteps_total = int(run.teacher.diffusion["num_train_timesteps"])
-    for steps in d.validation_steps:
+    for steps in distill.validation_steps:
         generators = [torch.Generator().manual_seed(seed) for seed in seeds]
         for g in generators:  # the first draw is the starting noise, as the pipeline does
             torch.randn((3, run.teacher.resolution, run.teacher.resolution), generator=g)
         images = consistency_sample(run.ema.module, run.alphas_cumprod, run.prediction_type, text.token_states,
                                     text.mask, text.pooled, noise,
-                                    sampling_timesteps(steps, timesteps_total, d.grid_size), t.validation_guidance,
+                                    sampling_timesteps(steps, timesteps_total, distill.grid_size), train.validation_guidance,
                                     generators, _no_attributes(run, len(prompts))).cpu()
         columns[f"student, {steps} step{'s' if steps > 1 else ''}"] = images
         difference = np.abs(to_uint8(images).astype(np.float32) - to_uint8(run.teacher_images).astype(np.float32)).mean()
@@ -357,16 +367,5 @@ def export_distill(run: DistillRun, dtype: str = "float32") -> Path:
     return path
 
 
-def train_distill(run: DistillRun, show_progress: bool = True) -> Path:
-    """Distil until train.max_steps in the shared loop; export at the end."""
-    from ..plots import training_curves
-    from .adversarial import LoopParts, run_adversarial
-
-    parts = LoopParts(name="student", step=train_step, validate=lambda: validate_distill(run), save=lambda: save_distill(run),
-                      export=lambda: export_distill(run), curves=training_curves, postfix=("loss", "teacher_gap"),
-                      hint="Lower train.learning_rate or raise train.warmup_steps")
-    return run_adversarial(run, parts, show_progress)  # type: ignore[arg-type]
-
-
 __all__ = ["DistillRun", "adapter_state", "build_student", "export_distill", "load_teacher", "prepare_distill",
-           "save_distill", "train_distill", "train_step", "validate_distill"]
+           "save_distill", "train_step", "validate_distill"]

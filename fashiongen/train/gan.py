@@ -1,5 +1,5 @@
-"""The GAN training loop (model.family: gan), in the same named steps and with the same tail as the diffusion loop:
-prepare -> train_step (a discriminator step, then a generator step) -> validate -> save -> export.
+"""The GAN family's trainer (model.family: gan), run by the one loop (engine.py): build -> train_step (a discriminator
+step, then a generator step) -> validate -> save -> export.
 
     python train.py configs/gan64.yaml [key=value ...] [--resume latest]
 
@@ -15,33 +15,38 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
-from accelerate import Accelerator, PartialState
-from accelerate.utils import set_seed
+from accelerate import Accelerator
 from torch import Tensor, nn
 
-from ..config import Config, save_config
-from ..data import FashionDataset
+from ..config import Config, ConfigError
 from ..data.transforms import to_uint8
 from ..gan import Discriminator, TextGenerator, diff_augment, discriminator_hinge, generator_hinge, get_gan_spec
 from ..gan import matching_aware_penalty, mismatched_rows
-from ..gan.generator import GANGenerator, gan_description
+from ..gan.generator import GANGenerator, gan_description, truncated_normal
 from ..grid import captioned_grid, save_image
-from ..runs import MetricsLog, checkpoint_dirs, hardware_name, read_state
+from ..plots import gan_curves
+from ..runs import MetricsLog, checkpoint_dirs, hardware_name
 from ..text import CaptionEncoder
-from .checkpoint import load_checkpoint, save_checkpoint
-from .data import DiffusionExamples, EpochSampler, attribute_vocabulary
+from .adversarial import StartModel, export_adversarial, start_model
+from .checkpoint import save_checkpoint
+from .data import DiffusionExamples, attribute_vocabulary
 from .ema import EMA
-from .adversarial import LoopParts, StartModel, export_adversarial, run_adversarial, start_model
+from .engine import Trainer
+from .setup import announce, make_loader, open_data, open_run, parameters_m, restore
 
 logger = logging.getLogger("fashiongen.train")
 
 
 @dataclass
-class GANRun:
-    """Everything the GAN steps share; built by `prepare_gan`."""
+class GANRun(Trainer):
+    """Everything the GAN steps share; built by `GANRun.build` (`prepare`)."""
+
+    name: ClassVar[str] = "GAN"
+    hint: ClassVar[str] = "Lower gan.generator_lr and gan.discriminator_lr, or raise gan.ma_gp_weight"
+    postfix: ClassVar[tuple[str, ...]] = ("d_loss", "g_loss")
 
     config: Config
     accelerator: Accelerator
@@ -67,6 +72,35 @@ class GANRun:
     def images_per_step(self) -> int:
         return self.config.train.batch_size * self.accelerator.num_processes
 
+    @classmethod
+    def build(cls, config: Config, resume: Path | None = None, show_progress: bool = True) -> GANRun:
+        return prepare_gan(config, resume, show_progress)
+
+    def averaged(self) -> tuple[EMA, nn.Module]:
+        return self.ema, self.generator
+
+    def train_step(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return train_step(self, batch)
+
+    def alert(self, numbers: dict[str, Any]) -> str | None:
+        alert = _watch(self, numbers)
+        if alert is not None:
+            logger.warning(alert)
+            self.watch = {"pinned": [], "diversity": []}  # once a window, not every step
+        return alert
+
+    def validate(self) -> dict[str, Any]:
+        return validate_gan(self)
+
+    def curves(self, records: list[dict[str, Any]], path: Path, title: str) -> Any:
+        return gan_curves(records, path, title=title)
+
+    def save(self) -> Path:
+        return save_gan(self)
+
+    def export(self) -> Path:
+        return export_gan(self)
+
 
 def _initial_gan(config: Config, encoder: CaptionEncoder) -> StartModel:
     """train.init_from for a GAN: the generator (its EMA weights), its discriminator and the facts the run records.
@@ -89,25 +123,14 @@ def _adam(module: nn.Module, lr: float, config: Config) -> torch.optim.Optimizer
 
 def prepare_gan(config: Config, resume: Path | None = None, show_progress: bool = True) -> GANRun:
     """Open data, build generator, discriminator, EMA and optimisers, restore a checkpoint, make the run directory."""
-    from .loop import _distributed_cpu, _loader, _make_accelerator, open_encoder, open_run_dir  # shared set-up
-
-    t, spec = config.train, get_gan_spec(config.model.name)
+    train, spec = config.train, get_gan_spec(config.model.name)
     if spec.resolution != config.data.resolution:
-        from ..config import ConfigError
-
         raise ConfigError(f"data.resolution: {config.model.name} makes {spec.resolution} px images, not {config.data.resolution}")
-    state = PartialState(cpu=_distributed_cpu())
-    train_set = FashionDataset.from_config(config.data, seed=config.seed)
-    global_batch = t.batch_size * state.num_processes
-    sampler = EpochSampler(len(train_set), config.seed, global_batch)
-    saved = read_state(resume) if resume is not None else {}
-    vocab = saved.get("attribute_vocab") or attribute_vocabulary(train_set.source, config.model.attributes)
-    run_dir = open_run_dir(config, resume, state)
-    accelerator = _make_accelerator(config, run_dir)
-    set_seed(config.seed)
-    encoder = open_encoder(config, run_dir, accelerator, [train_set], show_progress)
-    initialised_from = saved.get("initialised_from")
-    start = _initial_gan(config, encoder) if config.train.init_from and resume is None else None
+    data = open_data(config, resume)
+    vocab = data.saved.get("attribute_vocab") or attribute_vocabulary(data.train_set.source, config.model.attributes)
+    run_dir, accelerator, encoder = open_run(config, resume, data, [data.train_set], show_progress)
+    initialised_from = data.saved.get("initialised_from")
+    start = _initial_gan(config, encoder) if train.init_from and resume is None else None
     if start is not None:
         vocab = start.model.attribute_vocab
     generator = TextGenerator(spec, encoder.dim, vocab)
@@ -116,29 +139,21 @@ def prepare_gan(config: Config, resume: Path | None = None, show_progress: bool 
         generator.load_state_dict(start.model.model.state_dict())
         discriminator.load_state_dict(start.discriminator)
         initialised_from = start.facts
-    ema = EMA(generator, t.ema_decay, t.ema_power)
+    ema = EMA(generator, train.ema_decay, train.ema_power)
     ema.module.to(accelerator.device)
     g_optimizer, d_optimizer = _adam(generator, config.gan.generator_lr, config), _adam(discriminator, config.gan.discriminator_lr, config)
-    examples = DiffusionExamples(train_set, encoder.cache, vocab, seed=config.seed, num_train_timesteps=1,
-                                 attribute_dropout_prob=t.attribute_dropout_prob)
-    loader = _loader(examples, t.batch_size, t, sampler)
+    examples = DiffusionExamples(data.train_set, encoder.cache, vocab, seed=config.seed, num_train_timesteps=1,
+                                 attribute_dropout_prob=train.attribute_dropout_prob)
+    loader = make_loader(examples, train.batch_size, train, data.sampler)
     generator, discriminator, g_optimizer, d_optimizer, loader = accelerator.prepare(
         generator, discriminator, g_optimizer, d_optimizer, loader)
     run = GANRun(config=config, accelerator=accelerator, run_dir=run_dir, generator=generator, discriminator=discriminator,
                  ema=ema, g_optimizer=g_optimizer, d_optimizer=d_optimizer, train_examples=examples, train_loader=loader,
                  encoder=encoder, vocab=vocab, metrics=MetricsLog(run_dir / "metrics.jsonl"),
-                 steps_per_epoch=len(sampler) // global_batch, resumed_from=resume, initialised_from=initialised_from)
-    if resume is not None:
-        restored = load_checkpoint(accelerator, resume, ema)
-        run.step = int(restored["step"])
-        run.first_diversity = restored.get("first_diversity")
-    if accelerator.is_main_process:
-        save_config(config, run_dir / "config.yaml")
-        run.metrics.truncate_after(run.step)
-        logger.info("run %s: %s (generator %.1fM, discriminator %.1fM parameters), %d examples, %d steps per epoch%s",
-                    run_dir, config.model.name, sum(p.numel() for p in ema.module.parameters()) / 1e6,
-                    sum(p.numel() for p in discriminator.parameters()) / 1e6, len(examples), run.steps_per_epoch,
-                    f", resumed at step {run.step}" if resume is not None else "")
+                 steps_per_epoch=data.steps_per_epoch, resumed_from=resume, initialised_from=initialised_from)
+    run.first_diversity = restore(run, resume, ema).get("first_diversity")
+    announce(run, resume, f"{config.model.name} (generator {parameters_m(ema.module):.1f}M, discriminator "
+                          f"{parameters_m(discriminator):.1f}M parameters), {len(examples)} examples")
     return run
 
 
@@ -235,8 +250,6 @@ def validate_gan(run: GANRun) -> dict[str, float]:
     """A grid of the validation prompts (rows: validation seeds) from the EMA generator at the default truncation."""
     if not run.accelerator.is_main_process or not run.config.train.validation_prompts:
         return {}
-    from ..gan.generator import truncated_normal
-
     model, prompts = run.ema.module, list(run.config.train.validation_prompts)
     pooled = run.encoder.encode(prompts).pooled.to(run.accelerator.device)
     images, captions = [], []
@@ -256,21 +269,4 @@ def export_gan(run: GANRun, dtype: str = "float32") -> Path:
         run.ema.module, run.config, run.encoder.identity, training), dtype)
 
 
-def train_gan(run: GANRun, show_progress: bool = True) -> Path:
-    """Train until train.max_steps in the adversarial loop (adversarial.py); export at the end."""
-    from ..plots import gan_curves
-
-    def watch(run: GANRun, record: dict[str, float]) -> str | None:
-        alert = _watch(run, record)
-        if alert is not None:
-            logger.warning(alert)
-            run.watch = {"pinned": [], "diversity": []}  # once a window, not every step
-        return alert
-
-    parts = LoopParts(name="GAN", step=train_step, validate=lambda: validate_gan(run), save=lambda: save_gan(run),
-                      export=lambda: export_gan(run), watch=watch, curves=lambda records, path, title: gan_curves(records, path, title=title),
-                      hint="Lower gan.generator_lr and gan.discriminator_lr, or raise gan.ma_gp_weight")
-    return run_adversarial(run, parts, show_progress)
-
-
-__all__ = ["GANRun", "batch_diversity", "export_gan", "prepare_gan", "save_gan", "train_gan", "train_step", "validate_gan"]
+__all__ = ["GANRun", "batch_diversity", "export_gan", "prepare_gan", "save_gan", "train_step", "validate_gan"]

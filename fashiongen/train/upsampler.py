@@ -1,4 +1,4 @@
-"""The upsampler's training (model.family: upsampler) in the adversarial loop (adversarial.py):
+"""The upsampler family's trainer (model.family: upsampler), run by the one loop (engine.py):
 
     python train.py configs/upsampler256.yaml [key=value ...] [--resume latest]
 
@@ -16,21 +16,21 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator, PartialState
-from accelerate.utils import set_seed
+from accelerate import Accelerator
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from ..config import Config, ConfigError, save_config
+from ..config import Config, ConfigError
 from ..data import FashionDataset
 from ..data.transforms import to_uint8
 from ..evaluation.restoration import psnr
 from ..grid import captioned_grid, save_image
-from ..runs import MetricsLog, hardware_name, read_state
+from ..plots import upsampler_curves
+from ..runs import MetricsLog, hardware_name
 from ..text import CaptionEncoder
 from ..upsampler import (
     Degradation,
@@ -45,20 +45,23 @@ from ..upsampler import (
     reconstruction,
 )
 from ..upsampler.generator import UpsamplerGenerator, upsampler_description
-from .adversarial import LoopParts, export_adversarial, run_adversarial, start_model
-from .checkpoint import load_checkpoint, save_checkpoint
-from .data import DiffusionExamples, EpochSampler, example_seed
+from .adversarial import export_adversarial, start_model
+from .checkpoint import save_checkpoint
+from .data import DiffusionExamples, example_seed
 from .ema import EMA
+from .engine import Trainer
+from .setup import announce, make_loader, open_data, open_run, parameters_m, restore
 
 logger = logging.getLogger("fashiongen.train")
 
 
 def degradation_of(config: Config) -> Degradation:
-    u = config.upsampler
-    return Degradation(scale=get_upsampler_spec(config.model.name).scale, blur_prob=u.blur_prob,
-                       blur_sigma=(u.blur_sigma[0], u.blur_sigma[1]), kernels=tuple(u.kernels), noise_prob=u.noise_prob,
-                       noise_sigma=(u.noise_sigma[0], u.noise_sigma[1]), jpeg_prob=u.jpeg_prob,
-                       jpeg_quality=(u.jpeg_quality[0], u.jpeg_quality[1]))
+    """upsampler.*'s degradations of the training inputs."""
+    upsampler = config.upsampler
+    return Degradation(scale=get_upsampler_spec(config.model.name).scale, blur_prob=upsampler.blur_prob,
+                       blur_sigma=(upsampler.blur_sigma[0], upsampler.blur_sigma[1]), kernels=tuple(upsampler.kernels),
+                       noise_prob=upsampler.noise_prob, noise_sigma=(upsampler.noise_sigma[0], upsampler.noise_sigma[1]),
+                       jpeg_prob=upsampler.jpeg_prob, jpeg_quality=(upsampler.jpeg_quality[0], upsampler.jpeg_quality[1]))
 
 
 class PatchExamples(Dataset):
@@ -87,8 +90,12 @@ class PatchExamples(Dataset):
 
 
 @dataclass
-class UpsamplerRun:
-    """Everything the upsampler's steps share; built by `prepare_upsampler`."""
+class UpsamplerRun(Trainer):
+    """Everything the upsampler's steps share; built by `UpsamplerRun.build` (`prepare`)."""
+
+    name: ClassVar[str] = "upsampler"
+    hint: ClassVar[str] = "Lower upsampler.generator_lr and upsampler.discriminator_lr, or upsampler.adversarial_weight"
+    postfix: ClassVar[tuple[str, ...]] = ("l1", "d_loss")
 
     config: Config
     accelerator: Accelerator
@@ -110,6 +117,28 @@ class UpsamplerRun:
     @property
     def images_per_step(self) -> int:
         return self.config.train.batch_size * self.accelerator.num_processes
+
+    @classmethod
+    def build(cls, config: Config, resume: Path | None = None, show_progress: bool = True) -> UpsamplerRun:
+        return prepare_upsampler(config, resume, show_progress)
+
+    def averaged(self) -> tuple[EMA, nn.Module]:
+        return self.ema, self.generator
+
+    def train_step(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return train_step(self, batch)
+
+    def validate(self) -> dict[str, Any]:
+        return validate_upsampler(self)
+
+    def curves(self, records: list[dict[str, Any]], path: Path, title: str) -> Any:
+        return upsampler_curves(records, path, title)
+
+    def save(self) -> Path:
+        return save_upsampler(self)
+
+    def export(self) -> Path:
+        return export_upsampler(self)
 
 
 def check_upsampler_config(config: Config) -> None:
@@ -142,52 +171,38 @@ def _validation_set(config: Config, encoder: CaptionEncoder, device: torch.devic
 
 def prepare_upsampler(config: Config, resume: Path | None = None, show_progress: bool = True) -> UpsamplerRun:
     """Open data, build the upsampler, its discriminator, EMA and optimisers, restore a checkpoint, make the run dir."""
-    from .loop import _distributed_cpu, _loader, _make_accelerator, open_encoder, open_run_dir  # shared set-up
-
     check_upsampler_config(config)
-    t, u, spec = config.train, config.upsampler, get_upsampler_spec(config.model.name)
-    state = PartialState(cpu=_distributed_cpu())
-    train_set = FashionDataset.from_config(config.data, seed=config.seed)
-    global_batch = t.batch_size * state.num_processes
-    sampler = EpochSampler(len(train_set), config.seed, global_batch)
-    saved = read_state(resume) if resume is not None else {}
-    run_dir = open_run_dir(config, resume, state)
-    accelerator = _make_accelerator(config, run_dir)
-    set_seed(config.seed)
-    encoder = open_encoder(config, run_dir, accelerator, [train_set], show_progress)
-    initialised_from = saved.get("initialised_from")
+    train, upsampler, spec = config.train, config.upsampler, get_upsampler_spec(config.model.name)
+    data = open_data(config, resume)
+    run_dir, accelerator, encoder = open_run(config, resume, data, [data.train_set], show_progress)
+    initialised_from = data.saved.get("initialised_from")
     generator, discriminator = Upsampler(spec, encoder.dim), PatchDiscriminator(spec)
-    if config.train.init_from and resume is None:
+    if train.init_from and resume is None:
         start = start_model(config, encoder, UpsamplerGenerator, spec, "an upsampler")
         generator.load_state_dict(start.model.model.state_dict())
         if start.discriminator is not None:  # else the discriminator starts afresh
             discriminator.load_state_dict(start.discriminator)
         initialised_from = start.facts
-    ema = EMA(generator, t.ema_decay, t.ema_power)
+    ema = EMA(generator, train.ema_decay, train.ema_power)
     ema.module.to(accelerator.device)
-    g_optimizer = torch.optim.Adam(generator.parameters(), lr=u.generator_lr, betas=(u.adam_beta1, u.adam_beta2))
-    d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=u.discriminator_lr, betas=(u.adam_beta1, u.adam_beta2))
-    base = DiffusionExamples(train_set, encoder.cache, {}, seed=config.seed, num_train_timesteps=1,
-                             caption_dropout_prob=t.caption_dropout_prob)
-    examples = PatchExamples(base, u.patch_size, degradation_of(config), config.seed)
-    loader = _loader(examples, t.batch_size, t, sampler)
+    betas = (upsampler.adam_beta1, upsampler.adam_beta2)
+    g_optimizer = torch.optim.Adam(generator.parameters(), lr=upsampler.generator_lr, betas=betas)
+    d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=upsampler.discriminator_lr, betas=betas)
+    base = DiffusionExamples(data.train_set, encoder.cache, {}, seed=config.seed, num_train_timesteps=1,
+                             caption_dropout_prob=train.caption_dropout_prob)
+    examples = PatchExamples(base, upsampler.patch_size, degradation_of(config), config.seed)
+    loader = make_loader(examples, train.batch_size, train, data.sampler)
     generator, discriminator, g_optimizer, d_optimizer, loader = accelerator.prepare(
         generator, discriminator, g_optimizer, d_optimizer, loader)
     run = UpsamplerRun(config=config, accelerator=accelerator, run_dir=run_dir, generator=generator,
                        discriminator=discriminator, ema=ema, g_optimizer=g_optimizer, d_optimizer=d_optimizer,
                        train_examples=examples, train_loader=loader, encoder=encoder,
                        validation=_validation_set(config, encoder, accelerator.device),
-                       metrics=MetricsLog(run_dir / "metrics.jsonl"), steps_per_epoch=len(sampler) // global_batch,
+                       metrics=MetricsLog(run_dir / "metrics.jsonl"), steps_per_epoch=data.steps_per_epoch,
                        initialised_from=initialised_from)
-    if resume is not None:
-        run.step = int(load_checkpoint(accelerator, resume, ema)["step"])
-    if accelerator.is_main_process:
-        save_config(config, run_dir / "config.yaml")
-        run.metrics.truncate_after(run.step)
-        logger.info("run %s: %s (upsampler %.2fM, discriminator %.2fM parameters), %d examples, %d steps per epoch%s",
-                    run_dir, config.model.name, sum(p.numel() for p in ema.module.parameters()) / 1e6,
-                    sum(p.numel() for p in discriminator.parameters()) / 1e6, len(examples), run.steps_per_epoch,
-                    f", resumed at step {run.step}" if resume is not None else "")
+    restore(run, resume, ema)
+    announce(run, resume, f"{config.model.name} (upsampler {parameters_m(ema.module):.2f}M, discriminator "
+                          f"{parameters_m(discriminator):.2f}M parameters), {len(examples)} examples")
     return run
 
 
@@ -197,13 +212,13 @@ def mean_psnr(output: Tensor, target: Tensor) -> float:
 
 def train_step(run: UpsamplerRun, batch: dict[str, Any]) -> dict[str, float]:
     """L1 alone until upsampler.adversarial_start; then a discriminator step (hinge), then a generator step."""
-    u = run.config.upsampler
+    upsampler = run.config.upsampler
     high, low, pooled = batch["pixel_values"], batch["low_res"], batch["text_pooled"]
     output = run.generator(low, pooled)
     l1 = reconstruction(output, high).mean()
     record = {"l1": l1.item(), "psnr": mean_psnr(output.detach().clamp(-1, 1), high)}
-    loss = u.l1_weight * l1
-    if run.step >= u.adversarial_start:
+    loss = upsampler.l1_weight * l1
+    if run.step >= upsampler.adversarial_start:
         d_real, real_features = run.discriminator(high, low)
         d_fake, _ = run.discriminator(output.detach(), low)
         loss_d = patch_hinge(d_real, d_fake)
@@ -212,7 +227,7 @@ def train_step(run: UpsamplerRun, batch: dict[str, Any]) -> dict[str, float]:
         run.d_optimizer.step()
         d_on_fake, fake_features = run.discriminator(output, low)  # the photo's features: from before D's step (constants)
         adversarial, matching = patch_generator(d_on_fake), feature_matching(fake_features, real_features)
-        loss = loss + u.adversarial_weight * adversarial + u.feature_weight * matching
+        loss = loss + upsampler.adversarial_weight * adversarial + upsampler.feature_weight * matching
         record.update(d_loss=loss_d.item(), g_adv=adversarial.item(), feature_matching=matching.item(),
                       d_real_acc=float((d_real > 0).float().mean()), d_fake_acc=float((d_fake < 0).float().mean()))
     run.g_optimizer.zero_grad(set_to_none=True)
@@ -263,15 +278,5 @@ def export_upsampler(run: UpsamplerRun, dtype: str = "float32") -> Path:
         run.ema.module, run.config, run.encoder.identity, run.config.model.low_res_resolution, training), dtype)
 
 
-def train_upsampler(run: UpsamplerRun, show_progress: bool = True) -> Path:
-    """Train until train.max_steps in the adversarial loop; export at the end."""
-    from ..plots import upsampler_curves
-
-    parts = LoopParts(name="upsampler", step=train_step, validate=lambda: validate_upsampler(run), save=lambda: save_upsampler(run),
-                      export=lambda: export_upsampler(run), curves=upsampler_curves, postfix=("l1", "d_loss"),
-                      hint="Lower upsampler.generator_lr and upsampler.discriminator_lr, or upsampler.adversarial_weight")
-    return run_adversarial(run, parts, show_progress)
-
-
 __all__ = ["PatchExamples", "UpsamplerRun", "check_upsampler_config", "export_upsampler", "prepare_upsampler",
-           "save_upsampler", "train_step", "train_upsampler", "validate_upsampler"]
+           "save_upsampler", "train_step", "validate_upsampler"]

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import Config
-from ..gan.generator import discriminator_file, read_discriminator, write_discriminator
+from ..models.adversarial import discriminator_file, read_discriminator, write_discriminator
 from ..generators import LOW_RES, TEXT, GenerationInputs, StepCallback
 from ..models.files import ModelFileError, ModelFiles, ModelInfo, training_description, write_model_files
 from ..models.runtime import low_precision, resolve, torch_module
