@@ -25,7 +25,7 @@ from typing import Any
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from .service import ATTRIBUTES, MAX_SEED, Limits
+from .checks import ATTRIBUTES, MAX_SEED, Limits
 
 logger = logging.getLogger("fashiongen.app")
 
