@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
-from .extras import MissingExtra
+from .errors import ArgumentParser, command, exits_on_error
 
 # subcommand -> (module holding main(argv), one line for --help)
 COMMANDS = {
@@ -34,32 +34,18 @@ COMMANDS = {
 }
 
 
-def run(command: str, argv: Sequence[str] | None = None) -> int:
+@command()
+def run(name: str, argv: Sequence[str] | None = None) -> int:
     """Run one subcommand's main(argv); a missing extra is one `error:` line and exit code 2."""
-    try:
-        main_of: Callable[[list[str] | None], int] = importlib.import_module(COMMANDS[command][0]).main
-        return main_of(None if argv is None else list(argv))
-    except MissingExtra as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    main_of: Callable[[list[str] | None], int] = importlib.import_module(COMMANDS[name][0]).main
+    return main_of(None if argv is None else list(argv))
 
 
-def load_command(command: str) -> ModuleType:
-    """The module of `command`, imported now (the top-level scripts load theirs with the script, as before they were
-    shims); a missing extra is one `error:` line and exit code 2."""
-    try:
-        return importlib.import_module(COMMANDS[command][0])
-    except MissingExtra as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but a bad command line is one `error: ...` line and exit code 2, like every command's bad input."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2)
+def load_command(name: str) -> ModuleType:
+    """The module of command `name`, imported now (the top-level scripts load theirs with the script, as before they
+    were shims); a missing extra is one `error:` line and exit code 2."""
+    with exits_on_error():
+        return importlib.import_module(COMMANDS[name][0])
 
 
 def parser() -> argparse.ArgumentParser:
@@ -75,9 +61,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv:
-        parser().error(f"name a command: {', '.join(COMMANDS)} (fashiongen --help)")
-    options = parser().parse_args(argv)
+    with exits_on_error():  # a bad command line here is argparse's SystemExit(2), after its one line
+        if not argv:
+            parser().error(f"name a command: {', '.join(COMMANDS)} (fashiongen --help)")
+        options = parser().parse_args(argv)
     sys.argv[0] = f"fashiongen {options.command}"  # the command's usage and errors name it as typed
     return run(options.command, options.args)
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from .errors import UserError
 
-class MissingExtra(ModuleNotFoundError):
+
+class MissingExtra(UserError, ModuleNotFoundError):
     """A module of an extra that is not installed; the message names the extra and the pip command."""
 
 

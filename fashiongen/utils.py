@@ -14,6 +14,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, BinaryIO, Iterable, Iterator
+from .errors import UserError
 
 logger = logging.getLogger("fashiongen")
 
@@ -44,7 +45,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 # ---------------------------------------------------------------- output folders
 
 
-class OutputFolderError(ValueError):
+class OutputFolderError(UserError, ValueError):
     """An output folder that cannot be written (a file, read-only, or another process writing it)."""
 
 

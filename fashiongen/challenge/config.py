@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
+from ..errors import UserError
 
 
 # name -> (higher is better, what it is)
@@ -22,7 +23,7 @@ METRICS = {
 }
 
 
-class ChallengeConfigError(ValueError):
+class ChallengeConfigError(UserError, ValueError):
     """A setting out of range or of the wrong kind; the message names it."""
 
 

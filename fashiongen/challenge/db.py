@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from ..errors import UserError
 
 SCHEMA_VERSION = 1
 DIALECT = {
@@ -62,7 +63,7 @@ CREATE TABLE IF NOT EXISTS audit (id {id}, at {float} NOT NULL, actor TEXT NOT N
 """
 
 
-class DatabaseError(RuntimeError):
+class DatabaseError(UserError, RuntimeError):
     """The database cannot be opened, or holds no challenge (or another schema version)."""
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from ..submission import HEADER_FILE, LINES_FILE, CaptionItem, validate_submission
 from .archive import ArchiveLimits
 from .config import ChallengeConfig
+from ..errors import UserError
 
 MAX_PROBLEMS_SHOWN = 5
 MAX_JSON_DEPTH = 32  # a header or line nests a few levels; Python's parser recurses once per level
@@ -24,7 +25,7 @@ LINE_BYTES = 2**12  # one image's line in the lines file: its name, caption, see
 HEADER_BYTES = 2**20  # the header file at most (layout_problems refuses a larger one)
 
 
-class ScoringError(ValueError):
+class ScoringError(UserError, ValueError):
     """A submission or caption source that cannot be scored; the message says why (a submission's status message)."""
 
 

@@ -27,13 +27,14 @@ from ..utils import atomic_write_text
 from .config import ChallengeConfig
 from .db import Database, DatabaseError, is_url
 from .store import Challenge
+from ..errors import UserError
 
 LOCATOR_FILE = "database.json"
 CONFIG_FILE = "challenge.yaml"
 SQLITE_FILE = "challenge.sqlite3"
 
 
-class ChallengeSetupError(ValueError):
+class ChallengeSetupError(UserError, ValueError):
     """A challenge folder or database that cannot be created or opened; the message names it."""
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from ..errors import UserError
 
 
-class Refused(ValueError):
+class Refused(UserError, ValueError):
     """A request the challenge turns down: an HTTP status and one sentence saying why."""
 
     def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:

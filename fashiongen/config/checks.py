@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from typing import Any, Sequence
+from ..errors import UserError
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file or override names an unknown key or a value of the wrong type or range."""
 
 

@@ -32,6 +32,7 @@ from .fashiongen_h5 import IMAGE_KEY, NUMERIC_FIELDS, RECORD_ID_KEY, SPLIT_KEY_K
 from .records import Record, RecordError, SkipLog, Source
 from .sources import split_keys
 from .transforms import resize_square
+from ..errors import UserError
 
 if TYPE_CHECKING:
     import h5py
@@ -40,7 +41,7 @@ ATTRIBUTE_TO_KEY = {name: key for key, name in TEXT_FIELDS.items()}
 logger = logging.getLogger("fashiongen.data")
 
 
-class OutputError(ValueError):
+class OutputError(UserError, ValueError):
     """OUT cannot or may not be written: a folder, a read-only or missing parent, an existing file (no overwrite)."""
 
 

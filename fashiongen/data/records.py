@@ -11,6 +11,7 @@ from typing import Iterator, Protocol, Union
 import numpy as np
 
 from ..utils import NotRegularFile, regular_file
+from ..errors import UserError
 
 logger = logging.getLogger("fashiongen.data")
 
@@ -42,11 +43,11 @@ class RecordMeta:
     attributes: dict[str, AttributeValue]
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A source cannot be read at all (missing path, missing key, malformed metadata file)."""
 
 
-class RecordError(ValueError):
+class RecordError(UserError, ValueError):
     """One record is defective (truncated image, empty or undecodable caption).
 
     `where` names the file and row/key so the message can be acted on.

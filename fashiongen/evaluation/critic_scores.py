@@ -25,6 +25,7 @@ from torch import Tensor
 from ..data.captions import MISSING_VALUES
 from ..data.transforms import resize_square, to_tensor
 from ..text import CaptionEncoder
+from ..errors import UserError
 
 if TYPE_CHECKING:  # critic.py imports this module (check_encoder for load_critic, and to offer these names)
     from .critic import Critic
@@ -32,7 +33,7 @@ if TYPE_CHECKING:  # critic.py imports this module (check_encoder for load_criti
 logger = logging.getLogger("fashiongen.critic")
 
 
-class EncoderMismatchError(ValueError):
+class EncoderMismatchError(UserError, ValueError):
     """A critic was given captions from another caption encoder than the one it was trained with."""
 
 

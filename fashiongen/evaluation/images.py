@@ -25,13 +25,14 @@ from ..data import iter_records, open_source
 from ..data.records import lone_surrogate
 from ..data.transforms import resize_square
 from ..utils import NotRegularFile, file_inside, open_regular
+from ..errors import UserError
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
 
-class EvaluationInputError(ValueError):
+class EvaluationInputError(UserError, ValueError):
     """Images or captions that cannot be evaluated; the message names the file or row and the fix."""
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from ..extras import require
 from ..utils import LOCK_FILE, NotRegularFile, atomic_path, atomic_write_text, open_regular
+from ..errors import UserError
 
 if TYPE_CHECKING:
     import matplotlib.pyplot as plt
@@ -211,7 +212,7 @@ def _json_default(value: Any) -> Any:
 # ---------------------------------------------------------------- the report folder's owner
 
 
-class ReportFolderError(ValueError):
+class ReportFolderError(UserError, ValueError):
     """An --out folder this evaluation may not write: another evaluation's, or holding files it did not write."""
 
 

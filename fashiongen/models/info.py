@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..config import ConfigError, check_section
+from ..errors import UserError
 
 MODEL_FORMAT = "fashiongen-model"
 MODEL_VERSION = 3  # 3: format "fashiongen-model" with a "family" field; 2: "fashiongen-diffusion" with its digest
@@ -23,7 +24,7 @@ MAX_INFO_BYTES = 16 * 2**20  # a model's JSON description is a few kB; refuse to
 CONFIG_SECTIONS = ("data", "text", "model", "train", "critic", "gan", "upsampler", "distill")  # checked in model.json
 
 
-class ModelFileError(ValueError):
+class ModelFileError(UserError, ValueError):
     """A path is not a FashionGen model, or its weights do not match their recorded checksum."""
 
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # transformers' modeling code imports Accelerate: only when a
 
 from ..config import TextConfig
 from .cache import CachedEmbedding, EmbeddingCache
+from ..errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 _IDENTITY_SUFFIXES = {".json", ".txt", ".model", ".safetensors", ".bin"}
 
 
-class EncoderNotFoundError(FileNotFoundError):
+class EncoderNotFoundError(UserError, FileNotFoundError):
     """config.text.encoder names neither a known encoder nor a local Hugging Face model directory."""
 
 

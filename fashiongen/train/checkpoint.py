@@ -25,11 +25,12 @@ from ..config import Config, ConfigError, save_config
 from ..utils import atomic_write_text, disk_problem, first_line
 from .ema import EMA
 from ..runs import EMA_FILE, STATE_FILE, CheckpointError, checkpoint_dirs, read_state, run_dirs
+from ..errors import UserError
 
 logger = logging.getLogger("fashiongen.train")
 
 _PARTIAL = re.compile(r"^\.tmp-step_\d+$")
-class CheckpointWriteError(RuntimeError):
+class CheckpointWriteError(UserError, RuntimeError):
     """A checkpoint could not be written: disk full, quota, read-only folder or no permission."""
 
 

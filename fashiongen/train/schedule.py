@@ -34,6 +34,7 @@ from accelerate import Accelerator
 from torch import Tensor
 
 from ..runs import MetricsLog, checkpoint_dirs
+from ..errors import CommandStopped
 
 
 class Schedule(Protocol):
@@ -64,7 +65,7 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-class TrainingStopped(Exception):
+class TrainingStopped(CommandStopped):
     """SIGTERM or SIGINT arrived; a checkpoint was saved. `exit_code` follows the shell convention 128 + signal."""
 
     def __init__(self, signum: int, checkpoint: Path, how_to_continue: str = "") -> None:
