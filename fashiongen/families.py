@@ -2,7 +2,7 @@
 
     generator = load_generator("runs/001-small64")   # an export, a checkpoint (its EMA weights) or a run directory
 
-A new family is a folder (fashiongen/gan/) implementing fashiongen.generators.Generator and one line here.
+A new family is a folder (fashiongen/gan/) implementing fashiongen.generators.ImageFamily and one line here.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from .config import Config
 from .diffusion.generator import DiffusionGenerator, SuperResolutionGenerator
 from .diffusion.student import StudentGenerator
 from .gan.generator import GANGenerator
-from .generators import Generator
+from .generators import ImageFamily
 from .models import get_spec
 from .models.files import DTYPES, ModelFileError, read_model_files
 from .upsampler.generator import UpsamplerGenerator
 
-FAMILIES: dict[str, type[Generator]] = {
+FAMILIES: dict[str, type[ImageFamily]] = {
     "diffusion": DiffusionGenerator,
     "superres": SuperResolutionGenerator,
     "gan": GANGenerator,
@@ -48,7 +48,7 @@ def sampler_names() -> tuple[str, ...]:
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu", dtype: str = "float32",
-                   verify: bool = True) -> Generator:
+                   verify: bool = True) -> ImageFamily:
     """The model at `path` (an exported model, a checkpoint or a run directory), built by its family's class."""
     files = read_model_files(path, verify)
     family = files.info.family if files.info is not None else family_of_config(files.config)  # type: ignore[arg-type]

@@ -1,14 +1,16 @@
-"""The one interface every generator family implements: the pipeline, sample.py, evaluate.py, submissions and the
-app reach a model only through it, so a new family (a GAN, a few-step student) is one folder and one line in
+"""The one interface every image family implements (ImageFamily): the pipeline, sample.py, evaluate.py, submissions and
+the app reach a model only through it, so a new family (a GAN, a few-step student) is one folder and one line in
 fashiongen.families.FAMILIES.
 
-    generator = load_generator("runs/001-small64/export")        # fashiongen.families: model.json's "family" picks the class
-    images = generator.generate(inputs, settings, generators)    # [N, 3, R, R] in [-1, 1]
+    stage = load_generator("runs/001-small64/export")     # fashiongen.families: model.json's "family" picks the class
+    rngs = [torch.Generator().manual_seed(seed) for seed in inputs.seeds]
+    images = stage.generate(inputs, settings, rngs)       # [N, 3, R, R] in [-1, 1]
 
 A family says what conditioning it accepts (text, attributes, a low-res image), which sampler names its settings may
 name, and whether it can edit a photo; the pipeline refuses what a family cannot do before any work, with one line.
-Every draw of randomness comes from the per-image `generators` the pipeline seeds, in a fixed order, so an image
-depends on its seed only.
+Every draw of randomness comes from the per-image random number generators (`rngs`, torch.Generator) the pipeline
+seeds, in a fixed order, so an image depends on its seed only. ("Generator" alone is kept as an old name of the
+protocol; the GAN's network is gan.TextGenerator.)
 """
 
 from __future__ import annotations
@@ -55,8 +57,8 @@ class GenerationInputs:
 
 
 @runtime_checkable
-class Generator(Protocol):
-    """A loaded model of one family. `model` is its network, `info` its model.json (typed), `source` where it was loaded from."""
+class ImageFamily(Protocol):
+    """A loaded model of one family (a stage of the pipeline's cascade). `model` is its network, `info` its model.json (typed), `source` where it was loaded from."""
 
     family: ClassVar[str]
     conditioning: ClassVar[frozenset[str]]  # of TEXT, ATTRIBUTES, LOW_RES
@@ -70,7 +72,7 @@ class Generator(Protocol):
     source: str
 
     @classmethod
-    def from_files(cls, files: ModelFiles, device: str | torch.device, dtype: torch.dtype) -> Generator:
+    def from_files(cls, files: ModelFiles, device: str | torch.device, dtype: torch.dtype) -> ImageFamily:
         """Build the network its files describe (checked before anything is allocated) and load the weights."""
         ...
 
@@ -85,8 +87,8 @@ class Generator(Protocol):
     @property
     def attribute_vocab(self) -> dict[str, list[str]]: ...
 
-    def draw_latents(self, generators: Sequence[torch.Generator], settings: SamplingSettings) -> Tensor:
-        """Each image's starting draw [N, *latent_shape] from its own generator: what `generate` starts from and what
+    def draw_latents(self, rngs: Sequence[torch.Generator], settings: SamplingSettings) -> Tensor:
+        """Each image's starting draw [N, *latent_shape] from its own random number generator: what `generate` starts from and what
         interpolation slerps between (so a frame at either end equals the single image of that seed)."""
         ...
 
@@ -94,10 +96,11 @@ class Generator(Protocol):
         """Network evaluations per image for `settings` (progress bars and ETAs)."""
         ...
 
-    def generate(self, inputs: GenerationInputs, settings: SamplingSettings, generators: Sequence[torch.Generator],
+    def generate(self, inputs: GenerationInputs, settings: SamplingSettings, rngs: Sequence[torch.Generator],
                  stage: int = 0, low_res: Tensor | None = None, preview: StepCallback | None = None) -> Tensor:
         """Images [N, 3, R, R] in [-1, 1] for `inputs`; `low_res` [N, 3, r, r] is the previous stage's output for
-        a family that conditions on it; `stage` picks this stage's latents out of `inputs`."""
+        a family that conditions on it; `stage` picks this stage's latents out of `inputs`; `rngs` holds one
+        torch.Generator per image, drawn from in a fixed order."""
         ...
 
     def settings_record(self, settings: SamplingSettings) -> dict[str, Any]:
@@ -135,4 +138,6 @@ def attribute_ids(vocab: dict[str, list[str]], attributes: Sequence[dict[str, st
     return ids.to(device)
 
 
-__all__ = ["ATTRIBUTES", "GenerationInputs", "Generator", "LOW_RES", "StepCallback", "TEXT", "attribute_ids"]
+Generator = ImageFamily  # the protocol's earlier name, kept for code that imports it (evaluation.restoration)
+
+__all__ = ["ATTRIBUTES", "GenerationInputs", "Generator", "ImageFamily", "LOW_RES", "StepCallback", "TEXT", "attribute_ids"]

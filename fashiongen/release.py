@@ -22,8 +22,8 @@ from pathlib import Path
 
 from .evaluation.report import headline_metrics
 from .models.files import BUNDLED_CRITIC, BUNDLED_GAN, DEFAULT_MODEL_DIR, DTYPES, ModelFileError, check_output_dir
-from .families import load_generator
 from .pipeline import FashionGenPipeline
+from .pipeline.publishing import carried_bases
 from .settings import PipelineInputError
 from .utils import DISK_ERRORS
 
@@ -37,11 +37,7 @@ def publish(model: Path, out: Path, dtype: str = "float16", critic: Path | None 
     already offers are carried too."""
     check_output_dir(out, overwrite, (DEFAULT_MODEL_DIR, BUNDLED_GAN))  # before loading anything
     pipe = FashionGenPipeline.from_pretrained(model, superres=superres)
-    bases = {name: load_generator(path) for name, path in pipe.bases.items()}
-    if student is not None:
-        bases["student"] = load_generator(student)
-        if bases["student"].family != "student":
-            raise ModelFileError(f"--student {student}: a {bases['student'].family} model, not a distilled student")
+    bases = carried_bases(pipe.bases, student)
     if report is not None:
         try:
             metrics = headline_metrics(json.loads(report.read_text(encoding="utf-8")))

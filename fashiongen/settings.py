@@ -8,15 +8,23 @@ A SamplingSettings cannot hold an out-of-range value: construction checks it aga
 (SamplingLimits()); an edge that serves the public (the app) passes tighter limits and its own names for the
 fields, so its messages speak the page's language. Whether the scheduler is one the model's family has is the
 family's to say (pipeline.samplers); the name here is only checked to be a name.
+
+    settings = resolve(stage, num_inference_steps=4)  # fitted to a loaded model: its samplers, defaults, fields it reads
+    seeds = resolve_seeds(count, seed, rngs)         # one seed per image, from a seed, a list, generators or at random
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import secrets
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from typing import Any, Mapping, Protocol
 
 import numpy as np
+import torch
+from .errors import UserError
 
 DEFAULT_SAMPLER = "dpm++"  # DPM-Solver++(2M): the best images per step of the diffusion samplers (benchmarks/README.md)
 DEFAULT_STEPS = 20
@@ -26,7 +34,7 @@ DEFAULT_GUIDANCE = 3.0
 MAX_SEED = 2**64 - 1
 
 
-class PipelineInputError(ValueError):
+class PipelineInputError(UserError, ValueError):
     """A prompt, setting or input image the pipeline cannot use; the message names which and why."""
 
 
@@ -147,5 +155,93 @@ def image_seeds(first: Any, count: int, name: str = "seed") -> list[int]:
     return [int(first) + k for k in range(count)]
 
 
+class SettingsFamily(Protocol):
+    """What a family (generators.ImageFamily) says about its settings: what resolve() fits settings to."""
+
+    @property
+    def family(self) -> str: ...
+
+    @property
+    def samplers(self) -> tuple[str, ...]: ...  # scheduler names its settings may name
+
+    @property
+    def settings_used(self) -> frozenset[str]: ...  # the SamplingSettings fields it reads (size always counts)
+
+    @property
+    def default_steps(self) -> int: ...
+
+
+def default_sampler(samplers: Sequence[str]) -> str:
+    """DEFAULT_SAMPLER where a family has it, else the family's first."""
+    return DEFAULT_SAMPLER if DEFAULT_SAMPLER in samplers else samplers[0]
+
+
+def resolve(family: SettingsFamily, settings: SamplingSettings | None = None, *, given: Collection[str] | None = None,
+            names: Mapping[str, str] | None = None, **values: Any) -> SamplingSettings:
+    """The settings a model of `family` samples with, checked once, from one of:
+    - keywords (`values`; None = the family's default), checked against the library's bounds and the family's samplers;
+    - `settings` as built at an edge, its scheduler checked to be the family's (not together with keywords);
+    - `settings` an edge built before the model was loaded, with `given` the fields its caller set explicitly: one the
+      family does not use is refused (named as the caller knows it, `names`), an unset scheduler and step count become
+      the family's defaults."""
+    keywords = {key: value for key, value in values.items() if value is not None}
+    if settings is None:
+        keywords.setdefault("scheduler", default_sampler(family.samplers))
+        keywords.setdefault("num_inference_steps", family.default_steps)
+        return SamplingSettings.parse(samplers=family.samplers, **keywords)
+    if keywords:
+        raise PipelineInputError(f"give settings or {', '.join(sorted(keywords))}, not both")
+    if given is not None:
+        settings = _fitted(family, settings, given, names or {})
+    if settings.scheduler not in family.samplers:
+        raise PipelineInputError(f"scheduler '{settings.scheduler}' is not one of {', '.join(family.samplers)}")
+    return settings
+
+
+def _fitted(family: SettingsFamily, settings: SamplingSettings, given: Collection[str],
+            names: Mapping[str, str]) -> SamplingSettings:
+    """Edge settings fitted to a family: given fields it does not use refused, unset scheduler and steps its defaults."""
+    unused = sorted(set(given) - set(family.settings_used) - {"size"})
+    if unused:
+        takes = ", ".join(names.get(f, f) for f in sorted(family.settings_used)) or "no sampling settings"
+        raise PipelineInputError(f"{', '.join(names.get(f, f) for f in unused)}: this model ({family.family}) does not use "
+                                 f"{'it' if len(unused) == 1 else 'them'}; it takes {takes}")
+    if "scheduler" not in given:
+        settings = dataclasses.replace(settings, scheduler=default_sampler(family.samplers))
+    if "num_inference_steps" not in given:
+        settings = dataclasses.replace(settings, num_inference_steps=family.default_steps)
+    return settings
+
+
+def resolve_seeds(count: int, seed: int | Sequence[int] | None = None,
+                  rngs: torch.Generator | Sequence[torch.Generator] | None = None) -> list[int]:
+    """One seed per image: `seed` (image i gets seed + i), one seed per image, fresh random seeds (recorded, so still
+    reproducible) when neither is given, or drawn from `rngs` (one torch.Generator, or one per image: the
+    diffusers-style alternative to a seed, so the same generator state gives the same images)."""
+    if rngs is not None:
+        if seed is not None:
+            raise PipelineInputError("give seed or generator, not both")
+        seed = _drawn_seeds(rngs, count)
+    if seed is None:
+        seed = secrets.randbelow(2**31 - count)
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        return image_seeds(seed, count)
+    seeds = [int(s) for s in seed]
+    if len(seeds) != count:
+        raise PipelineInputError(f"got {len(seeds)} seeds for {count} images")
+    for number, one in enumerate(seeds):
+        check_seeds(f"seed {number}", one)
+    return seeds
+
+
+def _drawn_seeds(rngs: torch.Generator | Sequence[torch.Generator], count: int) -> list[int]:
+    """One seed per image drawn from a generator (or from each of `count` generators)."""
+    generators = [rngs] * count if isinstance(rngs, torch.Generator) else list(rngs)
+    if len(generators) != count:
+        raise PipelineInputError(f"got {len(generators)} generators for {count} images")
+    return [int(torch.randint(0, 2**31 - 1, (1,), generator=g, device=g.device).item()) for g in generators]
+
+
 __all__ = ["DEFAULT_GUIDANCE", "DEFAULT_SAMPLER", "DEFAULT_STEPS", "LIBRARY_LIMITS", "MAX_SEED", "PipelineInputError",
-           "SamplingLimits", "SamplingSettings", "check_range", "check_seeds", "image_seeds"]
+           "SamplingLimits", "SamplingSettings", "SettingsFamily", "check_range", "check_seeds", "default_sampler",
+           "image_seeds", "resolve", "resolve_seeds"]

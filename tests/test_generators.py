@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from fashiongen.app import GenerateRequest, Studio
 from fashiongen.config import TextConfig
 from fashiongen.families import FAMILIES, load_generator, sampler_names
-from fashiongen.generators import TEXT, GenerationInputs, Generator, StepCallback
+from fashiongen.generators import TEXT, GenerationInputs, ImageFamily, StepCallback
 from fashiongen.jobs import PromptItem, write_samples
 from fashiongen.models.files import ModelFiles, ModelInfo, read_info, replacing_directory, write_model_files
 from fashiongen.pipeline import FashionGenPipeline
@@ -127,7 +127,7 @@ def test_every_registered_family_implements_the_interface() -> None:
 
 def test_the_shipped_model_loads_as_a_diffusion_generator() -> None:
     generator = load_generator(Path(__file__).resolve().parents[1] / "fashiongen" / "pretrained")
-    assert isinstance(generator, Generator) and generator.family == "diffusion" and generator.can_edit
+    assert isinstance(generator, ImageFamily) and generator.family == "diffusion" and generator.can_edit
     assert generator.latent_shape == (3, 64, 64) and DEFAULT_SAMPLER in generator.samplers
 
 

@@ -1,8 +1,9 @@
-"""The diffusion family behind the generator interface (fashiongen.generators): a caption-conditioned UNet sampled
-with classifier-free guidance, and its super-resolution stage, which also conditions on the upsampled previous stage.
+"""The diffusion family behind the image-family interface (fashiongen.generators.ImageFamily): a caption-conditioned
+UNet sampled with classifier-free guidance, and its super-resolution stage, which also conditions on the upsampled
+previous stage.
 
     generator = DiffusionGenerator.from_files(read_model_files("runs/001-small64/export"), "cpu", torch.float32)
-    images = generator.generate(inputs, SamplingSettings(scheduler="ddim"), generators)
+    images = generator.generate(inputs, SamplingSettings(scheduler="ddim"), rngs)
 """
 
 from __future__ import annotations
@@ -137,8 +138,8 @@ class DiffusionGenerator:
 
     # ------------------------------------------------------------------ sampling
 
-    def draw_latents(self, generators: Sequence[torch.Generator], settings: SamplingSettings) -> Tensor:
-        return noise_from(list(generators), self.latent_shape)  # [N, 3, R, R] standard normal
+    def draw_latents(self, rngs: Sequence[torch.Generator], settings: SamplingSettings) -> Tensor:
+        return noise_from(list(rngs), self.latent_shape)  # [N, 3, R, R] standard normal
 
     def check_sampler(self, settings: SamplingSettings) -> None:
         if settings.scheduler not in self.samplers:
@@ -151,18 +152,18 @@ class DiffusionGenerator:
         self.denoiser, self.runtime = forward, forward.description
         return self.runtime
 
-    def generate(self, inputs: GenerationInputs, settings: SamplingSettings, generators: Sequence[torch.Generator],
+    def generate(self, inputs: GenerationInputs, settings: SamplingSettings, rngs: Sequence[torch.Generator],
                  stage: int = 0, low_res: Tensor | None = None, preview: StepCallback | None = None) -> Tensor:
         self.check_sampler(settings)
         device = next(self.model.parameters()).device
         text, unconditional = inputs.text.to(device), inputs.unconditional.to(device)
-        noise = self.draw_latents(generators, settings).to(device)  # drawn even when replaced: later draws stay put
+        noise = self.draw_latents(rngs, settings).to(device)  # drawn even when replaced: later draws stay put
         if (latents := inputs.latents(stage)) is not None:
             noise = latents.to(device)
         scheduler = make_sampler(settings.scheduler, self.diffusion)
         common: dict[str, Any] = dict(num_inference_steps=settings.num_inference_steps, guidance_scale=settings.guidance_scale,
                                       attribute_ids=attribute_ids(self.attribute_vocab, inputs.attributes, device),
-                                      generator=list(generators), preview=preview)
+                                      generator=list(rngs), preview=preview)
         if low_res is not None or self.super_resolution:
             return self._upscale(text, unconditional, noise, scheduler, low_res, common)
         if inputs.init_image is None:
@@ -172,7 +173,7 @@ class DiffusionGenerator:
         photo = inputs.init_image.to(device)
         inpainting = None
         if inputs.mask is not None:
-            inpainting = Inpainting(photo, inputs.mask.to(device), noise_from(list(generators), self.latent_shape, device))
+            inpainting = Inpainting(photo, inputs.mask.to(device), noise_from(list(rngs), self.latent_shape, device))
         return sample(self.denoiser, scheduler, text, unconditional, noise, start_step=start_step, init_image=photo,
                       inpainting=inpainting, **common)
 
