@@ -1,8 +1,11 @@
 """Every refusal of the challenge server goes through here: one sentence as JSON `{"detail": ...}`, a 4xx status,
 the security headers, an audit entry, and (for a known team) a count toward its refused-requests limit.
 
-    install_refusals(app, challenge)     # Refused, bad parameters, unknown routes and anything unexpected
-    raise Refused(404, "team a has no submission 7")                 # from any endpoint
+    install_refusals(app, challenge, server.message_page)   # Refused, bad parameters, unknown routes, the unexpected
+    raise Refused(404, "team a has no submission 7")        # from any endpoint or dependency
+
+One handler answers every `Refused`: as JSON, or, when a page's form sent the request (its dependency set
+`request.state.page` to a MessagePage), as the message page shown to the account that sent it.
 
 Request values are checked here before they reach the database: ids must fit a 64-bit integer (SQLite and
 PostgreSQL both overflow past 2^63-1) and names must hold no NUL or control character (PostgreSQL refuses NUL).
@@ -13,12 +16,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
@@ -38,6 +43,23 @@ SECURITY_HEADERS = {
 COOKIES = {"team": "fg_team", "juror": "fg_jury"}
 NOT_COUNTED = {401, 429}  # no team to count, or the limiter's own answer (counting it would extend the wait forever)
 STATUS_SENTENCES = {404: "not found: there is no such page or endpoint", 405: "this endpoint does not take that method"}
+
+
+class FormRefused(Refused):
+    """A refused form whose audit entry has an action of its own (a login's or a ballot's CSRF check)."""
+
+    def __init__(self, status: int, message: str, action: str) -> None:
+        super().__init__(status, message)
+        self.action = action
+
+
+@dataclass(frozen=True)
+class MessagePage:
+    """Set as `request.state.page` by a page's form: its refusals are answered with the message page shown to
+    `account` (with the session's `csrf` for a juror's logout button) instead of JSON."""
+
+    account: Account | None = None
+    csrf: str = ""
 
 
 def refusal_response(error: Refused) -> JSONResponse:
@@ -97,13 +119,13 @@ def _sentence(error: RequestValidationError) -> str:
     return f"{field}: {message[:1].lower()}{message[1:]}"
 
 
-def record(challenge: Challenge, request: Request, error: Refused, action: str | None = None) -> None:
-    """Audit a refusal (as `action`, else upload.refused or request.refused), and count it toward the team's
-    refused-requests limit."""
+def record(challenge: Challenge, request: Request, error: Refused) -> None:
+    """Audit a refusal (as a FormRefused's action, else upload.refused or request.refused), and count it toward the
+    team's refused-requests limit."""
     try:
         account = account_of(challenge, request)
         uploading = request.method == "POST" and request.url.path == "/api/submissions"
-        action = action or ("upload.refused" if uploading else "request.refused")
+        action = getattr(error, "action", None) or ("upload.refused" if uploading else "request.refused")
         challenge.record_refusal(account, str(error), action=action,
                                  counted=error.status not in NOT_COUNTED and error.status < 500, status=error.status,
                                  request=f"{request.method} {request.url.path}"[:200])
@@ -111,16 +133,24 @@ def record(challenge: Challenge, request: Request, error: Refused, action: str |
         logger.error("cannot audit a refusal (%s): %s", error, type(problem).__name__)
 
 
-def install_refusals(app: FastAPI, challenge: Challenge) -> None:
-    """The app's exception handlers: each answer is a refusal through `refusal_response`, audited by `record`."""
+def install_refusals(app: FastAPI, challenge: Challenge,
+                     message_page: Callable[[MessagePage, Refused], Response]) -> None:
+    """The app's exception handlers: each answer is a refusal, audited by `record`; JSON through `refusal_response`,
+    except a page form's refusals (`request.state.page`), which `message_page` renders."""
 
     async def refuse(request: Request, error: Refused) -> JSONResponse:
         await run_in_threadpool(record, challenge, request, error)
         return refusal_response(error)
 
     @app.exception_handler(Refused)
-    async def refused(request: Request, error: Refused) -> JSONResponse:
-        return await refuse(request, error)
+    async def refused(request: Request, error: Refused) -> Response:  # the one handler of our own refusals
+        shown = getattr(request.state, "page", None)
+        if shown is None:
+            return await refuse(request, error)
+        if shown.account is not None:
+            request.state.account = shown.account  # who the refusal is counted against
+        await run_in_threadpool(record, challenge, request, error)
+        return message_page(shown, error)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -1,30 +1,20 @@
-"""The jury's records, part of `Challenge`: finalists, ballots drawn for jurors, their votes and the ranking."""
+"""The jury's records: finalists, ballots drawn for jurors, their votes and the ranking (jury.py's Bradley-Terry)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from .config import format_time
-from .jury import Vote, comparison_key, next_comparison, rank
-from .records import Account, Refused
-
-if TYPE_CHECKING:
-    from .db import Database, Transaction
-    from .store import CaptionRow
+from ..config import format_time
+from ..jury import Vote, comparison_key, next_comparison, rank
+from ..records import Account, Refused
+from .boards import BoardRecords
 
 
-class JuryRecords:
-    """The jury half of `Challenge` (store.py), over the same database, clock and audit log."""
-
-    db: Database
-    clock: Callable[[], float]
-    if TYPE_CHECKING:
-        def leaderboard(self, half: str = "public") -> list[dict[str, Any]]: ...
-        def audit(self, tx: Transaction, actor: str, action: str, **detail: Any) -> None: ...
-        def captions(self, half: str | None = None) -> list[CaptionRow]: ...
+class JuryRecords(BoardRecords):
+    """Finalists (from the private leaderboard), ballots, votes and the jury's ranking."""
 
     def set_finalists(self, top: int | None = None, names: Sequence[str] = (), actor: str = "organiser") -> list[str]:
         """Finalists: the private leaderboard's `top` teams, or the named teams, each with its leaderboard submission."""
