@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .data.transforms import resize_square
+from .resize import resize_square
 from .utils import atomic_path
 
 

@@ -20,14 +20,12 @@ from typing import Union
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from ..resize import MAX_ASPECT_RATIO
 from ..utils import NotRegularFile, regular_file
 from .records import RecordError, as_rgb_uint8
 
 DATASET_MAX_PIXELS = 64_000_000  # 8000x8000: above any catalogue photo; a bigger "photo" is a bomb or a mistake
 UPLOAD_MAX_PIXELS = 16_000_000  # uploads and edit inputs (4000x4000, a phone photo): well below PIL's 89 MP warning
-# Catalogue photos are near 3:4 and a full-length shot about 1:3; a phone panorama is 4:1 to 10:1. At 20:1 a centre
-# crop keeps 5% of the picture and padding leaves a band 3 px high at 64 px: past that it is a strip, not a photo.
-MAX_ASPECT_RATIO = 20
 
 ImageSource = Union[bytes, str, Path]
 
