@@ -16,6 +16,7 @@ its traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import sys
 from collections.abc import Callable, Iterator
@@ -24,6 +25,9 @@ from dataclasses import dataclass
 from typing import NoReturn, ParamSpec
 
 P = ParamSpec("P")
+# Errors of a disk, not of the input: named the same wherever a write fails (checkpoints, exports, outputs).
+DISK_ERRORS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+               errno.EROFS: "read-only file system", errno.EACCES: "permission denied"}
 
 
 class UserError(Exception):
@@ -74,7 +78,10 @@ def one_line(text: object) -> str:
 
 def os_error_line(error: OSError) -> str:
     """'FILE: reason' ('out/model.safetensors: no space left on device'), or the reason alone without a file name."""
-    reason = (error.strerror or str(error)).lower() if error.errno is not None else str(error)
+    if error.errno is None:
+        reason = str(error)
+    else:
+        reason = DISK_ERRORS.get(error.errno) or (error.strerror or str(error)).lower()
     where = error.filename or error.filename2
     return one_line(f"{where}: {reason}" if where else reason)
 
@@ -143,5 +150,18 @@ def exits_on_error(*handlers: Handler) -> Iterator[None]:
         raise SystemExit(found.report()) from None
 
 
-__all__ = ["ArgumentParser", "CommandStopped", "Ending", "Handler", "UsageError", "UserError", "command", "error_line",
-           "exits_on_error", "input_errors", "one_line", "os_error_line"]
+@contextmanager
+def raising_user_errors(*kinds: type[Exception]) -> Iterator[None]:
+    """Inside, these (OSError, ValueError...) are the user's input, raised on as a UserError with the same one line:
+    for a command whose input raises them in one place and whose later code must keep its tracebacks."""
+    try:
+        yield
+    except kinds as error:
+        if isinstance(error, UserError):
+            raise
+        raise UserError(error_line(error).removeprefix("error: ")) from error
+
+
+__all__ = ["ArgumentParser", "CommandStopped", "DISK_ERRORS", "Ending", "Handler", "UsageError", "UserError", "command", "error_line",
+           "exits_on_error", "input_errors", "one_line", "os_error_line",
+           "raising_user_errors"]

@@ -24,8 +24,7 @@ from .evaluation.report import headline_metrics
 from .models.files import BUNDLED_CRITIC, BUNDLED_GAN, DEFAULT_MODEL_DIR, DTYPES, ModelFileError, check_output_dir
 from .pipeline import FashionGenPipeline
 from .pipeline.publishing import carried_bases
-from .settings import PipelineInputError
-from .utils import DISK_ERRORS
+from .errors import ArgumentParser, command, input_errors
 
 
 def publish(model: Path, out: Path, dtype: str = "float16", critic: Path | None = None, report: Path | None = None,
@@ -48,14 +47,6 @@ def publish(model: Path, out: Path, dtype: str = "float16", critic: Path | None 
     return pipe.save_pretrained(out, dtype=dtype, critic=critic, notes=text, overwrite=overwrite, bases=bases)
 
 
-def one_line(error: BaseException) -> str:
-    """An error as the one line a CLI prints: OSError as 'PATH: reason', disk errors named as such."""
-    if isinstance(error, OSError) and error.errno is not None:
-        reason = DISK_ERRORS.get(error.errno, error.strerror or str(error))
-        return f"{error.filename or ''}: {reason}" if error.filename else reason
-    return " ".join(str(error).split())
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a run, checkpoint, export or saved pipeline")
     parser.add_argument("out", help=f"output directory (the package's models are {DEFAULT_MODEL_DIR} and {BUNDLED_GAN}: "
@@ -73,24 +64,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(options: argparse.Namespace) -> int:
+    """Publish as the parsed command line says; print the folder. Errors propagate to the command's wrapper."""
     critic = None if options.critic.lower() == "none" else Path(options.critic)
-    try:
-        print(publish(Path(options.model), Path(options.out), options.dtype, critic,
-                      Path(options.report) if options.report else None, Path(options.notes) if options.notes else None,
-                      overwrite=options.overwrite, superres=tuple(map(Path, options.superres)),
-                      student=Path(options.student) if options.student else None))
-    except (ModelFileError, PipelineInputError, OSError) as error:
-        print(f"error: {one_line(error)}", file=sys.stderr)
-        return 2
+    print(publish(Path(options.model), Path(options.out), options.dtype, critic,
+                  Path(options.report) if options.report else None, Path(options.notes) if options.notes else None,
+                  overwrite=options.overwrite, superres=tuple(map(Path, options.superres)),
+                  student=Path(options.student) if options.student else None))
     return 0
 
 
+@command(input_errors(OSError))
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fashiongen.release", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    """A model, report or output folder that cannot be used: one `error:` line, exit 2."""
+    parser = ArgumentParser(prog="python -m fashiongen.release", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     return run(parser.parse_args(argv))
-
 
 if __name__ == "__main__":
     sys.exit(main())

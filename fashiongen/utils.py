@@ -14,7 +14,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, BinaryIO, Iterable, Iterator
-from .errors import UserError
+from .errors import DISK_ERRORS, UserError
 
 logger = logging.getLogger("fashiongen")
 
@@ -202,8 +202,6 @@ def first_line(error: BaseException) -> str:
 
 
 # Disk errors a save reports in one line (with the path) instead of a traceback.
-DISK_ERRORS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
-               errno.EROFS: "read-only file system", errno.EACCES: "permission denied"}
 
 
 def disk_problem(error: BaseException, path: Path) -> str | None:

@@ -26,25 +26,23 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+from ..errors import ArgumentParser, UserError, command, input_errors
 from ..extras import require
-from ..submission import HEADER_FILE, LINES_FILE, SubmissionError, validate_submission
-from .config import ChallengeConfig, ChallengeConfigError
-from .db import DatabaseError
-from .layout import ScoringError
+from ..submission import HEADER_FILE, LINES_FILE, validate_submission
+from .config import ChallengeConfig
 from .organiser import ChallengeSetupError, export_results, init_challenge, open_challenge
-from .store import Refused
 
 logger = logging.getLogger("fashiongen.challenge")
-BAD_INPUT = (ChallengeSetupError, ChallengeConfigError, DatabaseError, Refused, SubmissionError, ScoringError, OSError)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise ChallengeSetupError(message)
+class UploadRefused(UserError):
+    """The server answered the upload with a refusal (a 4xx with its one sentence): exit code 1, the server's words."""
+
+    exit_code = 1
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m fashiongen.challenge", description="Host a FashionGen text-to-image challenge.")
+    parser = ArgumentParser(prog="python -m fashiongen.challenge", description="Host a FashionGen text-to-image challenge.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     init = commands.add_parser("init", help="create a challenge from a caption source and its hidden photos")
@@ -171,68 +169,63 @@ def _submit(options: argparse.Namespace) -> int:
                     detail = json.loads(detail)["detail"]
                 except (ValueError, KeyError, TypeError):
                     pass
-                print(f"error: the server refused the upload ({error.code}): {detail}", file=sys.stderr)
-                return 1
+                raise UploadRefused(f"the server refused the upload ({error.code}): {detail}") from None
             except urllib.error.URLError as error:
                 raise ChallengeSetupError(f"cannot reach {options.url}: {error.reason}") from None
 
 
+@command(input_errors(OSError))
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        options = _parser().parse_args(argv)
-        command = options.command
-        if command == "init":
-            return _init(options)
-        if command in ("team", "juror"):
-            return _accounts(options)
-        if command == "submit":
-            return _submit(options)
-        if command == "serve":
-            require("fastapi", "challenge", "the challenge server")
-            uvicorn = require("uvicorn", "challenge", "the challenge server")
+    options = _parser().parse_args(argv)
+    name = options.command
+    if name == "init":
+        return _init(options)
+    if name in ("team", "juror"):
+        return _accounts(options)
+    if name == "submit":
+        return _submit(options)
+    if name == "serve":
+        require("fastapi", "challenge", "the challenge server")
+        uvicorn = require("uvicorn", "challenge", "the challenge server")
 
-            from .connections import server_config
-            from .server import create_app
+        from .connections import server_config
+        from .server import create_app
 
-            challenge, folder = open_challenge(options.dir)
-            app = create_app(challenge, folder)
-            uvicorn.Server(server_config(app, challenge.config, options.host, options.port, log_level="info")).run()
-            return 0
-        challenge, folder = open_challenge(options.target)
-        if command == "worker":
-            from .worker import Worker
-
-            work_dir = folder / "work" if folder else Path(tempfile.mkdtemp(prefix="fashiongen-worker-"))
-            worker = Worker(challenge, work_dir, name=options.name, device=options.device, poll_seconds=options.poll)
-            worker.handle_signals()
-            count = worker.run(drain=options.drain)
-            print(json.dumps({"worker": worker.name, "finished": count, "queue": challenge.queue_counts()}))
-        elif command == "status":
-            print(json.dumps({"queue": challenge.queue_counts(), "closed": challenge.phase_closed(),
-                              "leaderboard": challenge.leaderboard("public")}, indent=1, default=float))
-        elif command == "rescore":
-            print(f"{challenge.requeue(options.submission)} submission(s) queued for scoring")
-        elif command == "export":
-            for path in export_results(challenge, options.out, overwrite=options.overwrite):
-                print(path)
-        elif command == "phase":
-            from .config import format_time
-
-            print(f"phase closed at {format_time(challenge.close_phase())}")
-        elif command == "jury":
-            if options.action == "ranking":
-                print(json.dumps(challenge.jury_ranking(), indent=1))
-            else:
-                if bool(options.top) == bool(options.teams):
-                    raise ChallengeSetupError("jury finalists needs --top N or --teams A,B (one of them)")
-                teams = [name.strip() for name in (options.teams or "").split(",") if name.strip()]
-                print("finalists: " + ", ".join(challenge.set_finalists(options.top, teams)))
+        challenge, folder = open_challenge(options.dir)
+        app = create_app(challenge, folder)
+        uvicorn.Server(server_config(app, challenge.config, options.host, options.port, log_level="info")).run()
         return 0
-    except BAD_INPUT as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    challenge, folder = open_challenge(options.target)
+    if name == "worker":
+        from .worker import Worker
 
+        work_dir = folder / "work" if folder else Path(tempfile.mkdtemp(prefix="fashiongen-worker-"))
+        worker = Worker(challenge, work_dir, name=options.name, device=options.device, poll_seconds=options.poll)
+        worker.handle_signals()
+        count = worker.run(drain=options.drain)
+        print(json.dumps({"worker": worker.name, "finished": count, "queue": challenge.queue_counts()}))
+    elif name == "status":
+        print(json.dumps({"queue": challenge.queue_counts(), "closed": challenge.phase_closed(),
+                          "leaderboard": challenge.leaderboard("public")}, indent=1, default=float))
+    elif name == "rescore":
+        print(f"{challenge.requeue(options.submission)} submission(s) queued for scoring")
+    elif name == "export":
+        for path in export_results(challenge, options.out, overwrite=options.overwrite):
+            print(path)
+    elif name == "phase":
+        from .config import format_time
+
+        print(f"phase closed at {format_time(challenge.close_phase())}")
+    elif name == "jury":
+        if options.action == "ranking":
+            print(json.dumps(challenge.jury_ranking(), indent=1))
+        else:
+            if bool(options.top) == bool(options.teams):
+                raise ChallengeSetupError("jury finalists needs --top N or --teams A,B (one of them)")
+            teams = [team.strip() for team in (options.teams or "").split(",") if team.strip()]
+            print("finalists: " + ", ".join(challenge.set_finalists(options.top, teams)))
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

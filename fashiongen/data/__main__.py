@@ -5,24 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 
-from ..config import ConfigError
+from ..errors import ArgumentParser, command, input_errors
 from ..settings import LIBRARY_LIMITS
 from ..utils import atomic_write_text
-from .convert import OutputError, check_output, convert_source, result_path, write_result
+from .convert import check_output, convert_source, result_path, write_result
 from .inspect import inspect_source, sample_grid
-from .records import DataError, RecordError
 from .sources import READERS, open_source
-
-
-class _ArgumentParser(argparse.ArgumentParser):
-    """A bad command line is one `error: ...` line and exit 2, like every other bad input (argparse adds its usage)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"error: {' '.join(message.split())}", file=sys.stderr)
-        raise SystemExit(2)
 
 
 def image_size(text: str) -> int:
@@ -57,8 +47,10 @@ def _open(args: argparse.Namespace):
     )
 
 
+@command(input_errors(OSError, ValueError))
 def main(argv: list[str] | None = None) -> int:
-    parser = _ArgumentParser(prog="python -m fashiongen.data", description=__doc__)
+    """Bad input (a source, a record, an output that exists or cannot be written): one `error:` line, exit 2."""
+    parser = ArgumentParser(prog="python -m fashiongen.data", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     inspect = commands.add_parser("inspect", help="counts, attribute histograms, caption lengths and a sample grid")
     _add_source_arguments(inspect)
@@ -81,13 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "inspect":
             return _inspect(args, source)
         return _convert(args, source)
-    except (DataError, RecordError, ConfigError, OutputError, ValueError) as error:
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
-        return 2
-    except OSError as error:  # writing the output: disk full, read-only, permission
-        where = error.filename or (args.out if args.command == "convert" else args.source)
-        print(f"error: {where}: {(error.strerror or str(error)).lower()}", file=sys.stderr)
-        return 2
+    except OSError as error:  # writing the output (disk full, read-only, permission): name the file the OS did not
+        error.filename = error.filename or str(args.out if args.command == "convert" else args.source)
+        raise
 
 
 def _inspect(args: argparse.Namespace, source) -> int:

@@ -22,15 +22,14 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 
 from fashiongen.app import Limits, ProductIndex, build_demo, model_names  # noqa: E402
 from fashiongen.app.compute import ComputeThread  # noqa: E402
-from fashiongen.data import DataError  # noqa: E402
+from fashiongen.errors import ArgumentParser, command, raising_user_errors  # noqa: E402
 from fashiongen.models.files import BUNDLED_CRITIC, BUNDLED_GAN, BUNDLED_STUDENT  # noqa: E402
 from fashiongen.models.runtime import RUNTIMES  # noqa: E402
-from fashiongen.pipeline import FashionGenPipeline, ModelFileError, default_model_path, model_path  # noqa: E402
-from fashiongen.text.encoder import EncoderNotFoundError  # noqa: E402
+from fashiongen.pipeline import FashionGenPipeline, default_model_path, model_path  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", default=[],
                         help="exported model, saved pipeline, checkpoint or run directory, or a shipped model by name "
                              "(student, diffusion, gan); repeat for a choice on the page (default: the shipped models, "
@@ -72,35 +71,37 @@ def products_source(args: argparse.Namespace, pipeline: FashionGenPipeline) -> P
     return None
 
 
+def load(args: argparse.Namespace) -> tuple[dict[str, FashionGenPipeline], ProductIndex | None, ComputeThread]:
+    """Every model (on the compute thread that will sample with them: fashiongen/app/compute.py, one thread for all
+    torch work), then the product index when there is a source for it."""
+    shipped = [BUNDLED_STUDENT] if BUNDLED_STUDENT.is_dir() else []  # the fast student first: the page's default
+    paths = [model_path(value) for value in args.model] or [*shipped, default_model_path(),
+                                                             *([BUNDLED_GAN] if BUNDLED_GAN.is_dir() else [])]
+    compute = ComputeThread()
+    loaded = compute.run(lambda: [FashionGenPipeline.from_pretrained(path, device=args.device, runtime=args.runtime,
+                                                                     dtype=args.dtype) for path in paths])
+    pipelines = dict(zip(model_names(loaded, [path.name for path in paths]), loaded))
+    source = products_source(args, loaded[0])
+    products = None
+    if source is not None:
+        data = loaded[0].stages[0].info.data
+        products = compute.run(ProductIndex.build, source, critic=args.critic, cache_dir=args.cache_dir,
+                               device=args.device, caption_mode=data.caption_mode, caption_template=data.caption_template)
+    return pipelines, products, compute
+
+
+@command()
 def main(argv: list[str] | None = None) -> int:
+    """A model, dataset or critic that cannot be used (missing, damaged, unreadable): one `error:` line, exit 2."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    try:
-        shipped = [BUNDLED_STUDENT] if BUNDLED_STUDENT.is_dir() else []  # the fast student first: the page's default
-        paths = [model_path(value) for value in args.model] or [*shipped, default_model_path(),
-                                                                 *([BUNDLED_GAN] if BUNDLED_GAN.is_dir() else [])]
-        # on the compute thread that will sample with them (fashiongen/app/compute.py: one thread for all torch work)
-        compute = ComputeThread()
-        loaded = compute.run(lambda: [FashionGenPipeline.from_pretrained(path, device=args.device, runtime=args.runtime,
-                                                                         dtype=args.dtype) for path in paths])
-        pipelines = dict(zip(model_names(loaded, [path.name for path in paths]), loaded))
-        pipeline = loaded[0]
-        source = products_source(args, pipeline)
-        products = None
-        if source is not None:
-            data = pipeline.stages[0].info.data
-            products = compute.run(ProductIndex.build, source, critic=args.critic, cache_dir=args.cache_dir,
-                                   device=args.device, caption_mode=data.caption_mode,
-                                   caption_template=data.caption_template)
-    except (ModelFileError, EncoderNotFoundError, DataError, OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    with raising_user_errors(OSError, ValueError):  # the files named on the command line; later ones are bugs
+        pipelines, products, compute = load(args)
     limits = Limits(max_upload_mb=args.max_upload_mb, max_upload_pixels=int(args.max_upload_megapixels * 1e6))
     demo = build_demo(pipelines, products, examples=products.examples(8) if products is not None else None,
                       limits=limits, concurrency=args.concurrency, max_queue=args.max_queue, compute=compute)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, ssr_mode=False, footer_links=["api"])
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

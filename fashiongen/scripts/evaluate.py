@@ -28,17 +28,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from fashiongen.config import ConfigError, load_config
-from fashiongen.data import DataError
-from fashiongen.evaluation.critic import EncoderMismatchError
+from fashiongen.errors import ArgumentParser, command
+from fashiongen.config import load_config
 from fashiongen.evaluation.fid import MIN_FID_IMAGES, reference_stats
-from fashiongen.evaluation.images import EvaluationInputError, read_dataset_images, read_image_folder
+from fashiongen.evaluation.images import read_dataset_images, read_image_folder
 from fashiongen.evaluation.restoration import bicubic, lanczos, restoration_report, stage_method, upsampling_stage
-from fashiongen.evaluation.report import ReportFolder, ReportFolderError, claimed, sweep_plot
+from fashiongen.evaluation.report import ReportFolder, claimed, sweep_plot
 from fashiongen.evaluation.suite import EvaluationSetup, evaluate_set
 from fashiongen.families import sampler_names
 from fashiongen.models.runtime import RUNTIMES
-from fashiongen.pipeline import FashionGenPipeline, ModelFileError, model_path
+from fashiongen.pipeline import FashionGenPipeline, model_path
 from fashiongen.settings import (
     DEFAULT_GUIDANCE,
     DEFAULT_SAMPLER,
@@ -48,21 +47,14 @@ from fashiongen.settings import (
     check_range,
     check_seeds,
 )
-from fashiongen.submission import CaptionItem, SubmissionError, generate_submission, read_caption_list
-from fashiongen.utils import OutputFolderError, atomic_write_text, output_lock
+from fashiongen.submission import CaptionItem, generate_submission, read_caption_list
+from fashiongen.utils import atomic_write_text, output_lock
 
 BUNDLED_DATA = "../shared/data/fashion-products"
 SWEEP_KEYS = {"guidance": "guidance_scale", "steps": "num_inference_steps", "scheduler": "scheduler", "truncation": "truncation"}
 SETTING_OPTIONS = {"num_inference_steps": "--steps", "guidance_scale": "--guidance", "scheduler": "--scheduler",
                    "truncation": "--truncation"}
 MAX_IMAGES = 1_000_000
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but a bad command line is one `error: ...` line (PipelineInputError), like every other bad input."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise PipelineInputError(message)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -360,14 +352,11 @@ def summary(report: dict, out: Path) -> str:
     return "; ".join(parts) + f"\nreport: {out / 'report.md'}"
 
 
+@command()
 def main(argv: list[str] | None = None) -> int:
+    """Bad input of any kind (a user's error) ends with one `error:` line and exit code 2 (fashiongen.errors)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        print(run(parse_args(argv)))
-    except (EvaluationInputError, PipelineInputError, ModelFileError, SubmissionError, ConfigError, DataError,
-            EncoderMismatchError, OutputFolderError, ReportFolderError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    print(run(parse_args(argv)))
     return 0
 
 

@@ -27,9 +27,10 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from fashiongen.errors import ArgumentParser, command
 from fashiongen.families import sampler_names
 from fashiongen.models.runtime import RUNTIMES
-from fashiongen.pipeline import FashionGenPipeline, ModelFileError, load_image, model_path
+from fashiongen.pipeline import FashionGenPipeline, load_image, model_path
 from fashiongen.settings import (
     DEFAULT_GUIDANCE,
     DEFAULT_SAMPLER,
@@ -42,22 +43,14 @@ from fashiongen.settings import (
 from fashiongen.job_folder import Job, check_folder, start_job
 from fashiongen.jobs import check_held, most_held, write_edits, write_interpolation, write_samples
 from fashiongen.prompts import MAX_JOB_IMAGES, PromptItem, check_text, clean_prompt, read_prompts
-from fashiongen.submission import CaptionItem, SubmissionError, generate_submission, read_caption_list
-from fashiongen.text.encoder import EncoderNotFoundError
-from fashiongen.utils import OutputFolderError, output_lock
+from fashiongen.submission import CaptionItem, generate_submission, read_caption_list
+from fashiongen.utils import output_lock
 
 # The option each sampling setting is given by, so that SamplingSettings.parse's messages name it.
 SETTING_OPTIONS = {"num_inference_steps": "--steps", "guidance_scale": "--guidance", "scheduler": "--scheduler",
                    "negative_prompt": "--negative", "size": "--size", "truncation": "--truncation"}
 OPTION_FIELDS = {"steps": "num_inference_steps", "guidance": "guidance_scale", "scheduler": "scheduler", "negative": "negative_prompt",
                  "size": "size", "truncation": "truncation"}
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but a bad command line is one `error: ...` line (PipelineInputError), like every other bad input."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise PipelineInputError(message)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -228,13 +221,11 @@ def run_job(options: argparse.Namespace, settings: SamplingSettings, attributes:
     return f"{len(rows)} images, grid.png and manifest.jsonl in {out}"
 
 
+@command()
 def main(argv: list[str] | None = None) -> int:
+    """Bad input of any kind (a user's error) ends with one `error:` line and exit code 2 (fashiongen.errors)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        print(run(parse_args(argv)))
-    except (PipelineInputError, ModelFileError, SubmissionError, EncoderNotFoundError, OutputFolderError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    print(run(parse_args(argv)))
     return 0
 
 

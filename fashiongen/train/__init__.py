@@ -9,7 +9,7 @@ from .checkpoint import CheckpointError, CheckpointWriteError, checkpoint_dirs, 
 from .diffusion import TrainingRun, compute_loss, export, save, train_step, validate
 from .ema import EMA, ema_decay
 from ..models.files import ModelFileError, read_info
-from .engine import Trainer, TrainingOutOfMemory, run_training
+from .engine import Trainer, TrainingOutOfMemory, run_training, training_failed
 from .export import export_checkpoint, export_model
 from .schedule import TrainingDiverged, TrainingStopped, lr_at
 from .setup import resolve_training_config
@@ -20,5 +20,5 @@ __all__ = [
     "CheckpointError", "CheckpointWriteError", "EMA", "MetricsLog", "ModelFileError", "TRAINERS", "Trainer",
     "TrainingDiverged", "TrainingOutOfMemory", "TrainingRun", "TrainingStopped", "checkpoint_dirs", "compute_loss",
     "create_run_dir", "ema_decay", "export", "export_checkpoint", "export_model", "lr_at", "prepare", "read_info",
-    "resolve_resume", "resolve_training_config", "run_dirs", "run_training", "save", "train", "train_step", "validate",
+    "resolve_resume", "resolve_training_config", "run_dirs", "run_training", "save", "train", "train_step", "training_failed", "validate",
 ]

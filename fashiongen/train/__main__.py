@@ -18,16 +18,17 @@ import sys
 from pathlib import Path
 
 from .. import release
-from ..config import ConfigError
-from ..models.files import DEFAULT_MODEL_DIR, DTYPES, ModelFileError
+from ..errors import ArgumentParser, command, input_errors
+from ..models.files import DEFAULT_MODEL_DIR, DTYPES
 from .checkpoint import resolve_resume
-from .critic import command as train_critic_command
+from .critic import critic_command as train_critic_command
 from .export import export_checkpoint
 
 
+@command(input_errors(OSError))
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fashiongen.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m fashiongen.train", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     export = commands.add_parser("export", help="export a checkpoint's EMA model (safetensors + model.json)")
     export.add_argument("checkpoint", help="a checkpoint directory or a run directory (its latest checkpoint)")
@@ -39,19 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     critic.add_argument("args", nargs="+", metavar="CONFIG_OR_OVERRIDE", help="YAML config files, then key.sub=value overrides")
     critic.add_argument("--quiet", action="store_true", help="no progress bar")
     options = parser.parse_args(argv)
-    try:
-        if options.command == "critic":
-            return train_critic_command(options.args, show_progress=not options.quiet)
-        if options.command == "publish":
-            return release.run(options)
-        checkpoint = resolve_resume(options.checkpoint, "", "")
-        out = Path(options.out) if options.out else checkpoint.parent.parent / f"export-{checkpoint.name}"
-        print(export_checkpoint(checkpoint, out, options.dtype, options.overwrite, (DEFAULT_MODEL_DIR,)))
-    except (ModelFileError, ConfigError, OSError) as error:
-        print(f"error: {release.one_line(error)}", file=sys.stderr)
-        return 2
+    if options.command == "critic":
+        return train_critic_command(options.args, show_progress=not options.quiet)
+    if options.command == "publish":
+        return release.run(options)
+    checkpoint = resolve_resume(options.checkpoint, "", "")
+    out = Path(options.out) if options.out else checkpoint.parent.parent / f"export-{checkpoint.name}"
+    print(export_checkpoint(checkpoint, out, options.dtype, options.overwrite, (DEFAULT_MODEL_DIR,)))
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

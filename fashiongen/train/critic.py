@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,8 @@ from torch import nn
 from torch.utils.data import DataLoader, default_collate
 
 from ..config import Config, ConfigError, load_config, save_config, split_cli_args
-from ..data import DataError, FashionDataset, open_from_config
+from ..errors import command
+from ..data import FashionDataset, open_from_config
 from ..evaluation.critic import Critic, attribute_probabilities, critic_score, embed_captions, embed_images, r_precision, save_critic
 from ..runs import MetricsLog, checkpoint_dirs, read_state
 from ..text import CaptionEncoder
@@ -45,8 +45,8 @@ from .critic_data import (
     unwrap,
 )
 from .data import EpochSampler, attribute_vocabulary, precompute_captions
-from .engine import HostSums, MetricSums, Trainer, run_training
-from .schedule import Schedule, TrainingDiverged, TrainingStopped, lr_at
+from .engine import HostSums, MetricSums, Trainer, run_training, training_failed
+from .schedule import Schedule, TrainingStopped, lr_at
 from .setup import setting
 
 logger = logging.getLogger("fashiongen.critic")
@@ -280,23 +280,15 @@ def train_critic(config: Config, show_progress: bool = True) -> Path:
     return run_training(prepare_critic(config, show_progress), show_progress)
 
 
-def command(args: Sequence[str], show_progress: bool = True) -> int:
+@command(training_failed)
+def critic_command(args: Sequence[str], show_progress: bool = True) -> int:
     """`python -m fashiongen.train critic CONFIG [key=value ...]`: train (or resume) and print the critic's directory.
-    A bad setting or dataset is one `error:` line and exit code 2; a stop signal saves a checkpoint first."""
+    A bad setting or dataset is one `error:` line and exit code 2; a stop signal saves a checkpoint first (its line,
+    128 + the signal); a diverged run, exit 1."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # it logs every file of every checkpoint
     paths, overrides = split_cli_args(list(args))
-    try:
-        print(train_critic(load_config(paths, overrides), show_progress))
-    except (ConfigError, DataError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except TrainingDiverged as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except TrainingStopped as stopped:
-        print(str(stopped), file=sys.stderr)
-        return stopped.exit_code
+    print(train_critic(load_config(paths, overrides), show_progress))
     return 0
 
 

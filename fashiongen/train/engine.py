@@ -24,6 +24,7 @@ from accelerate import Accelerator
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ..errors import Ending, error_line
 from ..runs import checkpoint_dirs
 from .ema import EMA
 from .schedule import (
@@ -46,6 +47,19 @@ logger = logging.getLogger("fashiongen.train")
 
 class TrainingOutOfMemory(RuntimeError):
     """The GPU ran out of memory; the message names the settings that reduce memory."""
+
+
+def training_failed(error: Exception) -> Ending | None:
+    """How a training command ends on a run that diverged, ran out of memory or lost a data-loader worker (killed
+    for memory, usually): one `error:` line and exit code 1 (fashiongen.errors.command's handler)."""
+    if isinstance(error, (TrainingDiverged, TrainingOutOfMemory)):
+        return Ending(error_line(error), 1)
+    if isinstance(error, RuntimeError) and "DataLoader worker" in str(error):
+        # torch: "DataLoader worker (pid(s) N) exited unexpectedly" / "is killed by signal"
+        reason = str(error).strip().splitlines()[0].rstrip(".")
+        return Ending(f"error: {reason}; a worker killed for memory is the usual cause: lower train.num_workers or "
+                      "train.batch_size, then resume with --resume latest", 1)
+    return None
 
 
 class MetricSums(Protocol):

@@ -1,6 +1,6 @@
-"""When things happen in a training loop, shared by both of ours (the generator's in loop.py, the critic's in
-critic.py): the learning rate of each step, epochs that resume mid-way, which steps log, validate and
-checkpoint, images/s over training time only, and a stop signal turned into a checkpoint at a step boundary.
+"""When things happen in the training loop (engine.py), for every family's trainer: the learning rate of each
+step, epochs that resume mid-way, which steps log, validate and checkpoint, images/s over training time only, and a
+stop signal turned into a checkpoint at a step boundary.
 
     clock = Throughput()
     with StopSignals() as stop:
