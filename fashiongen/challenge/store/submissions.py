@@ -4,7 +4,6 @@ and hiding a submission."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
