@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from fashiongen.config import Config, ConfigError, dump_config, load_config, save_config, split_cli_args
+from fashiongen.config import Config, ConfigError, ModelConfig, dump_config, load_config, save_config, split_cli_args
+from fashiongen.models import check_model_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,9 +31,23 @@ def test_dump_and_load_back_identical(tmp_path: Path) -> None:
     assert dump_config(load_config([tmp_path / "config.yaml"])) == dump_config(config)
 
 
-def test_shipped_configs_load() -> None:
-    for path in sorted((REPO / "configs").glob("*.yaml")):
-        load_config([path])
+def test_shipped_configs_load_and_their_models_fit_their_resolution() -> None:
+    paths = sorted((REPO / "configs").glob("*.yaml"))
+    assert {"fashiongen64.yaml", "fashiongen256.yaml", "default64.yaml"} <= {path.name for path in paths}
+    for path in paths:
+        config = load_config([path])
+        if config.model.family == "diffusion":  # the UNet registry's checks (levels, attention size, low-res input)
+            check_model_config(config.model, config.data.resolution)
+
+
+@pytest.mark.parametrize("name, resolution, model", [("fashiongen64", 64, "unet-base"), ("fashiongen256", 256, "unet-sr256")])
+def test_release_configs_train_at_their_resolution_on_a_gpu(name: str, resolution: int, model: str) -> None:
+    config = load_config([REPO / "configs" / f"{name}.yaml"])
+    assert config.name == name and config.data.resolution == resolution and config.model.name == model
+    assert config.train.mixed_precision == "bf16" and config.train.batch_size >= 64 and config.train.num_workers >= 8
+    assert config.data.format == "fashiongen-h5" and config.text.max_length == 128
+    with pytest.raises(ConfigError, match="attention limit"):  # why 256 px takes the super-resolution UNet
+        check_model_config(ModelConfig(name="unet-base"), 256)
 
 
 def test_unknown_key_names_it_and_the_valid_ones(tmp_path: Path) -> None:

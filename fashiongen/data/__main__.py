@@ -1,4 +1,7 @@
-"""`python -m fashiongen.data inspect SOURCE [--json]` and `python -m fashiongen.data convert SOURCE OUT.h5 --size 64`."""
+"""`python -m fashiongen.data inspect SOURCE [--json]` and `python -m fashiongen.data convert SOURCE OUT --size 64`.
+
+convert's OUT names what it writes: `OUT.h5` one file (the split --split picks, all by default); any other name a
+folder holding both splits as a pair (`OUT/NAME_train.h5`, `OUT/NAME_validation.h5`), what training reads."""
 
 from __future__ import annotations
 
@@ -10,7 +13,8 @@ from pathlib import Path
 from ..errors import ArgumentParser, command, input_errors
 from ..settings import LIBRARY_LIMITS
 from ..utils import atomic_write_text
-from .convert import check_output, convert_source, result_path, write_result
+from .convert import OutputError, check_output, convert_source, result_path, write_result
+from .pairs import check_pair_output, convert_pair, is_pair_output
 from .inspect import inspect_source, sample_grid
 from .sources import READERS, open_source
 
@@ -58,15 +62,20 @@ def main(argv: list[str] | None = None) -> int:
     inspect.add_argument("--samples", type=int, default=16)
     inspect.add_argument("--seed", type=int, default=0)
     inspect.add_argument("--json", action="store_true", help="print the report as JSON (the last line of stdout)")
-    convert = commands.add_parser("convert", help="write a FashionGen-schema HDF5 at a fixed resolution")
+    convert = commands.add_parser("convert", help="write FashionGen-schema HDF5 at a fixed resolution: a train/validation "
+                                  "pair into a folder, or one .h5 file")
     _add_source_arguments(convert)
-    convert.add_argument("out", type=Path)
+    convert.add_argument("out", type=Path, help="a folder (new, or one convert wrote) for the train/validation pair, "
+                                                "or OUT.h5 for one file")
     convert.add_argument("--size", type=image_size, default=64, help="side of the square images in px (8 to 4096)")
     convert.add_argument("--resize-mode", default="center-crop", choices=["center-crop", "pad"])
-    convert.add_argument("--overwrite", action="store_true", help="replace OUT (and its .json summary) when they exist")
+    convert.add_argument("--overwrite", action="store_true", help="replace OUT (a file and its .json summary, or a "
+                                                                  "pair's folder) when it exists")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.command == "convert" and is_pair_output(args.out):
+            return _convert_pair(args)
         if args.command == "convert":
             check_output(args.out, args.overwrite)  # before reading anything
         source = _open(args)
@@ -114,6 +123,27 @@ def _convert(args: argparse.Namespace, source) -> int:
                             caption_template=args.caption_template, skip_bad_records=not args.strict, overwrite=args.overwrite)
     write_result(result, result_path(args.out))
     print(json.dumps(result.__dict__))
+    return 0
+
+
+
+def _convert_pair(args: argparse.Namespace) -> int:
+    """Both splits into the folder OUT; a rerun after a kill keeps a split already finished with the same options."""
+    if args.split != "all":
+        raise OutputError(f"{args.out}: a folder gets both splits; to convert only --split {args.split}, name a file "
+                          f"({args.out}_{args.split}.h5)")
+    check_pair_output(args.out, args.overwrite)  # before reading anything
+    settings = {key: value for key, value in vars(args).items() if key not in ("command", "out", "overwrite", "size",
+                                                                               "resize_mode", "caption_template")}
+    settings["source"] = str(Path(args.source).resolve())
+
+    def open_split(split: str):
+        return _open(argparse.Namespace(**{**vars(args), "split": split}))
+
+    result = convert_pair(open_split, args.out, settings, resolution=args.size, resize_mode=args.resize_mode,
+                          caption_template=args.caption_template, skip_bad_records=not args.strict,
+                          overwrite=args.overwrite)
+    print(json.dumps(result.__dict__, default=str))
     return 0
 
 

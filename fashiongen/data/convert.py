@@ -74,6 +74,12 @@ def check_output(out: str | Path, overwrite: bool = False) -> Path:
     if summary.exists() and not overwrite and not _is_our_result(summary, out):
         raise OutputError(f"{summary}: exists and is not a summary of a conversion to {out.name}; pass --overwrite "
                           "to replace it, or choose another output name")
+    check_parent(out)
+    return out
+
+
+def check_parent(out: Path) -> None:
+    """Refuse an OUT whose nearest existing parent is a file or cannot be written in."""
     parent = out.resolve().parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
@@ -81,7 +87,6 @@ def check_output(out: str | Path, overwrite: bool = False) -> Path:
         raise OutputError(f"{out}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"{out}: cannot write in {parent} (read-only or no permission)")
-    return out
 
 
 def clear_stale_temporaries(out: Path) -> list[Path]:

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..extras import require
 from .records import DataError, Record, RecordError, RecordMeta, SkipLog, as_rgb_uint8, clean_caption, require_path
+from .splits import missing_sibling_message, sibling_file, split_of_file
 
 if TYPE_CHECKING:
     import h5py
@@ -40,7 +41,6 @@ TEXT_FIELDS = {
 NUMERIC_FIELDS = {"input_productID": "product_id", "input_msrpUSD": "msrp"}
 RECORD_ID_KEY = "input_record_id"  # written by `convert` so ids survive a conversion
 SPLIT_KEY_KEY = "input_split_key"  # written by `convert`: the key the source was split by
-SPLIT_FILE_PATTERN = re.compile(r"_(train|validation)\.h5$")
 COLUMN_CACHE_BYTES = 64 * 2**20
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -121,7 +121,7 @@ class FashionGenH5Reader:
         text_encoding: str = "auto",
     ) -> None:
         self.path = self._resolve(Path(path), split)
-        self.split_name = self._split_of(self.path)
+        self.split_name = split_of_file(self.path)
         self.skipped = SkipLog()
         self.text_encoding = text_encoding
         self.caption_key = caption_field or DEFAULT_CAPTION_KEY
@@ -139,37 +139,41 @@ class FashionGenH5Reader:
                 # a converted file keeps its source's template, so captions read the same after conversion
                 self.caption_template = str(handle.attrs.get("caption_template", type(self).caption_template))
                 self.rows = self._select_rows(handle, list(poses), one_pose_per_product)
+                self.schema = self._schema_of(handle)
         except (DataError, RecordError):
             raise
         except H5_ERRORS as error:
             raise DataError(f"{self.path}: unreadable HDF5 metadata ({_reason(error)})") from None
+        if split is not None:
+            self._check_pair(caption_field, text_encoding)
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
     def splits_at(cls, path: Path) -> tuple[str, ...]:
-        """Splits a path defines itself: a `*_train.h5` file, or a folder of such files."""
-        files = sorted(path.glob("*.h5")) if path.is_dir() else [path]
-        return tuple(sorted({s for s in map(cls._split_of, files) if s}))
-
-    @staticmethod
-    def _split_of(path: Path) -> str | None:
-        match = SPLIT_FILE_PATTERN.search(path.name)
-        return match.group(1) if match else None
+        """Splits a path defines itself: a folder of `*_train.h5`/`*_validation.h5` files, or one such file, which
+        stands for its pair (its sibling, present or not, holds the other split)."""
+        if not path.is_dir():
+            return ("train", "validation") if split_of_file(path) else ()
+        return tuple(sorted({s for s in map(split_of_file, sorted(path.glob("*.h5"))) if s}))
 
     def _resolve(self, path: Path, split: str | None) -> Path:
         require_path(path)
         if path.is_file():
-            own = self._split_of(path)
-            if split is not None and own is not None and split != own:
-                raise DataError(f"{path} holds the '{own}' split, not '{split}'; point at the "
-                                f"'{split}' file or at the folder holding both")
-            return path
+            own = split_of_file(path)
+            if split is None or own is None or split == own:
+                return path
+            sibling = sibling_file(path, split)
+            if not sibling.is_file():
+                with open_h5(path) as handle:
+                    made = dict(handle.attrs)
+                raise DataError(missing_sibling_message(path, sibling, split, made))
+            return sibling
         files = sorted(path.glob("*.h5"))
         if split is None:
             if len(files) != 1:
                 raise DataError(f"{path}: {len(files)} .h5 files; name one of {[f.name for f in files]} or a split")
             return files[0]
-        chosen = [f for f in files if self._split_of(f) == split]
+        chosen = [f for f in files if split_of_file(f) == split]
         if not chosen:
             raise DataError(f"{path}: no *_{split}.h5 file (found {[f.name for f in files]})")
         return chosen[0]
@@ -187,6 +191,30 @@ class FashionGenH5Reader:
             item = handle[key]
             if isinstance(item, h5py_module().Dataset) and item.ndim >= 1 and item.shape[0] != images.shape[0]:
                 raise DataError(f"{self.path}: '{key}' has {item.shape[0]} rows but '{IMAGE_KEY}' has {images.shape[0]}")
+
+    def _schema_of(self, handle: h5py.File) -> dict[str, Any]:
+        """What the two files of a pair must share: image size, the schema's attribute columns (not the extra ones
+        `convert` keeps, which depend on the rows a split holds), and how `convert` made them."""
+        schema_keys = {key for key in (*TEXT_FIELDS, *NUMERIC_FIELDS) if _is_dataset(handle, key)}
+        return {
+            "image size": "x".join(map(str, handle[IMAGE_KEY].shape[1:3])),
+            "schema columns": ", ".join(sorted(schema_keys)) or "none",
+            "resize mode": str(handle.attrs.get("resize_mode", "as released")),
+            "caption template": self.caption_template,
+        }
+
+    def _check_pair(self, caption_field: str, text_encoding: str) -> None:
+        """A split read from one file of a pair: refuse a sibling whose schema differs (validation would measure
+        another kind of data), naming both files and what differs."""
+        own = split_of_file(self.path)
+        other = sibling_file(self.path, "validation" if own == "train" else "train") if own else None
+        if other is None or not other.is_file():
+            return
+        schema = type(self)(other, caption_field=caption_field, text_encoding=text_encoding).schema
+        differences = [f"{key} {self.schema[key]} against {schema[key]}" for key in self.schema if self.schema[key] != schema[key]]
+        if differences:
+            raise DataError(f"{self.path} and {other} are not one pair: {'; '.join(differences)}; convert both splits "
+                            "once, with one command (python -m fashiongen.data convert SOURCE FOLDER --size N)")
 
     def _extra_text_keys(self, handle: h5py.File) -> dict[str, str]:
         """Other `input_*` text datasets (e.g. input_colour written by convert) become attributes."""

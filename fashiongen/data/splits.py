@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import re
+import shlex
+from pathlib import Path
+from typing import Any
 
 SPLITS = ("train", "validation", "all")
 _BUCKETS = 1_000_000
+# A FashionGen-schema pair is two files that differ only in this suffix (the release's and `convert`'s names).
+SPLIT_FILE_PATTERN = re.compile(r"_(train|validation)\.h5$")
+CONVERT = "python -m fashiongen.data convert"
 
 
 def split_of(key: str, val_fraction: float) -> str:
@@ -49,3 +56,35 @@ def join_identical(keys: list[str], hashes: list[str | None], val_fraction: floa
             moved += target != key
         joined.append(target)
     return joined, moved
+
+
+def split_of_file(path: Path) -> str | None:
+    """'train' or 'validation' for a `NAME_train.h5` / `NAME_validation.h5` file, else None."""
+    match = SPLIT_FILE_PATTERN.search(path.name)
+    return match.group(1) if match else None
+
+
+def sibling_file(path: Path, split: str) -> Path:
+    """The other file of `path`'s pair: `NAME_train.h5` -> `NAME_validation.h5` beside it, and back."""
+    return path.with_name(SPLIT_FILE_PATTERN.sub(f"_{split}.h5", path.name))
+
+
+def missing_sibling_message(path: Path, sibling: Path, split: str, made: dict[str, Any]) -> str:
+    """Why `sibling` is needed and the exact command that makes it, from `made` (the attributes `convert` stored in
+    `path`: source, resolution, resize_mode); a file `convert` did not write (the release's own) needs its download."""
+    reason = f"{sibling}: no such file; the '{split}' split of {path} is read from it"
+    if "source" not in made or "resolution" not in made:
+        return f"{reason}: download the release's {split} file to that path"
+    source = Path(str(made["source"]))
+    options = f" --size {int(made['resolution'])}"
+    if made.get("resize_mode", "center-crop") != "center-crop":
+        options += f" --resize-mode {made['resize_mode']}"
+    if split_of_file(source):  # converted from one file of a pair: its sibling holds this split
+        command = f"{CONVERT} {shlex.quote(str(sibling_file(source, split)))} {shlex.quote(str(sibling))}{options}"
+        pair_source = source.parent
+    else:  # a source split by hash: the same source, the other split
+        command = f"{CONVERT} {shlex.quote(str(source))} --split {split} {shlex.quote(str(sibling))}{options}"
+        pair_source = source
+    folder = sibling.parent / SPLIT_FILE_PATTERN.sub("", path.name)
+    return (f"{reason}; make it with: {command} (or convert both splits once into a folder: "
+            f"{CONVERT} {shlex.quote(str(pair_source))} {shlex.quote(str(folder))}{options})")
