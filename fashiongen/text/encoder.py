@@ -152,6 +152,13 @@ class CaptionEncoder:
     def from_config(cls, config: TextConfig) -> CaptionEncoder:
         return cls(config)
 
+    def to(self, device: torch.device | str) -> CaptionEncoder:
+        """Run the model, and return outputs, on `device` (e.g. a rank's GPU while it encodes its share of a data set)."""
+        with self._lock:
+            self.model.to(device)
+            self.device = torch.device(device)
+        return self
+
     @property
     def max_length(self) -> int:
         return self.config.max_length

@@ -4,7 +4,8 @@ Noise, timestep, caption dropout and attribute dropout come from a generator see
 (seed, epoch, index), in DataLoader workers. So a run's result does not depend on batch layout:
 two processes with batch 4 see exactly the examples and noise one process with batch 8 sees, and
 a resumed run draws what the uninterrupted one would have. Caption embeddings are read from the
-precomputed embedding cache, so no text encoder runs during training.
+memory-mapped states of the run's captions that precompute_captions writes, so no text encoder runs during training
+and no example waits on a query.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from ..data.records import iter_meta
 from ..diffusion.superres import low_res_condition
 from ..models import NONE_ATTRIBUTE
 from ..text import CaptionEncoder, EmbeddingCache
+from ..text.cache import caption_key
+from ..text.states import STALL_TIMEOUT_S, resident_states, wait_with_progress
 
 logger = logging.getLogger("fashiongen.train")
 
@@ -177,10 +180,8 @@ def collate_examples(examples: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
-def precompute_captions(encoder: CaptionEncoder, datasets: Sequence[FashionDataset], show_progress: bool = True) -> int:
-    """Encode every caption of `datasets` (and the empty caption) not yet in the encoder's cache; returns how many."""
-    if encoder.cache is None:
-        raise ValueError("precompute_captions needs an encoder with an embedding cache (text.cache_dir)")
+def run_captions(datasets: Sequence[FashionDataset]) -> list[str]:
+    """The distinct captions of `datasets` and the empty caption (caption dropout, guidance), in order of appearance."""
     captions = [""]
     for dataset in datasets:
         for index in range(len(dataset)):
@@ -188,9 +189,56 @@ def precompute_captions(encoder: CaptionEncoder, datasets: Sequence[FashionDatas
                 captions.append(dataset.caption(index))
             except RecordError:
                 continue  # a defective record is skipped when it is read
-    captions = list(dict.fromkeys(captions))
-    missing = [c for c, found in zip(captions, encoder.cache.get_many(captions)) if found is None]
-    chunk = max(encoder.config.batch_size * 16, 1)
-    for start in tqdm(range(0, len(missing), chunk), desc="encoding captions", unit="chunk", disable=not show_progress or not missing):
-        encoder.encode(missing[start : start + chunk])
-    return len(missing)
+    return list(dict.fromkeys(captions))
+
+
+def rank_of(caption: str, world_size: int) -> int:
+    """The process that encodes a caption: from its key alone, so the split does not depend on what others stored."""
+    return int.from_bytes(caption_key(caption)[:8], "big") % world_size
+
+
+def encode_captions(encoder: CaptionEncoder, captions: list[str], device: torch.device | str | None, show_progress: bool) -> None:
+    """Encode `captions` into the encoder's cache, on `device` when given, at full float32 matmul precision: the cache
+    is shared by runs on any device, so a GPU's TF32 (a training setting) must not leak into its states."""
+    home, precision = encoder.device, torch.get_float32_matmul_precision()
+    if device is not None:
+        encoder.to(device)
+    torch.set_float32_matmul_precision("highest")
+    try:
+        chunk = max(encoder.config.batch_size * 16, 1)
+        for start in tqdm(range(0, len(captions), chunk), desc="encoding captions", unit="chunk",
+                          disable=not show_progress or not captions):
+            encoder.encode(captions[start : start + chunk])
+    finally:
+        torch.set_float32_matmul_precision(precision)
+        encoder.to(home)
+
+
+def precompute_captions(encoder: CaptionEncoder, datasets: Sequence[FashionDataset], show_progress: bool = True, *,
+                        rank: int = 0, world_size: int = 1, device: torch.device | str | None = None,
+                        stall_timeout_s: float = STALL_TIMEOUT_S) -> int:
+    """Store every caption of `datasets` (and "") in the encoder's cache, then serve them from one memory-mapped
+    array (text/states.py) that every process and worker shares; returns how many captions this process encoded.
+
+    With several processes (rank of world_size; call it in all of them at once) each encodes its share of the missing
+    captions, on `device` when given, and waits for the others' (logged; TimeoutError after stall_timeout_s without
+    progress). SQLite serialises the writes, and what a killed run wrote stays. One process writes the array.
+    """
+    cache = encoder.cache
+    if cache is None:
+        raise ValueError("precompute_captions needs an encoder with an embedding cache (text.cache_dir)")
+    captions = run_captions(datasets)
+    missing = cache.missing(captions)
+    mine = [caption for caption in missing if rank_of(caption, world_size) == rank]
+    encode_captions(encoder, mine, device, show_progress)
+    others = [caption for caption in missing if rank_of(caption, world_size) != rank]
+
+    def others_stored() -> bool:
+        others[:] = cache.missing(others)  # only what was still missing is asked again
+        return not others
+
+    if others:
+        wait_with_progress(f"{len(others)} captions that the other {world_size - 1} processes are encoding into {cache.path}",
+                           others_stored, lambda: len(others), stall_timeout_s)
+    cache.attach(resident_states(cache, captions, stall_timeout_s))
+    return len(mine)
