@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from fashiongen.config import TextConfig
-from fashiongen.text import CachedEmbedding, CaptionEncoder, EmbeddingCache, EncoderNotFoundError, masked_mean
+from fashiongen.text import CachedEmbedding, CaptionEncoder, EmbeddingCache, EncoderNotFoundError, masked_mean, resident_states
+from fashiongen.text.cache import caption_key
 from fashiongen.text.encoder import _minilm_path, content_hash
 
 CAPTIONS = [
@@ -242,6 +243,24 @@ def test_embedding_cache_round_trip_and_identity_check(tmp_path: Path) -> None:
     (tmp_path / "enc-a.sqlite").rename(tmp_path / "enc-c.sqlite")
     with pytest.raises(ValueError, match="enc-a"):
         EmbeddingCache(tmp_path, "enc-c")
+
+
+def test_missing_reads_keys_only_and_a_resident_array_answers_first(tmp_path: Path) -> None:
+    generator = torch.Generator().manual_seed(1)
+    items = {f"caption {i}": random_embedding(generator, length=i + 2) for i in range(4)}
+    cache = EmbeddingCache(tmp_path, "enc-a")
+    cache.put_many(items.items())
+    assert cache.missing(["caption 1", "new", "caption 3", "new", "other"]) == ["new", "other"]
+    assert cache.shapes([caption_key("caption 3"), caption_key("new")]) == {caption_key("caption 3"): (5, 6, True)}
+    assert (cache.hits, cache.misses) == (0, 0)  # bulk checks are not lookups
+    cache.attach(resident_states(cache, list(items)))
+    found = cache.get_many(["caption 0", "unknown", "caption 3", "caption 0"])
+    assert found[1] is None and (cache.hits, cache.misses) == (2, 1)
+    for caption, item in (("caption 0", found[0]), ("caption 3", found[2])):
+        assert item.token_states.equal(items[caption].token_states) and item.pooled.equal(items[caption].pooled)
+        assert item.truncated == items[caption].truncated
+    cache.put_many([("caption 9", random_embedding(generator, length=2))])  # stored after the array: from SQLite
+    assert cache.get_many(["caption 9"])[0] is not None
 
 
 def _write_rows(cache: EmbeddingCache, worker: int) -> None:
