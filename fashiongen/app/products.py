@@ -18,7 +18,7 @@ import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -39,6 +39,16 @@ EMBEDDINGS_FILE = "embeddings.npy"
 BASELINE_FILE = "baseline.npy"  # nearest-training similarity of each held-out product, sorted
 ROWS_FILE = "rows.json"  # written last: a cache directory with it is complete
 CACHE_VERSION = 1
+T = TypeVar("T")
+# Called after each embedded batch with (photos done, photos in all): the app's Nearest tab shows how far a build is.
+Progress = Callable[[int, int], None]
+# Runs one batch's torch work and returns its result: the app passes its compute thread's `run` (app/compute.py), so a
+# build in the background takes turns with the designers' requests instead of competing with them for the cores.
+Runner = Callable[..., Any]
+
+
+def _direct(function: Callable[..., T], *args: Any) -> T:
+    return function(*args)
 
 
 @dataclass(frozen=True)
@@ -87,12 +97,14 @@ class ProductIndex:
     def build(cls, source: str | Path, *, critic: str | Path = BUNDLED_CRITIC, split: str = "train", val_fraction: float = 0.05,
               limit: int | None = None, cache_dir: str | Path | None = None, device: str = "cpu", batch_size: int = 256,
               caption_mode: str = "raw", caption_template: str = "", baseline_split: str | None = "validation",
-              baseline_limit: int = 1000, show_progress: bool = True) -> ProductIndex:
+              baseline_limit: int = 1000, show_progress: bool = True, progress: Progress | None = None,
+              run: Runner = _direct) -> ProductIndex:
         """Embed every readable photo of `source`'s `split` (or the first `limit`); reuse `cache_dir`'s copy when it was
         made from the same source, split and critic weights.
 
         With `baseline_split`, up to `baseline_limit` held-out products are embedded too: how close real products the
-        model never saw are to their nearest training product is the yardstick `novelty` judges a design by."""
+        model never saw are to their nearest training product is the yardstick `novelty` judges a design by.
+        `progress` hears of every embedded batch; `run` runs each batch's torch work (default: here, at once)."""
         source = Path(source).expanduser()
         opened = open_source(source, split=split, val_fraction=val_fraction)
         network, info = load_critic(critic, device=device)
@@ -105,7 +117,8 @@ class ProductIndex:
             embeddings, positions, rows, baseline = loaded
             logger.info("product index: %d products of %s (%s) from the cache %s", len(rows), source, split, cache)
         else:
-            embeddings, positions, rows = cls._embed(network, opened, limit, batch_size, show_progress, f"{source}")
+            embeddings, positions, rows = cls._embed(network, opened, limit, batch_size, show_progress, f"{source}",
+                                                     progress, run)
             baseline = None
         ids = [row["id"] for row in rows]
         index = (NeighbourIndex.cached(cache / "index", embeddings, ids) if cache is not None
@@ -114,15 +127,16 @@ class ProductIndex:
             if baseline_split is not None and baseline_split != split:
                 held_out = open_source(source, split=baseline_split, val_fraction=val_fraction)
                 if len(held_out):
-                    found, _, _ = cls._embed(network, held_out, baseline_limit, batch_size, show_progress, f"{source} ({baseline_split})")
+                    found, _, _ = cls._embed(network, held_out, baseline_limit, batch_size, show_progress,
+                                             f"{source} ({baseline_split})", None, run)
                     baseline = index.search(found, k=1)[0][:, 0]
             if cache is not None:
                 cls._write_cache(cache, embeddings, positions, rows, baseline)
         return cls(network, index, opened, positions, rows, caption_mode, caption_template or opened.caption_template, baseline)
 
     @staticmethod
-    def _embed(critic: Critic, opened: Source, limit: int | None, batch_size: int, show_progress: bool,
-               name: str) -> tuple[np.ndarray, list[int], list[dict[str, Any]]]:
+    def _embed(critic: Critic, opened: Source, limit: int | None, batch_size: int, show_progress: bool, name: str,
+               progress: Progress | None = None, run: Runner = _direct) -> tuple[np.ndarray, list[int], list[dict[str, Any]]]:
         count = len(opened) if limit is None else min(limit, len(opened))
         if count == 0:
             raise ValueError(f"{name}: no products in this split to search")
@@ -143,10 +157,14 @@ class ProductIndex:
             rows.append({"id": record.id, "caption": record.caption,
                          "attributes": {k: v for k, v in record.attributes.items() if isinstance(v, (str, int, float))}})
             if len(pending) == batch_size:
-                chunks.append(embed_images(critic, pending, batch_size))
+                chunks.append(run(embed_images, critic, pending, batch_size))
                 pending = []
+                if progress is not None:
+                    progress(position + 1, count)
         if pending:
-            chunks.append(embed_images(critic, pending, batch_size))
+            chunks.append(run(embed_images, critic, pending, batch_size))
+        if progress is not None:
+            progress(count, count)
         if not rows:
             raise ValueError(f"{name}: none of its {count} photos could be read ({skipped} defective)")
         return torch.cat(chunks).numpy().astype(np.float32), positions, rows

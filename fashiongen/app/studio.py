@@ -22,10 +22,13 @@ import numpy as np
 from PIL import Image
 
 from ..pipeline import FashionGenPipeline
+from ..pipeline.publishing import training_summary
 from ..settings import PipelineInputError
 from . import tasks
 from .checks import ANY, ATTRIBUTES, EditRequest, GenerateRequest, InterpolateRequest, Limits, check_count
 from .compute import ComputeThread, Jobs
+from .choice import quality
+from .indexing import BackgroundIndex
 from .products import Product, ProductIndex
 from .tasks import Update, Workshop
 from .uploads import read_upload
@@ -42,7 +45,8 @@ def model_names(pipelines: list[FashionGenPipeline], sources: list[str] | None =
 class Studio:
     """One or more loaded pipelines (and optionally a product index) shared by every visitor of the app."""
 
-    def __init__(self, pipeline: FashionGenPipeline | Mapping[str, FashionGenPipeline], products: ProductIndex | None = None,
+    def __init__(self, pipeline: FashionGenPipeline | Mapping[str, FashionGenPipeline],
+                 products: ProductIndex | BackgroundIndex | None = None,
                  limits: Limits = Limits(), output_dir: str | Path | None = None, concurrency: int = 1,
                  compute: ComputeThread | None = None) -> None:
         pipelines = dict(pipeline) if isinstance(pipeline, Mapping) else dict(zip(model_names([pipeline]), [pipeline]))
@@ -128,10 +132,12 @@ class Studio:
         """One line about a loaded model for the page header."""
         pipeline = self.model(name)
         base = pipeline.stages[0]
-        steps, data = base.info.training.get("steps"), base.info.data
+        data, scores = base.info.data, quality(pipeline)
         parts = [base.family, f"{pipeline.resolution} px", f"{sum(p.numel() for p in base.model.parameters()) / 1e6:.1f}M parameters"]
-        if steps is not None:
-            parts.append(f"{steps:,} training steps")
+        if trained := training_summary(base.family, base.info.training):
+            parts.append(trained)
+        if scores.fid is not None:
+            parts.append(f"FID {scores.fid:g}" + (f", R-precision {scores.r_precision:g}" if scores.r_precision is not None else ""))
         if data.source:
             parts.append(f"trained on {Path(str(data.source)).name}")
         parts.append(f"fingerprint {pipeline.fingerprint[:12]}")
@@ -187,6 +193,7 @@ class Studio:
                                      "(e.g. ../shared/data/fashion-products) to search real products.")
         if image is None:
             raise PipelineInputError("Choose an image first: upload one or send a generated image here.")
+        products = self.products.get() if isinstance(self.products, BackgroundIndex) else self.products  # ready yet?
         k = check_count(k, "Number of products", 1, self.limits.max_neighbours)
         array = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
         if array.ndim == 2:
@@ -194,9 +201,9 @@ class Studio:
         if array.ndim != 3 or array.shape[-1] not in (3, 4):
             raise PipelineInputError(f"Expected a colour image, got an array of shape {array.shape}.")
         array = np.ascontiguousarray(array[..., :3].astype(np.uint8))
-        found = self.compute.run(self.products.search, array, k)
+        found = self.compute.run(products.search, array, k)
         top = found[0].similarity if found else float("nan")
-        verdict = self.products.novelty(top)
+        verdict = products.novelty(top)
         return found, f"Closest product: similarity {top:.3f}. {verdict}"
 
 

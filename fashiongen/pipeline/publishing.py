@@ -40,6 +40,26 @@ def with_start(training: dict[str, Any], key: str) -> str:
     return str(counts[0]) if len(counts) == 1 else f"{sum(counts)} ({' + '.join(map(str, reversed(counts)))})"
 
 
+def training_summary(family: str, training: dict[str, Any]) -> str:
+    """One line of a model's whole training, for the app's header: every run its weights went through (train.init_from
+    chains), e.g. "11,300 training steps over 3 runs (90,400 images, 4.3 h)". A student's start model is its teacher,
+    whose training is not the student's: "813 distillation steps (6,504 images) from its teacher"."""
+    if training.get("steps") is None:
+        return ""
+    if family == "student":
+        images = f" ({training['images_seen']:,} images)" if training.get("images_seen") is not None else ""
+        return f"{training['steps']:,} distillation steps{images} from its teacher"
+    runs = [training, *start_models(training)]
+    steps = sum(int(run.get("steps") or 0) for run in runs)
+    facts = []
+    if all(run.get("images_seen") is not None for run in runs):
+        facts.append(f"{sum(int(run['images_seen']) for run in runs):,} images")
+    if all(run.get("wall_time_s") is not None for run in runs):
+        facts.append(f"{sum(float(run['wall_time_s']) for run in runs) / 3600:.1f} h")
+    over = f" over {len(runs)} runs" if len(runs) > 1 else ""
+    return f"{steps:,} training steps{over}" + (f" ({', '.join(facts)})" if facts else "")
+
+
 def carried_bases(offered: Mapping[str, Path], student: Path | None = None) -> dict[str, ImageFamily]:
     """The base models a published folder carries: those the model's own folder offers, plus a few-step student of it
     (a distillation run or its export) as "student"; anything but a student there is refused."""

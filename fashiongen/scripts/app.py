@@ -5,9 +5,11 @@
     python app.py --model diffusion --model runs/002-gan64/export   # several: the page offers the choice
     python app.py --model MODEL --host 0.0.0.0 --port 7860 --concurrency 1 --max-queue 32 --max-upload-mb 20
 
-Every model is loaded once, before the server starts; the first is the page's default. --products (default: the dataset the model was
-trained on, when it is on this machine) enables the Nearest products tab; its critic embeddings are
-cached under --cache-dir, so only the first start reads every photo.
+Every model is loaded once, before the server starts; the first is the page's default (the shipped models: the one
+with the best scores on the validation captions). --products (default: the dataset the model was trained on, when it
+is on this machine) enables the Nearest products tab; its index is built in the background while the app serves
+(the tab says how far it is), and its critic embeddings are cached under --cache-dir, so only the first start reads
+every photo.
 """
 
 from __future__ import annotations
@@ -21,7 +23,11 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from an offline studio machine
 
 from fashiongen.app import Limits, ProductIndex, build_demo, model_names  # noqa: E402
+from fashiongen.app.choice import best_first  # noqa: E402
 from fashiongen.app.compute import ComputeThread  # noqa: E402
+from fashiongen.app.indexing import BATCH_SIZE, BackgroundIndex  # noqa: E402
+from fashiongen.data.sources import detect_format  # noqa: E402
+from fashiongen.evaluation.critic import load_critic  # noqa: E402
 from fashiongen.errors import ArgumentParser, command, raising_user_errors  # noqa: E402
 from fashiongen.models.files import BUNDLED_CRITIC, BUNDLED_GAN, BUNDLED_STUDENT  # noqa: E402
 from fashiongen.models.runtime import RUNTIMES  # noqa: E402
@@ -32,8 +38,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", default=[],
                         help="exported model, saved pipeline, checkpoint or run directory, or a shipped model by name "
-                             "(student, diffusion, gan); repeat for a choice on the page (default: the shipped models, "
-                             "the few-step student first)")
+                             "(student, diffusion, gan); repeat for a choice on the page, the first the default (default: "
+                             "the shipped models, the best-scoring on the validation captions first: app/choice.py)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for your network)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs internet)")
@@ -71,23 +77,33 @@ def products_source(args: argparse.Namespace, pipeline: FashionGenPipeline) -> P
     return None
 
 
-def load(args: argparse.Namespace) -> tuple[dict[str, FashionGenPipeline], ProductIndex | None, ComputeThread]:
+def load(args: argparse.Namespace) -> tuple[dict[str, FashionGenPipeline], BackgroundIndex | None, ComputeThread]:
     """Every model (on the compute thread that will sample with them: fashiongen/app/compute.py, one thread for all
-    torch work), then the product index when there is a source for it."""
-    shipped = [BUNDLED_STUDENT] if BUNDLED_STUDENT.is_dir() else []  # the fast student first: the page's default
-    paths = [model_path(value) for value in args.model] or [*shipped, default_model_path(),
-                                                             *([BUNDLED_GAN] if BUNDLED_GAN.is_dir() else [])]
+    torch work), then the product index's build, started in the background (app/indexing.py)."""
+    shipped = [default_model_path(), *(path for path in (BUNDLED_STUDENT, BUNDLED_GAN) if path.is_dir())]
+    paths = [model_path(value) for value in args.model] or shipped
     compute = ComputeThread()
     loaded = compute.run(lambda: [FashionGenPipeline.from_pretrained(path, device=args.device, runtime=args.runtime,
                                                                      dtype=args.dtype) for path in paths])
     pipelines = dict(zip(model_names(loaded, [path.name for path in paths]), loaded))
-    source = products_source(args, loaded[0])
-    products = None
-    if source is not None:
-        data = loaded[0].stages[0].info.data
-        products = compute.run(ProductIndex.build, source, critic=args.critic, cache_dir=args.cache_dir,
-                               device=args.device, caption_mode=data.caption_mode, caption_template=data.caption_template)
-    return pipelines, products, compute
+    if not args.model:  # the shipped models: the page opens on the best images, not the fastest (app/choice.py)
+        pipelines = best_first(pipelines)
+    return pipelines, product_index(args, next(iter(pipelines.values())), compute), compute
+
+
+def product_index(args: argparse.Namespace, first: FashionGenPipeline, compute: ComputeThread) -> BackgroundIndex | None:
+    """The Nearest products tab's index, built while the app already serves. A source or critic that cannot be used
+    is one error line now (its format and the critic's files are checked first), not a failed build later."""
+    source = products_source(args, first)
+    if source is None:
+        return None
+    detect_format(source.expanduser())
+    load_critic(args.critic, device=args.device)
+    data = first.stages[0].info.data
+    return BackgroundIndex(lambda progress: ProductIndex.build(
+        source, critic=args.critic, cache_dir=args.cache_dir, device=args.device, caption_mode=data.caption_mode,
+        caption_template=data.caption_template, batch_size=BATCH_SIZE, show_progress=False, progress=progress,
+        run=compute.run))
 
 
 @command()
@@ -98,8 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     with raising_user_errors(OSError, ValueError):  # the files named on the command line; later ones are bugs
         pipelines, products, compute = load(args)
     limits = Limits(max_upload_mb=args.max_upload_mb, max_upload_pixels=int(args.max_upload_megapixels * 1e6))
-    demo = build_demo(pipelines, products, examples=products.examples(8) if products is not None else None,
-                      limits=limits, concurrency=args.concurrency, max_queue=args.max_queue, compute=compute)
+    demo = build_demo(pipelines, products, limits=limits, concurrency=args.concurrency, max_queue=args.max_queue, compute=compute)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, ssr_mode=False, footer_links=["api"])
     return 0
 

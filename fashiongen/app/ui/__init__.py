@@ -24,6 +24,7 @@ import gradio as gr
 from ...pipeline import FashionGenPipeline
 from ..checks import Limits
 from ..compute import ComputeThread
+from ..indexing import BackgroundIndex
 from ..products import ProductIndex
 from ..studio import Studio
 from ..uploads import editor_parts
@@ -38,11 +39,13 @@ INTRO = ("Describe a garment and get designs in seconds; explore between two des
          "and check which real products a design is closest to.")
 
 
-def build_demo(pipeline: FashionGenPipeline | Mapping[str, FashionGenPipeline], neighbours: ProductIndex | None = None, *,
+def build_demo(pipeline: FashionGenPipeline | Mapping[str, FashionGenPipeline],
+               neighbours: ProductIndex | BackgroundIndex | None = None, *,
                examples: list[dict[str, Any]] | None = None, limits: Limits = Limits(), concurrency: int = 1,
                max_queue: int = 32, output_dir: str | None = None, compute: ComputeThread | None = None) -> gr.Blocks:
     """The app over one loaded pipeline or several by name (the first is the default; the page offers the choice);
-    `neighbours` enables the Nearest products tab; `examples` are dataset captions ({"caption", "attributes"}) shown
+    `neighbours` enables the Nearest products tab (a BackgroundIndex: the tab says how far its build is until it is
+    ready); `examples` are dataset captions ({"caption", "attributes"}) shown
     under the description (default: the default model's validation prompts).
 
     Uploads are bounded by `limits`: files over max_upload_mb are refused while they arrive (the returned demo's

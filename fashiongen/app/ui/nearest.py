@@ -11,7 +11,10 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
+from ..indexing import BackgroundIndex
 from .page import Page, messages, read_uploads_checked
+
+STATUS_INTERVAL_S = 2.0  # how often the tab's line on a product index being built is refreshed
 
 
 @dataclass
@@ -32,6 +35,11 @@ class NearestTab:
             if products is None:
                 gr.Markdown("No product index is loaded. Start the app with `--products DATASET` "
                             "(e.g. `../shared/data/fashion-products`) to search the real training products.")
+            elif isinstance(products, BackgroundIndex):  # being built while the app serves: say how far, until ready
+                status = gr.Markdown(products.status(), elem_id="products-status")
+                timer = gr.Timer(STATUS_INTERVAL_S, active=not products.wait(0))
+                timer.tick(lambda: (products.status(), gr.Timer(active=not products.wait(0))),  # stops once built
+                           None, [status, timer], api_visibility="private", queue=False)
             else:
                 gr.Markdown(f"Searches {len(products):,} real training products by the critic network's image "
                             "embedding, so you can see whether a design is new.")
