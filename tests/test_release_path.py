@@ -6,15 +6,19 @@ truncated file, a conversion killed half-way."""
 from __future__ import annotations
 
 import json
+import random
 import shlex
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-from conftest import write_fashiongen_h5
+from conftest import write_fashiongen_h5, write_garment_set
 from fashiongen.data import DataError, open_source
 from fashiongen.data.__main__ import main as data_main
 from fashiongen.pipeline import FashionGenPipeline
@@ -68,7 +72,8 @@ def test_a_pair_converts_once_then_trains_evaluates_publishes_and_samples(tmp_pa
     release = write_release(tmp_path / "fashiongen")
     pair = tmp_path / "fashiongen16"
     code, result, _ = convert(capsys, release, pair, "--size", "16")  # the base model's resolution, both splits
-    assert code == 0 and {split: info["num_records"] for split, info in result["splits"].items()} == {"train": 16, "validation": 8}
+    assert code == 0 and {split: info["num_records"] for split, info in result["splits"].items()} == {
+        "train": 16, "validation": 8}
     assert sorted(path.name for path in pair.iterdir()) == ["fashiongen16_train.h5", "fashiongen16_train.json",
                                                             "fashiongen16_validation.h5", "fashiongen16_validation.json"]
     runs = tmp_path / "runs"
@@ -128,7 +133,8 @@ def test_one_file_of_a_pair_finds_its_sibling_or_names_the_command_that_makes_it
 def test_a_pair_whose_files_differ_is_refused_naming_both(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     release = write_release(tmp_path / "mixed", size=48, validation_size=32)
     out = tmp_path / "out"
-    refused(capsys, (release, out, "--size", "16",), str(release / TRAIN), str(release / VALIDATION), "image size 48x48 against 32x32")
+    refused(capsys, (release, out, "--size", "16"), str(release / TRAIN), str(release / VALIDATION),
+            "image size 48x48 against 32x32")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["mixed"]  # nothing written, no lock, no partial folder
     with h5py.File(release / VALIDATION, "a") as handle:  # the same size, but a schema column missing
         del handle["input_category"]
@@ -142,7 +148,7 @@ def test_an_existing_output_folder_is_refused_without_overwrite(tmp_path: Path, 
     out = tmp_path / "pair"
     assert convert(capsys, release, out, "--size", "16")[0] == 0
     before = listing(out)
-    refused(capsys, (release, out, "--size", "8",), str(out), "exists; pass --overwrite")
+    refused(capsys, (release, out, "--size", "8"), str(out), "exists; pass --overwrite")
     assert listing(out) == before
     code, result, _ = convert(capsys, release, out, "--size", "8", "--overwrite")  # a pair's folder is replaced whole
     assert code == 0 and result["kept"] == [] and listing(out) != before
@@ -151,11 +157,13 @@ def test_an_existing_output_folder_is_refused_without_overwrite(tmp_path: Path, 
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("my notes")
-    refused(capsys, (release, mine, "--overwrite",), str(mine), "notes.txt", "choose a new folder")  # a folder of the user's files: never deleted
+    refused(capsys, (release, mine, "--overwrite"), str(mine), "notes.txt", "choose a new folder")  # never deleted
     assert (mine / "notes.txt").read_text() == "my notes"
     (tmp_path / "a-file").write_text("x")
-    refused(capsys, (release, tmp_path / "a-file", "--overwrite",), str(tmp_path / "a-file"), "not a folder")
-    refused(capsys, (release, "--split", "train", tmp_path / "new",), str(tmp_path / "new"), "new_train.h5")
+    refused(capsys, (release, tmp_path / "a-file", "--overwrite"), str(tmp_path / "a-file"), "not a folder")
+    refused(capsys, (release, "--split", "train", tmp_path / "new"), str(tmp_path / "new"), "new_train.h5")
+    for name in (".", ".."):
+        refused(capsys, (release, name), "name the pair's folder")
     (tmp_path / "empty").mkdir()
     assert convert(capsys, release, tmp_path / "empty", "--size", "8")[0] == 0  # an empty folder is a new one
 
@@ -168,7 +176,7 @@ def _truncate(path: Path) -> None:
 def test_a_truncated_file_is_refused_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     release = write_release(tmp_path / "fashiongen", size=16)
     _truncate(release / VALIDATION)
-    refused(capsys, (release, tmp_path / "pair", "--size", "8",), str(release / VALIDATION))
+    refused(capsys, (release, tmp_path / "pair", "--size", "8"), str(release / VALIDATION))
     assert sorted(path.name for path in tmp_path.iterdir()) == ["fashiongen"]
     with pytest.raises(DataError, match=rf"{VALIDATION}: not a readable HDF5 file"):
         open_source(release / TRAIN, split="validation")  # as training opens its validation split
@@ -180,7 +188,7 @@ def test_a_killed_conversion_resumes_keeping_the_finished_split(tmp_path: Path, 
         handle["input_description"][3] = b""
     out = tmp_path / "pair"
     staged = tmp_path / ".pair.partial" / "pair_train.h5"
-    refused(capsys, (release, out, "--size", "8", "--strict",), str(release / VALIDATION), "row 3")
+    refused(capsys, (release, out, "--size", "8", "--strict"), str(release / VALIDATION), "row 3")
     assert staged.is_file() and not out.exists()
     finished = staged.stat().st_mtime_ns
     write_fashiongen_h5(release / VALIDATION, num_rows=8, size=16)  # the user mends the source and runs it again
@@ -201,3 +209,33 @@ def test_a_killed_conversion_resumes_keeping_the_finished_split(tmp_path: Path, 
         shutil.rmtree(tmp_path / "again")
         with h5py.File(release / VALIDATION, "a") as handle:
             handle["input_description"][3] = b""
+
+
+@pytest.mark.slow  # a dozen conversions in processes killed at random points
+def test_kill_9_at_any_point_then_the_same_command_finishes_the_same_pair(tmp_path: Path) -> None:
+    source = write_garment_set(tmp_path / "source", 240, size=64)
+
+    def command(out: Path) -> list[str]:
+        return [sys.executable, "-m", "fashiongen.data", "convert", str(source), str(out), "--size", "48",
+                "--val-fraction", "0.3", "--overwrite"]
+
+    def files(out: Path) -> dict[str, bytes]:  # the pair's h5 files, named as in OUT "pair" (summaries hold timings)
+        return {name.replace(out.name, "pair"): data for name, data in listing(out).items() if name.endswith(".h5")}
+
+    subprocess.run(command(tmp_path / "clean"), check=True, capture_output=True, timeout=300)  # caches content hashes
+    start = time.perf_counter()
+    subprocess.run(command(tmp_path / "clean"), check=True, capture_output=True, timeout=300)
+    duration = time.perf_counter() - start
+    clean = files(tmp_path / "clean")
+    assert sorted(clean) == ["pair_train.h5", "pair_validation.h5"]
+    out, rng = tmp_path / "pair", random.Random(0)
+    for delay in sorted(rng.uniform(0.3, 1.0) * duration for _ in range(10)):
+        shutil.rmtree(out, ignore_errors=True)
+        process = subprocess.Popen(command(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        process.kill()
+        process.wait()
+        assert not out.exists() or files(out) == clean  # no folder, or the whole pair: never half of one
+        subprocess.run(command(out), check=True, capture_output=True, timeout=300)  # the same command finishes it
+        assert files(out) == clean
+        assert sorted(path.name for path in tmp_path.iterdir()) == ["clean", "pair", "source"]  # no staging or lock left

@@ -211,7 +211,7 @@ class FashionGenH5Reader:
         if other is None or not other.is_file():
             return
         schema = type(self)(other, caption_field=caption_field, text_encoding=text_encoding).schema
-        differences = [f"{key} {self.schema[key]} against {schema[key]}" for key in self.schema if self.schema[key] != schema[key]]
+        differences = [f"{key} {value} against {schema[key]}" for key, value in self.schema.items() if value != schema[key]]
         if differences:
             raise DataError(f"{self.path} and {other} are not one pair: {'; '.join(differences)}; convert both splits "
                             "once, with one command (python -m fashiongen.data convert SOURCE FOLDER --size N)")

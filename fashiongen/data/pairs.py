@@ -52,6 +52,8 @@ def check_pair_output(out: str | Path, overwrite: bool = False) -> Path:
     """Refuse, before any work, an OUT folder that exists (unless --overwrite, and then only a converted pair's
     folder: nothing else of the user's is deleted), a file or link there, or a parent that cannot be written."""
     out = Path(out)
+    if out.name in ("", ".", ".."):
+        raise OutputError(f"{out}: name the pair's folder (its name becomes the files' names: NAME_train.h5)")
     if out.is_symlink():
         raise OutputError(f"{out}: is a symbolic link; name the folder itself")
     if out.exists() and not out.is_dir():
