@@ -219,6 +219,10 @@ def test_the_kit_end_to_end_on_cpu(tmp_path: Path) -> None:
     assert "python evaluate.py --model" in unpacked.stdout
     again = kit_command(repo, "unpack", str(out), "--to", str(tmp_path / "model"))
     assert again.returncode == 2 and "exists" in again.stderr
+    results["kit"] = "0123456789ab"  # the results of another kit's run beside these pieces
+    (out / "results.json").write_text(json.dumps(results))
+    foreign = kit_command(repo, "unpack", str(out), "--to", str(tmp_path / "other"))
+    assert foreign.returncode == 2 and "not 0123456789ab" in foreign.stderr and not (tmp_path / "other").exists()
     _use_the_model(tmp_path / "model", source, tmp_path)
 
 

@@ -49,7 +49,7 @@ def unpack(folder: Path, out: Path) -> Path:
     results = _results(folder)
     kit = results["kit_encoder"]
     with tempfile.TemporaryDirectory() as scratch:
-        manifest = join_pieces(folder, Path(scratch))
+        manifest = join_pieces(folder, Path(scratch), run_id=results.get("kit"))  # pieces of this run's kit only
         generator = load_generator(scratch)
     raw = generator.info.to_dict()
     text = dict(raw["text"])
