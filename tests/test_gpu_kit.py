@@ -5,6 +5,7 @@ back what they were made from, the weights in pieces, and the whole kit end to e
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -244,3 +245,32 @@ def _use_the_model(model: Path, source: Path, tmp_path: Path) -> None:
     assert torch.isfinite(torch.tensor(json.loads((report / "report.json").read_text())["metrics"]["fid"]["value"]))
     published = publish(model, tmp_path / "published", dtype="float16", critic=None)
     assert FashionGenPipeline.from_pretrained(published)(["red dress"], seed=0, num_inference_steps=2)[0].size == (32, 32)
+
+
+@pytest.mark.slow
+def test_resident_batches_hold_the_datasets_pixels_in_the_samplers_epoch_order(tmp_path: Path, garments16: Path,
+                                                                               text_cache_dir: Path) -> None:
+    from fashiongen.data import FashionDataset
+    from fashiongen.gpu.feed import ResidentBatches
+    from fashiongen.train import prepare
+    from fashiongen.train.data import EpochSampler
+    from training_helpers import tiny_config
+
+    config = tiny_config(garments16, tmp_path, text_cache_dir, **{"train.caption_dropout_prob": 0.5,
+                                                                  "model.attributes": "[colour, gender]"})
+    run = prepare(config, show_progress=False)
+    feed = ResidentBatches.of(run, torch.device("cpu"))
+    dataset = run.train_examples.dataset
+    unflipped = FashionDataset(dataset.source, dataclasses.replace(dataset.config, hflip=False), config.seed)
+    for index in range(len(dataset)):  # the uint8 photos give back the float pixels the loader would give
+        assert torch.equal(feed.photos[index].permute(2, 0, 1).float().div(127.5).sub(1.0), unflipped[index]["pixel_values"])
+    for epoch in (0, 3):
+        feed.set_epoch(epoch)
+        sampler = EpochSampler(len(dataset), config.seed, config.train.batch_size)
+        sampler.set_epoch(epoch)
+        batches = list(feed)
+        assert torch.cat([b["index"] for b in batches]).tolist() == list(sampler)
+    dropped = torch.cat([b["text_mask"].sum(dim=1) == feed.masks[feed.empty].sum() for b in batches])
+    attributes = torch.cat([b["attribute_ids"] for b in batches])
+    assert 0 < int(dropped.sum()) < len(dropped) and bool((attributes[dropped] == 0).all())
+    assert batches[0]["text_states"].shape == (8, feed.states.shape[1], feed.states.shape[2])  # one padded length
