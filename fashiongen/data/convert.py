@@ -9,7 +9,7 @@ a converted file splits exactly as its source did.
 OUT is checked before any work (`check_output`): a folder, an unwritable parent, or an existing
 file (unless overwrite) is refused. OUT appears in one rename when complete; a killed conversion's
 hidden `.OUT.*.tmp` files (utils.atomic_path) are removed by the next conversion to the same OUT
-once no process holds them open.
+once no process holds them open. `convert SOURCE FOLDER` (an OUT without .h5) writes both splits as a pair: pairs.py.
 """
 
 from __future__ import annotations
