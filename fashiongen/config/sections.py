@@ -103,12 +103,12 @@ class TrainConfig:
     snr_gamma: float = 5.0  # min-SNR-gamma loss weighting; 0 gives plain MSE
     caption_dropout_prob: float = 0.1  # empty caption (and no attributes): trains the unconditional branch for guidance
     attribute_dropout_prob: float = 0.1  # each attribute independently replaced by 'none'
-    mixed_precision: str = "no"  # no | fp16 | bf16
+    mixed_precision: str = "auto"  # auto (bf16 on a CUDA GPU, no elsewhere) | no | fp16 | bf16; runs record what it was
     ema_decay: float = 0.9999  # the most the EMA decay grows to
     ema_power: float = 0.75  # decay warmup: 1 - (1 + step) ** -ema_power, capped at ema_decay
     channels_last: bool = True  # on CUDA only: on CPU channels_last is slower
     fused_adam: bool = True  # fused AdamW kernel where the device has one (CUDA)
-    compile: bool = False  # torch.compile the UNet
+    compile: bool = False  # torch.compile the UNet (caption states padded to a few fixed lengths: train/loader.py)
     gradient_checkpointing: bool = False
     num_workers: int = 2  # DataLoader worker processes per training process
     log_every: int = 10  # steps between metrics.jsonl lines
@@ -143,7 +143,7 @@ class TrainConfig:
         check_range("train.max_grad_norm", self.max_grad_norm, 0.0, 1e12)
         check_range("train.validation_guidance", self.validation_guidance, 0.0, 100.0)
         check_choice("train.lr_schedule", self.lr_schedule, ("cosine", "constant"))
-        check_choice("train.mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
+        check_choice("train.mixed_precision", self.mixed_precision, ("auto", "no", "fp16", "bf16"))
 
 
 @dataclass
@@ -276,7 +276,8 @@ class CriticConfig:
     weight_decay: float = 0.05
     max_grad_norm: float = 1.0  # 0 disables clipping
     hflip: bool = True
-    mixed_precision: str = "no"  # no | fp16 | bf16
+    mixed_precision: str = "auto"  # auto (bf16 on a CUDA GPU, no elsewhere) | no | fp16 | bf16
+    fused_adam: bool = True  # fused AdamW kernel where the device has one (CUDA)
     log_every: int = 10
     validate_every: int = 250  # steps between validations (0: only at the end)
     validation_items: int = 2000  # validation images used (evenly spaced), 0: all
@@ -302,7 +303,7 @@ class CriticConfig:
         check_range("critic.attribute_loss_weight", self.attribute_loss_weight, 0.0, 1e6)
         check_range("critic.max_grad_norm", self.max_grad_norm, 0.0, 1e12)
         check_choice("critic.lr_schedule", self.lr_schedule, ("cosine", "constant"))
-        check_choice("critic.mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
+        check_choice("critic.mixed_precision", self.mixed_precision, ("auto", "no", "fp16", "bf16"))
 
 
 @dataclass

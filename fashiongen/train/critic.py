@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import set_seed
-from torch import nn
+from accelerate.utils import DataLoaderConfiguration, set_seed
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, default_collate
 
 from ..config import Config, ConfigError, load_config, save_config, split_cli_args
@@ -32,7 +32,7 @@ from ..errors import command
 from ..data import FashionDataset, open_from_config
 from ..evaluation.critic import Critic, attribute_probabilities, critic_score, embed_captions, embed_images, r_precision, save_critic
 from ..runs import MetricsLog, checkpoint_dirs, read_state
-from ..text import CaptionEncoder
+from ..text import CaptionEncoder, TextEncoding
 from .checkpoint import save_checkpoint
 from .critic_data import (
     IGNORE_INDEX,
@@ -45,7 +45,8 @@ from .critic_data import (
     unwrap,
 )
 from .data import EpochSampler, attribute_vocabulary, precompute_captions
-from .engine import HostSums, MetricSums, Trainer, run_training, training_failed
+from .device import fused, to_device, with_resolved_precision
+from .engine import DeviceSums, Trainer, run_training, training_failed
 from .schedule import Schedule, TrainingStopped, lr_at
 from .setup import setting
 
@@ -63,6 +64,7 @@ class CriticRun(Trainer):
 
     name: ClassVar[str] = "critic"
     hint: ClassVar[str] = "Lower critic.learning_rate"
+    logged: ClassVar[tuple[str, ...]] = ("loss", "contrastive", "attribute", "grad_norm")
 
     config: Config
     accelerator: Accelerator
@@ -105,8 +107,8 @@ class CriticRun(Trainer):
         """The critic resumes from the newest checkpoint in critic.output_dir by itself: `resume` is not used."""
         return prepare_critic(config, show_progress)
 
-    def new_sums(self) -> MetricSums:
-        return HostSums(checked=("loss",))
+    def new_sums(self) -> DeviceSums:
+        return DeviceSums(self.accelerator.device, self.logged, checked=("loss",))
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, Any]:
         return critic_train_step(self, batch)
@@ -141,6 +143,7 @@ def _check_resume(saved: Config, config: Config, checkpoint: Path) -> None:
 def prepare_critic(config: Config, show_progress: bool = True) -> CriticRun:
     """Open data, pre-resize images into memory, precompute caption embeddings, build critic and optimizer,
     and restore the newest checkpoint in critic.output_dir if there is one."""
+    config = with_resolved_precision(config)  # critic.mixed_precision "auto": bf16 on a CUDA GPU, no elsewhere
     critic_config = config.critic
     out_dir = Path(critic_config.output_dir)
     checkpoints = checkpoint_dirs(out_dir)
@@ -148,7 +151,8 @@ def prepare_critic(config: Config, show_progress: bool = True) -> CriticRun:
     if latest is not None:
         _check_resume(load_config([latest / "config.yaml"]), config, latest)
     AcceleratorState._reset_state(reset_partial_state=False)  # a second run in one process may pick another precision
-    accelerator = Accelerator(mixed_precision=critic_config.mixed_precision, cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(mixed_precision=critic_config.mixed_precision, cpu=not torch.cuda.is_available(),
+                              dataloader_config=DataLoaderConfiguration(non_blocking=torch.cuda.is_available()))
     set_seed(config.seed)
     is_main = accelerator.is_main_process
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -172,21 +176,23 @@ def prepare_critic(config: Config, show_progress: bool = True) -> CriticRun:
     text_config = config.text
     if not text_config.cache_dir:  # training reads embeddings from a cache; keep it inside the output directory
         text_config = dataclasses.replace(text_config, cache_dir=str(out_dir / "text-cache"))
-    with accelerator.main_process_first():
+    with accelerator.main_process_first():  # the first process creates the cache file
         encoder = CaptionEncoder(text_config)
-        datasets = [FashionDataset(s, config.data, config.seed) for s in (train_source, val_source) if s is not None]
-        precompute_captions(encoder, datasets, show_progress=show_progress and is_main)
+    datasets = [FashionDataset(s, config.data, config.seed) for s in (train_source, val_source) if s is not None]
+    precompute_captions(encoder, datasets, show_progress=show_progress and is_main,  # every rank a share
+                        rank=accelerator.process_index, world_size=accelerator.num_processes, device=accelerator.device)
 
     critic = build_critic(config, encoder.dim, vocab)
     critic.encoder_identity = encoder.identity
     decay = [p for p in critic.parameters() if p.ndim >= 2]
     no_decay = [p for p in critic.parameters() if p.ndim < 2]  # norms, biases, the logit scale
     groups = [{"params": decay, "weight_decay": critic_config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=critic_config.learning_rate)
+    optimizer = torch.optim.AdamW(groups, lr=critic_config.learning_rate,
+                                  fused=fused(accelerator.device, critic_config.fused_adam))
     global_batch = critic_config.batch_size * accelerator.num_processes
     sampler = EpochSampler(len(train_examples), config.seed, global_batch)
     loader = DataLoader(train_examples, batch_size=critic_config.batch_size, sampler=sampler, drop_last=True, num_workers=0,
-                        collate_fn=default_collate)
+                        collate_fn=default_collate, pin_memory=torch.cuda.is_available())
     critic, optimizer, loader = accelerator.prepare(critic, optimizer, loader)
     run = CriticRun(config=config, accelerator=accelerator, run_dir=out_dir, critic=critic, optimizer=optimizer, encoder=encoder,
                     vocab=vocab, train_examples=train_examples, train_loader=loader, val_examples=val_examples,
@@ -204,13 +210,15 @@ def prepare_critic(config: Config, show_progress: bool = True) -> CriticRun:
     return run
 
 
-def critic_train_step(run: CriticRun, batch: dict[str, Any]) -> dict[str, float]:
-    """One optimizer step on one batch: caption embeddings from the cache, forward, backward, clip, step.
+def critic_train_step(run: CriticRun, batch: dict[str, Any]) -> dict[str, Tensor]:
+    """One optimizer step on one batch: caption embeddings from the cache, forward, backward, clip, step; its
+    numbers stay on the device.
 
     With several processes each contrasts its own batch (negatives are not gathered across processes).
     """
     critic_config, accelerator = run.config.critic, run.accelerator
-    text = run.encoder.encode(batch["caption"]).to(accelerator.device)  # cached: no encoder forward pass
+    cached = run.encoder.encode(batch["caption"])  # cached: no encoder forward pass
+    text = TextEncoding(*(to_device(part, accelerator.device) for part in (cached.token_states, cached.mask, cached.pooled)))
     for group in run.optimizer.param_groups:
         group["lr"] = lr_at(run.step, critic_config)
     with accelerator.autocast():
@@ -219,7 +227,7 @@ def critic_train_step(run: CriticRun, batch: dict[str, Any]) -> dict[str, float]
     grad_norm = accelerator.clip_grad_norm_(run.critic.parameters(), critic_config.max_grad_norm or float("inf"))
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
-    return {"loss": float(loss.detach()), **{k: float(v) for k, v in parts.items()}, "grad_norm": float(grad_norm)}
+    return {"loss": loss.detach(), **parts, "grad_norm": grad_norm}
 
 
 @torch.no_grad()

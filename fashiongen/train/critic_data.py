@@ -48,10 +48,14 @@ def contrastive_loss(image_emb: Tensor, text_emb: Tensor, logit_scale: Tensor, c
 
 
 def attribute_loss(logits: dict[str, Tensor], attribute_ids: Tensor) -> Tensor:
-    """Mean over heads of the cross-entropy on examples whose value is known (attribute_ids [B, K], IGNORE_INDEX missing)."""
-    losses = [F.cross_entropy(head_logits, attribute_ids[:, k], ignore_index=IGNORE_INDEX)
-              for k, head_logits in enumerate(logits.values()) if (attribute_ids[:, k] != IGNORE_INDEX).any()]
-    return torch.stack(losses).mean() if losses else attribute_ids.new_zeros((), dtype=torch.float32)
+    """Mean over heads of the cross-entropy on examples whose value is known (attribute_ids [B, K], IGNORE_INDEX
+    missing); a head with no known value in the batch is left out. Chosen on the device: no branch waits for it."""
+    if not logits:
+        return attribute_ids.new_zeros((), dtype=torch.float32)
+    known = (attribute_ids != IGNORE_INDEX).any(dim=0)  # [K]
+    losses = torch.stack([F.cross_entropy(head_logits, attribute_ids[:, k], ignore_index=IGNORE_INDEX)
+                          for k, head_logits in enumerate(logits.values())])  # [K]; NaN where no value is known
+    return torch.where(known, losses, 0.0).sum() / known.sum().clamp(min=1)  # = the known heads' mean
 
 
 def critic_loss(critic: nn.Module, batch: dict[str, Any], text: Any, attribute_weight: float) -> tuple[Tensor, dict[str, Tensor]]:

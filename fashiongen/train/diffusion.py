@@ -34,10 +34,12 @@ from ..text import CaptionEncoder
 from .checkpoint import save_checkpoint
 from .data import DiffusionExamples, attribute_vocabulary
 from .ema import EMA
-from .engine import DeviceSums, MetricSums, Trainer, memory_mb
+from .device import fused
+from .engine import Trainer, memory_mb
 from .export import export_model
 from .schedule import lr_at
-from .setup import INHERITED_FACTS, announce, differences, make_loader, open_data, open_run, parameters_m, restore
+from .loader import compile_lengths, make_loader
+from .setup import INHERITED_FACTS, announce, differences, open_data, open_run, parameters_m, restore
 from .validation import sample_grid
 
 logger = logging.getLogger("fashiongen.train")
@@ -86,9 +88,6 @@ class TrainingRun(Trainer):
 
     def averaged(self) -> tuple[EMA, nn.Module]:
         return self.ema, self.model
-
-    def new_sums(self) -> MetricSums:
-        return DeviceSums(self.accelerator.device)
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, Any]:
         loss, grad_norm = train_step(self, batch)
@@ -165,9 +164,8 @@ def _optimizer(model: nn.Module, config: Any, device: torch.device) -> torch.opt
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    fused = config.fused_adam and device.type == "cuda"
     return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
-                             eps=config.adam_epsilon, fused=fused or None)
+                             eps=config.adam_epsilon, fused=fused(device, config.fused_adam))
 
 
 def _network(config: Config, encoder: CaptionEncoder, vocab: dict[str, list[str]], start: FashionUNet | None,
@@ -186,7 +184,7 @@ def _network(config: Config, encoder: CaptionEncoder, vocab: dict[str, list[str]
     ema.module.to(device)
     optimizer = _optimizer(model, train, device)
     if train.compile:
-        model.unet.compile(dynamic=False)  # caption lengths vary: one graph per padded length (collate pads to 8)
+        model.unet.compile(dynamic=False)  # one graph per caption length: the loader pads to compile_lengths (3-5)
     return model, ema, optimizer
 
 
@@ -215,7 +213,8 @@ def build(config: Config, resume: Path | None = None, show_progress: bool = True
                   low_res_resolution=config.model.low_res_resolution, low_res_noise_max=config.model.low_res_noise_max)
     train_examples = DiffusionExamples(data.train_set, caption_dropout_prob=train.caption_dropout_prob,
                                        attribute_dropout_prob=train.attribute_dropout_prob, **common)
-    train_loader = make_loader(train_examples, train.batch_size, train, data.sampler)
+    lengths = compile_lengths(config.text.max_length) if train.compile else ()
+    train_loader = make_loader(train_examples, train.batch_size, train, data.sampler, lengths)
     val_loader = None
     if val_set is not None and train.validation_batches:
         val_examples = DiffusionExamples(val_set, **common)  # no dropout: the loss of the conditional model
@@ -328,7 +327,7 @@ def export(run: TrainingRun, dtype: str = "float32") -> Path:
     if run.accelerator.is_main_process:
         training = {"steps": run.step, "images_seen": run.step * run.images_per_step, "run": run.run_dir.name,
                     "num_processes": run.accelerator.num_processes, "images_per_step": run.images_per_step,
-                    "mixed_precision": run.config.train.mixed_precision, "device": str(run.accelerator.device),
+                    "mixed_precision": run.accelerator.mixed_precision, "device": str(run.accelerator.device),
                     "hardware": hardware_name(run.accelerator.device), **run_facts(run.metrics.read(), run.step),
                     "initialised_from": run.initialised_from}
         export_model(run.ema.module, run.config, run.encoder.identity, path, dtype=dtype, training=training,

@@ -52,9 +52,11 @@ from ..runs import MetricsLog, hardware_name, run_facts
 from ..text import CaptionEncoder, TextEncoding
 from .checkpoint import save_checkpoint
 from .data import DiffusionExamples
+from .device import fused, to_device
 from .ema import EMA
 from .engine import Trainer
-from .setup import announce, make_loader, open_data, open_run, parameters_m, restore
+from .loader import make_loader
+from .setup import announce, open_data, open_run, parameters_m, restore
 
 logger = logging.getLogger("fashiongen.train")
 
@@ -66,6 +68,7 @@ class DistillRun(Trainer):
     name: ClassVar[str] = "student"
     hint: ClassVar[str] = "Lower train.learning_rate or raise train.warmup_steps"
     postfix: ClassVar[tuple[str, ...]] = ("loss", "teacher_gap")
+    logged: ClassVar[tuple[str, ...]] = ("loss", "grad_norm", "lr", "teacher_gap")
 
     config: Config
     accelerator: Accelerator
@@ -194,7 +197,8 @@ def prepare_distill(config: Config, resume: Path | None = None, show_progress: b
     ema.module.to(accelerator.device)
     trainable = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=train.learning_rate, betas=(train.adam_beta1, train.adam_beta2),
-                                  eps=train.adam_epsilon, weight_decay=train.weight_decay)
+                                  eps=train.adam_epsilon, weight_decay=train.weight_decay,
+                                  fused=fused(accelerator.device, train.fused_adam))
     examples = DiffusionExamples(data.train_set, encoder.cache, teacher.attribute_vocab, seed=config.seed,
                                  num_train_timesteps=int(teacher.diffusion["num_train_timesteps"]),
                                  caption_dropout_prob=train.caption_dropout_prob,
@@ -227,15 +231,15 @@ def _guidance(run: DistillRun, batch: int) -> Tensor:
     distill = run.config.distill
     generator = torch.Generator().manual_seed(run.config.seed * 1_000_003 + run.step)
     draw = torch.rand(batch, generator=generator)
-    return (distill.guidance_min + (distill.guidance_max - distill.guidance_min) * draw).to(run.accelerator.device)
+    return to_device(distill.guidance_min + (distill.guidance_max - distill.guidance_min) * draw, run.accelerator.device)
 
 
-def train_step(run: DistillRun, batch: dict[str, Any]) -> dict[str, float]:
-    """One consistency-distillation update (see the module's docstring)."""
+def train_step(run: DistillRun, batch: dict[str, Any]) -> dict[str, Any]:
+    """One consistency-distillation update (see the module's docstring); its numbers stay on the device."""
     distill = run.config.distill
     clean, noise = batch["pixel_values"], batch["noise"]
     size = clean.shape[0]
-    skip = int(run.grid[0]) + 1
+    skip = int(run.teacher.diffusion["num_train_timesteps"]) // distill.grid_size  # run.grid's spacing (skip_grid)
     t_n = run.grid[batch["timestep"] % distill.grid_size]  # the example's timestep picks its grid point
     t_prev = (t_n - skip).clamp(min=0)
     w = _guidance(run, size)
@@ -270,8 +274,8 @@ def train_step(run: DistillRun, batch: dict[str, Any]) -> dict[str, float]:
     norm = run.accelerator.clip_grad_norm_([p for p in run.generator.parameters() if p.requires_grad],
                                            run.config.train.max_grad_norm)
     run.optimizer.step()
-    return {"loss": loss.item(), "grad_norm": float(norm), "lr": lr,
-            "teacher_gap": float((prediction.detach() - teacher_clean).abs().mean())}
+    return {"loss": loss.detach(), "grad_norm": norm, "lr": lr,
+            "teacher_gap": (prediction.detach() - teacher_clean).abs().mean()}
 
 
 # ---------------------------------------------------------------------------------------------- validation

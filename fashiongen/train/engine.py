@@ -6,8 +6,12 @@ and the curves at the end. A family supplies a `Trainer`: its run's state and it
     run_dir = run_training(trainer)
 
 One command for one CPU, one GPU or many GPUs (`accelerate launch --multi_gpu ...`): every process runs this loop on
-its share of each global batch; rank 0 logs, samples and writes files. How the loop reads its numbers (per step on
-the host, or summed on the device and read at each log line) is the `MetricSums` a trainer picks.
+its share of each global batch; rank 0 logs, samples and writes files.
+
+On a GPU the loop never waits for it between checks: a step's numbers are summed on the device (`DeviceSums`) and read
+at each log line; whether one became NaN/inf (anywhere), a stop signal and the family's alerts are read together, in
+one collective, at "check points" only (a log line, a validation, a checkpoint, the last step; with one process also
+at once on a signal). A NaN still stops the run naming the first step it appeared at, before any checkpoint holds it.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from tqdm import tqdm
 
 from ..errors import Ending, error_line
 from ..runs import checkpoint_dirs
+from .device import enable_tf32
 from .ema import EMA
 from .schedule import (
     LoopRun,
@@ -35,6 +40,7 @@ from .schedule import (
     TrainingDiverged,
     TrainingStopped,
     across_processes,
+    check_due,
     epoch_batches,
     log_due,
     save_last_checkpoint,
@@ -62,60 +68,75 @@ def training_failed(error: Exception) -> Ending | None:
     return None
 
 
-class MetricSums(Protocol):
-    """A log interval's numbers: added per micro-batch, read (and reset) at each log line."""
-
-    def add(self, numbers: dict[str, Any]) -> None: ...
-
-    def nonfinite(self) -> Tensor | float: ...  # > 0 when a checked number became NaN/inf
-
-    def means(self, accelerator: Accelerator) -> dict[str, float]: ...  # and start the next interval
-
-
-class HostSums:
-    """Per-step numbers (floats) summed on the host; the NaN check reads the latest step's `checked` keys (None: all)."""
-
-    def __init__(self, checked: tuple[str, ...] | None = None) -> None:
-        self.checked, self.count, self.bad = checked, 0, False
-        self.sums: dict[str, float] = {}
-
-    def add(self, numbers: dict[str, Any]) -> None:
-        self.bad = not all(math.isfinite(numbers[key]) for key in (self.checked or numbers))
-        for key, value in numbers.items():
-            self.sums[key] = self.sums.get(key, 0.0) + value
-        self.count += 1
-
-    def nonfinite(self) -> float:
-        return float(self.bad)
-
-    def means(self, accelerator: Accelerator) -> dict[str, float]:
-        means = {key: value / self.count for key, value in self.sums.items()}
-        self.sums, self.count = {}, 0
-        return means
-
-
 class DeviceSums:
-    """Per-sample losses ({"loss": [B]}) summed on the device, averaged over every process's samples at each log line
-    (one gather); a NaN/inf anywhere since the start is remembered."""
+    """A log interval's per-step numbers, summed where they are: tensors on the device (adding one never waits for
+    the GPU), plain floats on the host; read at each log line, every process's at once (one gather, one copy to the
+    host). A tensor of per-sample values ([B]) counts each sample, a scalar one step; a number some steps do not give
+    (a loss that starts later) is averaged over the steps that gave it. The first step at which a `checked` number
+    (None: every one) was NaN/inf is kept on the device too, for the loop's checks (`first_nonfinite`).
 
-    def __init__(self, device: torch.device) -> None:
-        self.total = torch.zeros((), device=device)
-        self.count = torch.zeros((), device=device)
-        self.bad = torch.zeros((), device=device)
+    `names`: every number the trainer's steps may give, in log order: the same slots on every process."""
 
-    def add(self, numbers: dict[str, Any]) -> None:
-        loss = numbers["loss"]
-        self.total += loss.sum()
-        self.count += loss.numel()
-        self.bad = torch.maximum(self.bad, (~torch.isfinite(loss)).any().float())
+    def __init__(self, device: torch.device, names: tuple[str, ...], checked: tuple[str, ...] | None = None) -> None:
+        self.device, self.names = device, tuple(names)
+        self.checked = set(self.names if checked is None else checked)
+        dtype = torch.float32 if device.type == "mps" else torch.float64  # float64: the host's sums, exactly
+        self.totals = torch.zeros(len(self.names), dtype=dtype, device=device)  # [K]
+        self.counts = [0] * len(self.names)  # host: a tensor's numel is known without the device
+        self.host: dict[str, list[float]] = {}  # name -> [sum, count] of plain floats
+        self.first_bad = torch.zeros((), dtype=torch.int64, device=device)  # 0: none yet
+        self.first_bad_host = 0
+        self._slots: dict[tuple[int, ...], tuple[Tensor, Tensor]] = {}  # a key set's slots and checked positions
 
-    def nonfinite(self) -> Tensor:
-        return self.bad
+    def _slot(self, key: str) -> int:
+        if key not in self.names:
+            raise KeyError(f"{key!r} is not one of the trainer's logged numbers {self.names}")
+        return self.names.index(key)
+
+    def add(self, numbers: dict[str, Any], step: int) -> None:
+        """One micro-batch's numbers (`step`: the optimizer step it belongs to, 1-based)."""
+        tensors = {key: value for key, value in numbers.items() if isinstance(value, Tensor)}
+        for key, value in numbers.items():
+            if key not in tensors and value is not None:
+                self._slot(key)
+                total = self.host.setdefault(key, [0.0, 0])
+                total[0] += value
+                total[1] += 1
+                if key in self.checked and not math.isfinite(value) and not self.first_bad_host:
+                    self.first_bad_host = step
+        if not tensors:
+            return
+        slots = tuple(self._slot(key) for key in tensors)
+        if slots not in self._slots:  # index tensors copied once per key set, not per step (a copy waits)
+            checked = [i for i, key in enumerate(tensors) if key in self.checked]
+            self._slots[slots] = (torch.tensor(slots, device=self.device),
+                                  torch.tensor(checked, dtype=torch.long, device=self.device))
+        where, checked = self._slots[slots]
+        values = torch.stack([v.detach().float() if v.dim() == 0 else v.detach().float().sum() for v in tensors.values()])
+        self.totals.index_add_(0, where, values.to(self.totals.dtype))
+        for slot, value in zip(slots, tensors.values()):
+            self.counts[slot] += value.numel()
+        if len(checked):  # a NaN/inf sample makes its sum NaN/inf
+            bad = ~torch.isfinite(values.index_select(0, checked)).all()
+            self.first_bad.masked_fill_(bad & (self.first_bad == 0), step)
+
+    def first_nonfinite(self) -> Tensor:
+        """The first step whose checked numbers were not all finite ([] int64 on the device; 0: none)."""
+        if not self.first_bad_host:
+            return self.first_bad
+        host = torch.full((), self.first_bad_host, dtype=torch.int64, device=self.device)
+        return torch.where((self.first_bad > 0) & (self.first_bad < host), self.first_bad, host)
 
     def means(self, accelerator: Accelerator) -> dict[str, float]:
-        totals = accelerator.gather(torch.stack([self.total, self.count])).view(-1, 2).sum(dim=0)
-        self.total.zero_(), self.count.zero_()
-        return {"loss": float(totals[0] / totals[1])}
+        """The interval's means over every process's samples (a collective), in `names` order; starts the next interval."""
+        counts = torch.tensor(self.counts, dtype=self.totals.dtype).to(self.device)
+        both = accelerator.gather(torch.cat([self.totals, counts])).view(-1, 2, len(self.names)).sum(dim=0)
+        totals, counts_all = both.tolist()
+        means = {key: total / count for key, total, count in zip(self.names, totals, counts_all) if count}
+        means.update({key: total / count for key, (total, count) in self.host.items()})  # the same on every process
+        self.totals.zero_()
+        self.counts, self.host = [0] * len(self.names), {}
+        return {key: means[key] for key in self.names if key in means}
 
 
 class Trainer(LoopRun, Protocol):
@@ -126,6 +147,7 @@ class Trainer(LoopRun, Protocol):
     name: ClassVar[str]  # the family, as messages name it ("GAN")
     hint: ClassVar[str]  # what to change when a loss becomes NaN
     postfix: ClassVar[tuple[str, ...]] = ("loss",)  # the progress bar's numbers
+    logged: ClassVar[tuple[str, ...]] = ("loss",)  # every number train_step may give, in log order (DeviceSums)
     config: Any
     run_dir: Path
 
@@ -150,10 +172,10 @@ class Trainer(LoopRun, Protocol):
     def averaged(self) -> tuple[EMA, nn.Module] | None:  # an EMA and the prepared network it follows, updated each step
         return None
 
-    def new_sums(self) -> MetricSums:
-        return HostSums()
+    def new_sums(self) -> DeviceSums:  # NaN/inf in any logged number stops the run
+        return DeviceSums(self.accelerator.device, self.logged)
 
-    def train_step(self, batch: dict[str, Any]) -> dict[str, Any]: ...  # one micro-batch; its numbers
+    def train_step(self, batch: dict[str, Any]) -> dict[str, Any]: ...  # one micro-batch; its numbers (device tensors)
 
     def optimizer_stepped(self) -> bool:  # whether that micro-batch ended an optimizer step
         return True
@@ -161,8 +183,8 @@ class Trainer(LoopRun, Protocol):
     def log_extras(self) -> dict[str, Any]:  # numbers of the log line beside the interval's means
         return {}
 
-    def alert(self, numbers: dict[str, Any]) -> str | None:  # a warning for metrics.jsonl, or None
-        return None
+    def alerts(self) -> list[str]:  # at a check point: warnings for metrics.jsonl about the steps since the last
+        return []
 
     def validate(self) -> dict[str, Any]: ...  # collective: numbers for metrics.jsonl (and pictures, rank 0)
 
@@ -186,15 +208,18 @@ def run_training(trainer: Trainer, show_progress: bool = True) -> Path:
     progress = tqdm(total=schedule.max_steps, initial=min(trainer.step, schedule.max_steps), desc=trainer.label,
                     unit="step", dynamic_ncols=True, disable=not (show_progress and accelerator.is_main_process))
     clock, sums = Throughput(), trainer.new_sums()
+    enable_tf32(accelerator.device)
     try:
         with StopSignals() as stop:
             for epoch, batch in epoch_batches(trainer, schedule.max_steps, trainer.batches_per_step):
-                numbers = trainer.train_step(batch)
-                sums.add(numbers)
+                sums.add(trainer.train_step(batch), trainer.step + 1)
                 if not trainer.optimizer_stepped():
                     continue
-                signum = _count_step(trainer, numbers, sums, clock, stop)
+                _count_step(trainer, clock)
                 progress.update(1)
+                signum = 0
+                if check_due(trainer.step, schedule) or (stop.received and accelerator.num_processes == 1):
+                    signum = _check(trainer, sums, stop)
                 if log_due(trainer.step, schedule):
                     _log(trainer, epoch, sums, clock, progress)
                 if signum:
@@ -214,25 +239,30 @@ def run_training(trainer: Trainer, show_progress: bool = True) -> Path:
     return trainer.run_dir
 
 
-def _count_step(trainer: Trainer, numbers: dict[str, Any], sums: MetricSums, clock: Throughput, stop: StopSignals) -> float:
-    """After an optimizer step: count it, update the EMA, stop every process on a NaN anywhere, log the family's alerts.
-    Returns the stop signal received on any process (0: none)."""
+def _count_step(trainer: Trainer, clock: Throughput) -> None:
+    """After an optimizer step: count it and update the EMA (on the device: nothing here waits for the GPU)."""
     trainer.step += 1
     clock.count_step()
     if (averaged := trainer.averaged()) is not None:
         ema, network = averaged
         ema.update(trainer.accelerator.unwrap_model(network), trainer.step)
-    diverged, signum = across_processes(trainer.accelerator, sums.nonfinite(), stop.received)
-    if diverged:
+
+
+def _check(trainer: Trainer, sums: DeviceSums, stop: StopSignals) -> int:
+    """At a check point, over every process in one collective: stop the run if a checked number became NaN/inf
+    anywhere since the start (naming the first such step; every checkpoint so far precedes it, as checkpoints
+    follow checks), then write the family's alerts. Returns the stop signal any process received (0: none)."""
+    first_bad, signum = across_processes(trainer.accelerator, sums.first_nonfinite(), stop.received)
+    if first_bad:
         checkpoints = checkpoint_dirs(trainer.run_dir)
         kept = f"the last checkpoint before it is {checkpoints[-1]}" if checkpoints else "no checkpoint was written before it"
-        raise TrainingDiverged(f"a {trainer.name} loss became NaN/inf at step {trainer.step}; {kept}. {trainer.hint}")
-    if (alert := trainer.alert(numbers)) is not None:
+        raise TrainingDiverged(f"a {trainer.name} loss became NaN/inf at step {first_bad}; {kept}. {trainer.hint}")
+    for alert in trainer.alerts():
         write_metrics(trainer, {"alert": alert})
     return signum
 
 
-def _log(trainer: Trainer, epoch: int, sums: MetricSums, clock: Throughput, progress: tqdm) -> None:
+def _log(trainer: Trainer, epoch: int, sums: DeviceSums, clock: Throughput, progress: tqdm) -> None:
     """One metrics.jsonl line: the interval's means, the family's extras, images/s; the progress bar; TensorBoard."""
     record = {"epoch": epoch, **sums.means(trainer.accelerator), **trainer.log_extras(),
               "images_per_s": clock.images_per_s(trainer.images_per_step)}
@@ -263,4 +293,4 @@ def memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # peak RSS (Linux reports KiB)
 
 
-__all__ = ["DeviceSums", "HostSums", "MetricSums", "Trainer", "TrainingOutOfMemory", "memory_mb", "run_training"]
+__all__ = ["DeviceSums", "Trainer", "TrainingOutOfMemory", "memory_mb", "run_training"]

@@ -33,9 +33,11 @@ from ..text import CaptionEncoder
 from .adversarial import StartModel, export_adversarial, start_model
 from .checkpoint import save_checkpoint
 from .data import DiffusionExamples, attribute_vocabulary
+from .device import fused, to_device
 from .ema import EMA
 from .engine import Trainer
-from .setup import announce, make_loader, open_data, open_run, parameters_m, restore
+from .loader import make_loader
+from .setup import announce, open_data, open_run, parameters_m, restore
 
 logger = logging.getLogger("fashiongen.train")
 
@@ -47,6 +49,8 @@ class GANRun(Trainer):
     name: ClassVar[str] = "GAN"
     hint: ClassVar[str] = "Lower gan.generator_lr and gan.discriminator_lr, or raise gan.ma_gp_weight"
     postfix: ClassVar[tuple[str, ...]] = ("d_loss", "g_loss")
+    logged: ClassVar[tuple[str, ...]] = ("d_loss", "g_loss", "ma_gp", "d_real_acc", "d_fake_acc", "diversity",
+                                         "d_mismatched_acc")
 
     config: Config
     accelerator: Accelerator
@@ -67,6 +71,7 @@ class GANRun(Trainer):
     initialised_from: dict[str, Any] | None = None
     watch: dict[str, list[float]] = field(default_factory=lambda: {"pinned": [], "diversity": []})
     first_diversity: float | None = None
+    watched: list[tuple[int, Tensor]] = field(default_factory=list)  # (step, [d_real_acc, d_fake_acc, diversity]) unread
 
     @property
     def images_per_step(self) -> int:
@@ -82,12 +87,18 @@ class GANRun(Trainer):
     def train_step(self, batch: dict[str, Any]) -> dict[str, Any]:
         return train_step(self, batch)
 
-    def alert(self, numbers: dict[str, Any]) -> str | None:
-        alert = _watch(self, numbers)
-        if alert is not None:
-            logger.warning(alert)
-            self.watch = {"pinned": [], "diversity": []}  # once a window, not every step
-        return alert
+    def alerts(self) -> list[str]:
+        """The watch over the steps since the last check point, their numbers read from the device at once."""
+        steps, self.watched = self.watched, []
+        found = []
+        values = torch.stack([numbers for _, numbers in steps]).tolist() if steps else []
+        for (step, _), (real_acc, fake_acc, diversity) in zip(steps, values):
+            alert = _watch(self, {"d_real_acc": real_acc, "d_fake_acc": fake_acc, "diversity": diversity}, step)
+            if alert is not None:
+                logger.warning(alert)
+                self.watch = {"pinned": [], "diversity": []}  # once a window, not every step
+                found.append(alert)
+        return found
 
     def validate(self) -> dict[str, Any]:
         return validate_gan(self)
@@ -117,8 +128,9 @@ def _initial_gan(config: Config, encoder: CaptionEncoder) -> StartModel:
     return start_model(config, encoder, GANGenerator, get_gan_spec(config.model.name), "a GAN (model.family: gan)", more)
 
 
-def _adam(module: nn.Module, lr: float, config: Config) -> torch.optim.Optimizer:
-    return torch.optim.Adam(module.parameters(), lr=lr, betas=(config.gan.adam_beta1, config.gan.adam_beta2))
+def _adam(module: nn.Module, lr: float, config: Config, device: torch.device) -> torch.optim.Optimizer:
+    return torch.optim.Adam(module.parameters(), lr=lr, betas=(config.gan.adam_beta1, config.gan.adam_beta2),
+                            fused=fused(device, config.train.fused_adam))
 
 
 def prepare_gan(config: Config, resume: Path | None = None, show_progress: bool = True) -> GANRun:
@@ -141,7 +153,8 @@ def prepare_gan(config: Config, resume: Path | None = None, show_progress: bool 
         initialised_from = start.facts
     ema = EMA(generator, train.ema_decay, train.ema_power)
     ema.module.to(accelerator.device)
-    g_optimizer, d_optimizer = _adam(generator, config.gan.generator_lr, config), _adam(discriminator, config.gan.discriminator_lr, config)
+    g_optimizer = _adam(generator, config.gan.generator_lr, config, accelerator.device)
+    d_optimizer = _adam(discriminator, config.gan.discriminator_lr, config, accelerator.device)
     examples = DiffusionExamples(data.train_set, encoder.cache, vocab, seed=config.seed, num_train_timesteps=1,
                                  attribute_dropout_prob=train.attribute_dropout_prob)
     loader = make_loader(examples, train.batch_size, train, data.sampler)
@@ -162,18 +175,22 @@ def _step_generator(run: GANRun) -> torch.Generator:
     return torch.Generator().manual_seed((run.config.seed * 1_000_003 + run.step) * 64 + run.accelerator.process_index)
 
 
-def batch_diversity(images: Tensor) -> float:
-    """Mean absolute difference between each generated image and the next in the batch: near 0 when G collapses."""
-    return float((images - images.roll(1, dims=0)).abs().mean()) if images.shape[0] > 1 else 0.0
+def batch_diversity(images: Tensor) -> Tensor:
+    """Mean absolute difference between each generated image and the next in the batch ([], on the images' device):
+    near 0 when G collapses."""
+    if images.shape[0] < 2:
+        return images.new_zeros((), dtype=torch.float32)
+    return (images - images.roll(1, dims=0)).abs().mean().float()
 
 
-def train_step(run: GANRun, batch: dict[str, Any]) -> dict[str, float]:
-    """One discriminator step (hinge with mismatched captions, MA-GP), then one generator step; per-step metrics."""
+def train_step(run: GANRun, batch: dict[str, Any]) -> dict[str, Tensor]:
+    """One discriminator step (hinge with mismatched captions, MA-GP), then one generator step; per-step metrics as
+    device tensors (nothing here waits for the GPU; the watch reads them at the loop's next check point)."""
     g, device, config = _step_generator(run), run.accelerator.device, run.config.gan
     real, pooled, ids = batch["pixel_values"], batch["text_pooled"], batch["attribute_ids"]
     ids = ids if ids.shape[1] else None
     spec = run.ema.module.spec
-    z = torch.randn(real.shape[0], spec.z_dim, generator=g).to(device)
+    z = to_device(torch.randn(real.shape[0], spec.z_dim, generator=g), device)
 
     def augment(images: Tensor) -> Tensor:
         return diff_augment(images, config.augment, g)
@@ -187,8 +204,8 @@ def train_step(run: GANRun, batch: dict[str, Any]) -> dict[str, float]:
         rows, valid = mismatched_rows(batch["caption"], g)
         mismatch_rows = valid.nonzero().flatten()
         if len(mismatch_rows):
-            other = rows[mismatch_rows].to(device)
-            d_mismatched = run.discriminator(real_aug[mismatch_rows.to(device)], pooled[other],
+            other = to_device(rows[mismatch_rows], device)
+            d_mismatched = run.discriminator(real_aug[to_device(mismatch_rows, device)], pooled[other],
                                              None if ids is None else ids[other])
     loss_d = discriminator_hinge(d_real, d_fake).mean() if d_mismatched is None else (
         torch.relu(1 - d_real).mean() + 0.5 * torch.relu(1 + d_fake).mean() + 0.5 * torch.relu(1 + d_mismatched).mean())
@@ -205,17 +222,20 @@ def train_step(run: GANRun, batch: dict[str, Any]) -> dict[str, float]:
     run.g_optimizer.zero_grad(set_to_none=True)
     run.accelerator.backward(loss_g)
     run.g_optimizer.step()
-    record = {"d_loss": loss_d.item(), "g_loss": loss_g.item(), "ma_gp": penalty.item(),
-              "d_real_acc": float((d_real > 0).float().mean()), "d_fake_acc": float((d_fake < 0).float().mean()),
+    record = {"d_loss": loss_d.detach(), "g_loss": loss_g.detach(), "ma_gp": penalty.detach(),
+              "d_real_acc": (d_real > 0).float().mean(), "d_fake_acc": (d_fake < 0).float().mean(),
               "diversity": batch_diversity(fake.detach())}
     if d_mismatched is not None:
-        record["d_mismatched_acc"] = float((d_mismatched < 0).float().mean())
+        record["d_mismatched_acc"] = (d_mismatched < 0).float().mean()
+    run.watched.append((run.step + 1, torch.stack([record["d_real_acc"], record["d_fake_acc"], record["diversity"]])))
     return record
 
 
-def _watch(run: GANRun, record: dict[str, float]) -> str | None:
+def _watch(run: GANRun, record: dict[str, float], step: int | None = None) -> str | None:
     """A warning when, over gan.collapse_window steps, the discriminator wins every time (its loss pinned: the generator
-    gets no signal) or the batch diversity has fallen under a tenth of where it started (mode collapse)."""
+    gets no signal) or the batch diversity has fallen under a tenth of where it started (mode collapse). `record`:
+    one step's numbers; `step`: that step (default: the run's)."""
+    step = run.step if step is None else step
     window = run.config.gan.collapse_window
     run.watch["pinned"].append(min(record["d_real_acc"], record["d_fake_acc"]))
     run.watch["diversity"].append(record["diversity"])
@@ -228,11 +248,11 @@ def _watch(run: GANRun, record: dict[str, float]) -> str | None:
     checkpoints = checkpoint_dirs(run.run_dir)
     last = f"the last checkpoint before it is {checkpoints[-1]}" if checkpoints else "no checkpoint yet"
     if min(run.watch["pinned"]) >= 0.999:
-        return (f"step {run.step}: the discriminator has classified every real and generated image right for {window} steps "
+        return (f"step {step}: the discriminator has classified every real and generated image right for {window} steps "
                 f"(D loss pinned; the generator learns nothing); {last}. Lower gan.discriminator_lr or raise gan.ma_gp_weight")
     diversity = sum(run.watch["diversity"]) / window
     if run.first_diversity and diversity < 0.1 * run.first_diversity:
-        return (f"step {run.step}: batch diversity {diversity:.4f} is under a tenth of its start ({run.first_diversity:.4f}): "
+        return (f"step {step}: batch diversity {diversity:.4f} is under a tenth of its start ({run.first_diversity:.4f}): "
                 f"mode collapse; {last}")
     return None
 
@@ -260,7 +280,7 @@ def validate_gan(run: GANRun) -> dict[str, float]:
         captions += [f"{prompt} (seed {seed})" for prompt in prompts]
     path = run.run_dir / "samples" / f"step_{run.step:06d}.png"
     save_image(captioned_grid(images, captions, columns=len(prompts), tile=max(96, model.resolution), caption_lines=3), path)
-    return {"diversity_ema": batch_diversity(torch.stack([torch.from_numpy(i).float() for i in images]))}
+    return {"diversity_ema": float(batch_diversity(torch.stack([torch.from_numpy(i).float() for i in images])))}
 
 
 def export_gan(run: GANRun, dtype: str = "float32") -> Path:

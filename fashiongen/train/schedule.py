@@ -8,7 +8,8 @@ stop signal turned into a checkpoint at a step boundary.
             ...                                                       # one optimizer step at lr_at(run.step, schedule)
             run.step += 1
             clock.count_step()
-            diverged, signum = across_processes(run.accelerator, loss_is_not_finite, stop.received)
+            if check_due(run.step, schedule):                          # not every step: reading waits for the GPU
+                first_bad_step, signum = across_processes(run.accelerator, first_nonfinite, stop.received)
             if log_due(run.step, schedule):
                 write_metrics(run, {"loss": ..., "images_per_s": clock.images_per_s(run.images_per_step)})
                 clock.restart()
@@ -125,11 +126,14 @@ class StopSignals:
             signal.signal(signum, handler)
 
 
-def across_processes(accelerator: Accelerator, *flags: Tensor | float) -> list[float]:
-    """The largest value of each flag over all processes, in one collective: a divergence or a stop signal on any
-    process stops every process at the same step."""
-    local = torch.stack([torch.as_tensor(flag, dtype=torch.float32, device=accelerator.device) for flag in flags])  # [F]
-    return accelerator.gather(local).view(-1, len(flags)).max(dim=0).values.tolist()
+def across_processes(accelerator: Accelerator, first_nonfinite: Tensor | int, signum: int) -> tuple[int, int]:
+    """Over all processes, in one collective (and one read from the device): the first step at which a number became
+    NaN/inf on any process (0: none) and the stop signal any received (0: none), so that every process stops at the
+    same step."""
+    local = torch.stack([torch.as_tensor(first_nonfinite, dtype=torch.int64, device=accelerator.device),
+                         torch.full((), signum, dtype=torch.int64, device=accelerator.device)])  # [2]
+    rows = accelerator.gather(local).view(-1, 2).tolist()  # [processes, 2]
+    return min((row[0] for row in rows if row[0] > 0), default=0), max(row[1] for row in rows)
 
 
 class Throughput:
@@ -158,6 +162,13 @@ def log_due(step: int, schedule: Schedule) -> bool:
     return step % schedule.log_every == 0 or step == schedule.max_steps
 
 
+def check_due(step: int, schedule: Schedule) -> bool:
+    """The steps at which the loop reads its checks from the device (a NaN, a stop signal, alerts): a log line, and
+    before a validation or a checkpoint, which must not start from (or save) a diverged model."""
+    return (log_due(step, schedule) or step % schedule.checkpoint_every == 0
+            or bool(schedule.validate_every and step % schedule.validate_every == 0))
+
+
 def write_metrics(run: LoopRun, record: dict[str, Any]) -> None:
     """One metrics.jsonl line for the current step, {"step", **record, "time"}, from rank 0; nothing for an empty record."""
     if run.accelerator.is_main_process and record:
@@ -183,4 +194,4 @@ def save_last_checkpoint(run_dir: Path, step: int, save: Callable[[], Any]) -> N
 
 
 __all__ = ["LoopRun", "Schedule", "StopSignals", "Throughput", "TrainingDiverged", "TrainingStopped", "across_processes",
-           "epoch_batches", "log_due", "lr_at", "save_last_checkpoint", "validate_and_checkpoint", "write_metrics"]
+           "check_due", "epoch_batches", "log_due", "lr_at", "save_last_checkpoint", "validate_and_checkpoint", "write_metrics"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,16 +20,17 @@ from typing import Any
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState
-from accelerate.utils import ProjectConfiguration, set_seed
-from torch.utils.data import DataLoader
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 
 from ..config import Config, ConfigError, config_to_dict, load_config, save_config
 from ..data import FashionDataset
 from ..runs import check_output_dir, hold_run, read_state
 from ..text import CaptionEncoder
 from .checkpoint import load_checkpoint, resolve_resume, run_dir_of
-from .data import EpochSampler, collate_examples, precompute_captions
+from .data import EpochSampler, precompute_captions
+from .device import resolve_precision
 from .ema import EMA
+from .loader import make_loader
 from .rundir import open_run_dir
 
 logger = logging.getLogger("fashiongen.train")
@@ -87,32 +87,19 @@ def distributed_cpu() -> bool:
 
 
 def make_accelerator(config: Config, run_dir: Path) -> Accelerator:
-    """The run's accelerator: train.mixed_precision, gradient accumulation, TensorBoard in the run directory."""
+    """The run's accelerator: train.mixed_precision ("auto" resolved, when `prepare` has not already), gradient
+    accumulation, TensorBoard in the run directory; on CUDA its loader copies pinned batches without blocking."""
     # accelerate keeps one process-wide state; drop its mixed-precision part (not the process group)
     # so a second run in the same process (a notebook, a benchmark) may choose another precision.
     AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(
         cpu=distributed_cpu(),
-        mixed_precision=config.train.mixed_precision,
+        mixed_precision=resolve_precision(config.train.mixed_precision),
         gradient_accumulation_steps=config.train.gradient_accumulation_steps,
+        dataloader_config=DataLoaderConfiguration(non_blocking=torch.cuda.is_available()),
         log_with="tensorboard" if config.train.tensorboard else None,
         project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir)),  # trackers add "tensorboard/"
     )
-
-
-def _leave_stop_signals_to_the_main_process(worker_id: int) -> None:
-    """DataLoader workers ignore SIGTERM/SIGINT: a scheduler (or Ctrl-C) signals the whole process group, and a
-    worker dying of it would kill the run before the main process saves its checkpoint."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def make_loader(dataset: Any, batch_size: int, config: Any, sampler: Any = None) -> DataLoader:
-    """A DataLoader over training examples (`config`: the train section, for num_workers); with a sampler, full batches only."""
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, drop_last=sampler is not None,
-                      num_workers=config.num_workers, collate_fn=collate_examples, pin_memory=torch.cuda.is_available(),
-                      persistent_workers=False,
-                      worker_init_fn=_leave_stop_signals_to_the_main_process if config.num_workers else None)
 
 
 def open_encoder(config: Config, run_dir: Path, accelerator: Accelerator, datasets: list[FashionDataset],
@@ -122,9 +109,10 @@ def open_encoder(config: Config, run_dir: Path, accelerator: Accelerator, datase
     text_config = config.text
     if not text_config.cache_dir:
         text_config = dataclasses.replace(text_config, cache_dir=str(run_dir / "text-cache"))
-    with accelerator.main_process_first():
+    with accelerator.main_process_first():  # the first process creates the cache file
         encoder = CaptionEncoder(text_config)
-        precompute_captions(encoder, datasets, show_progress=show_progress and accelerator.is_main_process)
+    precompute_captions(encoder, datasets, show_progress=show_progress and accelerator.is_main_process,  # every rank a share
+                        rank=accelerator.process_index, world_size=accelerator.num_processes, device=accelerator.device)
     return encoder
 
 

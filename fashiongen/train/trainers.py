@@ -14,6 +14,7 @@ from pathlib import Path
 from ..config import Config, ConfigError
 from ..runs import release_run
 from .critic import CriticRun
+from .device import with_resolved_precision
 from .diffusion import TrainingRun
 from .distill import DistillRun
 from .engine import Trainer, run_training
@@ -39,8 +40,9 @@ def trainer_class(family: str) -> type[Trainer]:
 
 def prepare(config: Config, resume: Path | None = None, show_progress: bool = True) -> Trainer:
     """Check the config, open data, build the family's networks, optimisers and EMA, restore a checkpoint and make
-    the run directory: the trainer that `train` runs."""
-    return trainer_class(config.model.family).build(config, resume, show_progress)
+    the run directory: the trainer that `train` runs. train.mixed_precision "auto" is resolved first (bf16 on a CUDA
+    GPU, no elsewhere), so the run records the precision it trains in."""
+    return trainer_class(config.model.family).build(with_resolved_precision(config), resume, show_progress)
 
 
 def train(run: Trainer, show_progress: bool = True) -> Path:

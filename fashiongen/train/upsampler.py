@@ -48,9 +48,11 @@ from ..upsampler.generator import UpsamplerGenerator, upsampler_description
 from .adversarial import export_adversarial, start_model
 from .checkpoint import save_checkpoint
 from .data import DiffusionExamples, example_seed
+from .device import fused
 from .ema import EMA
 from .engine import Trainer
-from .setup import announce, make_loader, open_data, open_run, parameters_m, restore
+from .loader import make_loader
+from .setup import announce, open_data, open_run, parameters_m, restore
 
 logger = logging.getLogger("fashiongen.train")
 
@@ -96,6 +98,7 @@ class UpsamplerRun(Trainer):
     name: ClassVar[str] = "upsampler"
     hint: ClassVar[str] = "Lower upsampler.generator_lr and upsampler.discriminator_lr, or upsampler.adversarial_weight"
     postfix: ClassVar[tuple[str, ...]] = ("l1", "d_loss")
+    logged: ClassVar[tuple[str, ...]] = ("l1", "psnr", "d_loss", "g_adv", "feature_matching", "d_real_acc", "d_fake_acc")
 
     config: Config
     accelerator: Accelerator
@@ -185,9 +188,9 @@ def prepare_upsampler(config: Config, resume: Path | None = None, show_progress:
         initialised_from = start.facts
     ema = EMA(generator, train.ema_decay, train.ema_power)
     ema.module.to(accelerator.device)
-    betas = (upsampler.adam_beta1, upsampler.adam_beta2)
-    g_optimizer = torch.optim.Adam(generator.parameters(), lr=upsampler.generator_lr, betas=betas)
-    d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=upsampler.discriminator_lr, betas=betas)
+    betas, fuse = (upsampler.adam_beta1, upsampler.adam_beta2), fused(accelerator.device, train.fused_adam)
+    g_optimizer = torch.optim.Adam(generator.parameters(), lr=upsampler.generator_lr, betas=betas, fused=fuse)
+    d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=upsampler.discriminator_lr, betas=betas, fused=fuse)
     base = DiffusionExamples(data.train_set, encoder.cache, {}, seed=config.seed, num_train_timesteps=1,
                              caption_dropout_prob=train.caption_dropout_prob)
     examples = PatchExamples(base, upsampler.patch_size, degradation_of(config), config.seed)
@@ -206,17 +209,19 @@ def prepare_upsampler(config: Config, resume: Path | None = None, show_progress:
     return run
 
 
-def mean_psnr(output: Tensor, target: Tensor) -> float:
-    return float(psnr(output.float(), target.float()).mean())
+def mean_psnr(output: Tensor, target: Tensor) -> Tensor:
+    """The images' mean PSNR in dB ([], on their device)."""
+    return psnr(output.float(), target.float()).mean()
 
 
-def train_step(run: UpsamplerRun, batch: dict[str, Any]) -> dict[str, float]:
-    """L1 alone until upsampler.adversarial_start; then a discriminator step (hinge), then a generator step."""
+def train_step(run: UpsamplerRun, batch: dict[str, Any]) -> dict[str, Tensor]:
+    """L1 alone until upsampler.adversarial_start; then a discriminator step (hinge), then a generator step. Its
+    numbers stay on the device (the loop reads them at each log line)."""
     upsampler = run.config.upsampler
     high, low, pooled = batch["pixel_values"], batch["low_res"], batch["text_pooled"]
     output = run.generator(low, pooled)
     l1 = reconstruction(output, high).mean()
-    record = {"l1": l1.item(), "psnr": mean_psnr(output.detach().clamp(-1, 1), high)}
+    record = {"l1": l1.detach(), "psnr": mean_psnr(output.detach().clamp(-1, 1), high)}
     loss = upsampler.l1_weight * l1
     if run.step >= upsampler.adversarial_start:
         d_real, real_features = run.discriminator(high, low)
@@ -228,8 +233,8 @@ def train_step(run: UpsamplerRun, batch: dict[str, Any]) -> dict[str, float]:
         d_on_fake, fake_features = run.discriminator(output, low)  # the photo's features: from before D's step (constants)
         adversarial, matching = patch_generator(d_on_fake), feature_matching(fake_features, real_features)
         loss = loss + upsampler.adversarial_weight * adversarial + upsampler.feature_weight * matching
-        record.update(d_loss=loss_d.item(), g_adv=adversarial.item(), feature_matching=matching.item(),
-                      d_real_acc=float((d_real > 0).float().mean()), d_fake_acc=float((d_fake < 0).float().mean()))
+        record.update(d_loss=loss_d.detach(), g_adv=adversarial.detach(), feature_matching=matching.detach(),
+                      d_real_acc=(d_real > 0).float().mean(), d_fake_acc=(d_fake < 0).float().mean())
     run.g_optimizer.zero_grad(set_to_none=True)
     run.accelerator.backward(loss)
     run.g_optimizer.step()
@@ -268,7 +273,7 @@ def validate_upsampler(run: UpsamplerRun) -> dict[str, float]:
             captions.append(f"{name}, zoomed")
     save_image(captioned_grid(images, captions, columns=4, tile=size, caption_lines=2),
                run.run_dir / "samples" / f"step_{run.step:06d}.png")
-    return {"val_psnr": mean_psnr(output, v["high"]), "val_psnr_bicubic": mean_psnr(bicubic, v["high"]),
+    return {"val_psnr": float(mean_psnr(output, v["high"])), "val_psnr_bicubic": float(mean_psnr(bicubic, v["high"])),
             "val_l1": float(reconstruction(output, v["high"]).mean())}
 
 
