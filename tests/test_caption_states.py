@@ -95,6 +95,7 @@ print(total.hexdigest())
 """
 
 
+@pytest.mark.slow  # Python subprocesses
 def test_a_second_python_process_reads_the_same_states(tmp_path: Path) -> None:
     cache, captions = random_cache(tmp_path, 300)
     expected = states_digest(cache, captions)
@@ -187,6 +188,7 @@ print(json.dumps({"encoded": count, "states": str(encoder.cache.resident.path)})
 """
 
 
+@pytest.mark.slow  # Python subprocesses
 def test_two_ranks_share_the_precompute_and_map_one_file(garments16: Path, tmp_path: Path) -> None:
     overrides = [f"data.source={garments16}", "data.resolution=32", "data.val_fraction=0", f"text.cache_dir={tmp_path / 'cache'}"]
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}

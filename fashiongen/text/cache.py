@@ -78,7 +78,9 @@ class EmbeddingCache:
             if self._connection is not None:  # inherited through fork: keep it referenced, never close it here
                 self._inherited.append(self._connection)
             self.directory.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
+            # A writer waits up to `timeout` for the write lock: ranks storing their shares at once queue behind each
+            # other's transactions (1,024 captions of 128 tokens are ~200 MB in one), so the wait is generous.
+            connection = sqlite3.connect(self.path, timeout=600.0, isolation_level=None, check_same_thread=False)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.executescript(_SCHEMA)
