@@ -265,8 +265,12 @@ def run_kit(options: Options) -> dict[str, Any]:
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, compile=bool(best["compile"]) and bool(trained)))
     margin = min(45.0, 0.1 * options.minutes * 60)  # for the export and the last pieces
     left = deadline - time.monotonic()
-    results["training"] = train_for(options, config, feed, best["ours_images_per_s"], max(1.0, left - margin),
-                                    max(2.0, left - margin / 2))
+    try:
+        results["training"] = train_for(options, config, feed, best["ours_images_per_s"], max(1.0, left - margin),
+                                        max(2.0, left - margin / 2))
+    except Exception as error:  # diverged, out of memory...: said in results.json; the pieces sent so far stay
+        results["training"] = {"failed": f"{type(error).__name__}: {error}"[:400]}
+        raise
     results["seconds"] = round(time.monotonic() - start, 1)
     logging.getLogger().removeHandler(handler)
     return results.data
