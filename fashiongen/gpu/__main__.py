@@ -43,7 +43,7 @@ def _parser() -> ArgumentParser:
     run.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     run.add_argument("--batch-size", type=int, default=64)
     run.add_argument("--bench-models", default="unet-compact,unet-small")
-    run.add_argument("--bench-steps", type=int, default=40)
+    run.add_argument("--bench-steps", type=int, default=100)
     run.add_argument("--no-compile", action="store_true")
     run.add_argument("--no-tests", action="store_true")
     unpack = verbs.add_parser("unpack", help="here: join the returned pieces into a model folder")

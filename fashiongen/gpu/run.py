@@ -9,6 +9,7 @@ every phase.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -49,7 +50,7 @@ class Options:
     device: str = "cuda"
     batch_size: int = 64
     bench_models: tuple[str, ...] = ("unet-compact", "unet-small")
-    bench_steps: int = 40
+    bench_steps: int = 100
     compile: bool = True
     tests: bool = True
     overrides: list[str] = field(default_factory=list)
@@ -165,6 +166,9 @@ def benchmarks(options: Options, config: Config, deadline: float,
                         row[f"{loop}_mfu_spec"] = row["flops_per_image"] * row[f"{loop}_images_per_s"] / spec
             rows.append(row)
             results["benchmarks"] = rows
+            gc.collect()  # the measured run's networks and optimizer, before the next one's
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
     return feed, vocab, rows
 
 
