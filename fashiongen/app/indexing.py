@@ -28,7 +28,8 @@ BATCH_SIZE = 64  # photos a batch: the longest a designer's request waits behind
 class BackgroundIndex:
     """A ProductIndex being built on a daemon thread; `get` returns it once built."""
 
-    def __init__(self, build: Callable[[Progress], ProductIndex], name: str = "the real products") -> None:
+    def __init__(self, build: Callable[[Progress], ProductIndex], name: str = "the real products", start: bool = True
+                 ) -> None:
         self.name = name
         self._build = build
         self._lock = threading.Lock()
@@ -36,7 +37,17 @@ class BackgroundIndex:
         self._index: ProductIndex | None = None
         self._failure = ""
         self._finished = threading.Event()
+        self._started = False
         self._thread = threading.Thread(target=self._run, name="fashiongen-products", daemon=True)
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Begin the build (app.py: once the server answers, so reading the photos does not slow its start)."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
         self._thread.start()
 
     def _progress(self, done: int, total: int) -> None:

@@ -103,7 +103,7 @@ def product_index(args: argparse.Namespace, first: FashionGenPipeline, compute: 
     return BackgroundIndex(lambda progress: ProductIndex.build(
         source, critic=args.critic, cache_dir=args.cache_dir, device=args.device, caption_mode=data.caption_mode,
         caption_template=data.caption_template, batch_size=BATCH_SIZE, show_progress=False, progress=progress,
-        run=compute.run))
+        run=compute.run), start=False)
 
 
 @command()
@@ -115,7 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         pipelines, products, compute = load(args)
     limits = Limits(max_upload_mb=args.max_upload_mb, max_upload_pixels=int(args.max_upload_megapixels * 1e6))
     demo = build_demo(pipelines, products, limits=limits, concurrency=args.concurrency, max_queue=args.max_queue, compute=compute)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, ssr_mode=False, footer_links=["api"])
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, ssr_mode=False, footer_links=["api"],
+                prevent_thread_lock=True)
+    if products is not None:
+        products.start()  # once the page answers: reading 9,000 photos would slow the server's start
+    demo.block_thread()
     return 0
 
 if __name__ == "__main__":
