@@ -38,8 +38,6 @@ def _run(family: str, root: Path, source: Path, cache: Path, **extra: object):
     overrides = family_overrides(family, root) if family != "student" else {
         "model.family": "student", "model.name": "unet-tiny", "distill.validation_steps": "[1]", "distill.grid_size": 10,
         "distill.lora_rank": 2, "train.init_from": export_tiny(root / "teacher", CaptionEncoder(TextConfig(encoder=ENCODER, cache_dir="")))}
-    if family == "gan":
-        overrides["gan.augment"] = ""  # DiffAugment's draws (fashiongen/gan/augment.py) are still copied with a wait
     return prepare(tiny_config(source, root / "runs", cache, **{"text.encoder": ENCODER, "text.device": "cuda",
                                                               "train.max_steps": 2, **overrides, **extra}),
                    show_progress=False)

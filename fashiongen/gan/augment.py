@@ -11,11 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..devices import to_device
+
 POLICIES = ("color", "translation", "cutout")
 
 
 def _uniform(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> Tensor:
-    return torch.rand(shape, generator=generator).to(device)
+    return to_device(torch.rand(shape, generator=generator), device)
 
 
 def color(images: Tensor, generator: torch.Generator) -> Tensor:
@@ -32,8 +34,8 @@ def translation(images: Tensor, generator: torch.Generator, ratio: float = 0.125
     """Shift each image by up to `ratio` of its size in x and y, filling with zeros (grey)."""
     batch, _, height, width = images.shape
     shift_y, shift_x = int(height * ratio + 0.5), int(width * ratio + 0.5)
-    dy = torch.randint(-shift_y, shift_y + 1, (batch, 1, 1), generator=generator).to(images.device)
-    dx = torch.randint(-shift_x, shift_x + 1, (batch, 1, 1), generator=generator).to(images.device)
+    dy = to_device(torch.randint(-shift_y, shift_y + 1, (batch, 1, 1), generator=generator), images.device)
+    dx = to_device(torch.randint(-shift_x, shift_x + 1, (batch, 1, 1), generator=generator), images.device)
     rows = torch.arange(height, device=images.device).view(1, height, 1) + dy  # [B, H, 1]
     cols = torch.arange(width, device=images.device).view(1, 1, width) + dx  # [B, 1, W]
     padded = F.pad(images, (1, 1, 1, 1))
@@ -47,8 +49,8 @@ def cutout(images: Tensor, generator: torch.Generator, ratio: float = 0.5) -> Te
     """Zero a random square of `ratio` of the image's side in each image."""
     batch, _, height, width = images.shape
     size_y, size_x = int(height * ratio + 0.5), int(width * ratio + 0.5)
-    top = torch.randint(0, height + (1 - size_y % 2), (batch, 1, 1), generator=generator).to(images.device)
-    left = torch.randint(0, width + (1 - size_x % 2), (batch, 1, 1), generator=generator).to(images.device)
+    top = to_device(torch.randint(0, height + (1 - size_y % 2), (batch, 1, 1), generator=generator), images.device)
+    left = to_device(torch.randint(0, width + (1 - size_x % 2), (batch, 1, 1), generator=generator), images.device)
     rows = torch.arange(height, device=images.device).view(1, height, 1)
     cols = torch.arange(width, device=images.device).view(1, 1, width)
     inside = ((rows - top + size_y // 2).clamp(0) < size_y) & (rows - top + size_y // 2 >= 0) \

@@ -14,7 +14,8 @@ import dataclasses
 from typing import Any
 
 import torch
-from torch import Tensor
+
+from ..devices import to_device  # re-exported: the trainers' one way to send a host draw
 
 
 def bf16_on_cuda() -> bool:
@@ -58,15 +59,6 @@ def fused(device: torch.device, wanted: bool = True) -> bool | None:
     """The `fused=` of torch's Adam/AdamW: the one-kernel update on CUDA; None (torch's default kernels) elsewhere,
     which keeps CPU training bit for bit what it was."""
     return True if wanted and device.type == "cuda" else None
-
-
-def to_device(tensor: Tensor, device: torch.device) -> Tensor:
-    """A host tensor (a draw of a CPU generator: the same numbers on every device) on `device`. On CUDA through
-    pinned memory without blocking: a plain `.to(device)` waits for every queued kernel, and a step that does it
-    stalls the GPU (torch's caching host allocator keeps the pinned block until the copy has run)."""
-    if device.type != "cuda":
-        return tensor.to(device)
-    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 __all__ = ["bf16_on_cuda", "enable_tf32", "fused", "resolve_precision", "to_device", "with_resolved_precision"]
