@@ -32,6 +32,7 @@ from ..errors import Ending, error_line
 from ..runs import checkpoint_dirs
 from .device import enable_tf32
 from .ema import EMA
+from .loader import shut_down_workers
 from .schedule import (
     LoopRun,
     Schedule,
@@ -235,6 +236,7 @@ def run_training(trainer: Trainer, show_progress: bool = True) -> Path:
         raise TrainingOutOfMemory(advice) from error
     finally:
         progress.close()
+        shut_down_workers(trainer.train_loader)
         accelerator.end_training()
     return trainer.run_dir
 

@@ -111,4 +111,15 @@ def make_loader(dataset: Any, batch_size: int, config: Any, sampler: Any = None,
                       worker_init_fn=_leave_stop_signals_to_the_main_process if workers else None)
 
 
-__all__ = ["Collate", "EpochExamples", "EpochIndices", "PREFETCH_BATCHES", "compile_lengths", "make_loader"]
+def shut_down_workers(loader: Any) -> None:
+    """Stop a loader's persistent workers now (the run's end, or an error). Left to garbage collection at interpreter
+    exit, a worker blocked on a full queue of prefetched batches kept a finished run from exiting (torch keeps the
+    live iterator in the private `_iterator`; Accelerate's loaders are DataLoader subclasses and hold it the same way)."""
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+        loader._iterator = None
+
+
+__all__ = ["Collate", "EpochExamples", "EpochIndices", "PREFETCH_BATCHES", "compile_lengths", "make_loader",
+           "shut_down_workers"]
