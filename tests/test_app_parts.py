@@ -101,3 +101,15 @@ def test_live_regeneration_generates_once_for_a_burst_of_changes() -> None:
     assert calls[0][11] is False  # the seed stays put: never a random one while typing
     skipped = list(live.live_generate(*values, last, request))  # the burst's other followers: nothing new
     assert len(calls) == 1 and len(skipped) == 1 and not isinstance(skipped[0][0], str)
+
+
+def test_a_burst_s_last_follower_waits_for_the_pending_one_instead_of_being_dropped() -> None:
+    # Gradio's default for a .then is "once": the page drops a follower while the one before is pending, and on a
+    # loaded machine that was the burst's last follower, the one carrying the new token (no live generation at all)
+    live = LiveRegeneration(lambda *args, **kwargs: iter(()), is_live=lambda model: True)
+    with gr.Blocks() as demo:
+        description, checkbox, model, token = gr.Textbox(), gr.Checkbox(), gr.Radio(["gan"]), gr.State(0)
+        live.wire([description.input], checkbox, model, token, [description] * 14, [description], concurrency=1)
+    modes = {dep["trigger_mode"] for dep in demo.config["dependencies"] if dep["queue"] is False}
+    followers = {dep["trigger_mode"] for dep in demo.config["dependencies"] if dep["queue"] is not False}
+    assert modes == {"multiple"} and followers == {"always_last"}

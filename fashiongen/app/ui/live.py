@@ -71,8 +71,12 @@ class LiveRegeneration:
         for trigger in triggers:
             tick = trigger(self.live_tick, [live, model], live_token, api_visibility="private", queue=False,
                            show_progress="hidden", trigger_mode="multiple")
+            # always_last: a follower that comes while the one before is still pending runs after it; Gradio's
+            # default for .then ("once") drops it, and the burst's last follower, the one that carries the new
+            # token, was lost whenever a stale follower's queue round trip outlasted a keystroke (a loaded machine)
             events.append(tick.then(self.live_generate, [*inputs, live_token], outputs, api_visibility="private",
-                                    show_progress="hidden", concurrency_id=MODEL_JOBS, concurrency_limit=concurrency))
+                                    show_progress="hidden", concurrency_id=MODEL_JOBS, concurrency_limit=concurrency,
+                                    trigger_mode="always_last"))
         return events
 
 
