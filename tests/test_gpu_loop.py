@@ -17,7 +17,7 @@ from fashiongen.config import ConfigError, load_config
 from fashiongen.runs import MetricsLog, checkpoint_dirs
 from fashiongen.train import TrainingDiverged, prepare, train
 from fashiongen.train.data import TOKEN_MULTIPLE
-from fashiongen.train.device import fused, resolve_precision, with_resolved_precision
+from fashiongen.train.device import BF16_ON_CPU, bf16_on_cpu, fused, resolve_precision, with_resolved_precision
 from fashiongen.train.engine import DeviceSums
 from fashiongen.train.loader import Collate, compile_lengths
 from fashiongen.train.schedule import check_due
@@ -28,15 +28,25 @@ from training_helpers import tiny_config
 CPU = torch.device("cpu")
 
 
-def test_auto_precision_is_bf16_on_a_cuda_gpu_and_float32_elsewhere(garments16: Path, tmp_path: Path) -> None:
-    assert resolve_precision("auto", cuda_bf16=True) == "bf16" and resolve_precision("auto", cuda_bf16=False) == "no"
+def test_auto_precision_is_bf16_on_a_cuda_gpu_and_on_a_bf16_cpu_for_the_families_measured_to_gain(
+        garments16: Path, tmp_path: Path) -> None:
+    assert resolve_precision("auto", cuda_bf16=True, family="gan") == "bf16"
     assert resolve_precision("fp16", cuda_bf16=True) == "fp16" and resolve_precision("no", cuda_bf16=True) == "no"
+    if not torch.cuda.is_available():  # a CPU: bf16 where it pays (benchmarks/mixed_precision.py) and the CPU has the kernels
+        for family in ("diffusion", "gan", "upsampler", "critic"):
+            assert resolve_precision("auto", cuda_bf16=False, family=family, cpu_bf16=True) == "bf16"
+            assert resolve_precision("auto", cuda_bf16=False, family=family, cpu_bf16=False) == "no"
+        for family in ("student",):  # faster, but its loss parts from fp32's
+            assert resolve_precision("auto", cuda_bf16=False, family=family, cpu_bf16=True) == "no"
+        assert resolve_precision("no", cuda_bf16=False, cpu_bf16=True) == "no"  # fp32 asked: fp32
     config = tiny_config(garments16, tmp_path, tmp_path)
     assert config.train.mixed_precision == config.critic.mixed_precision == "auto"  # the defaults
     on_gpu = with_resolved_precision(config, cuda_bf16=True)
     assert (on_gpu.train.mixed_precision, on_gpu.critic.mixed_precision) == ("bf16", "bf16")
+    old_cpu = with_resolved_precision(config, cuda_bf16=False, cpu_bf16=False)
+    assert (old_cpu.train.mixed_precision, old_cpu.critic.mixed_precision) == ("no", "no")
     here = with_resolved_precision(config)
-    assert here.train.mixed_precision == ("bf16" if torch.cuda.is_available() else "no")
+    assert here.train.mixed_precision == ("bf16" if torch.cuda.is_available() or bf16_on_cpu() else "no")
     with pytest.raises(ConfigError, match=r"train.mixed_precision.*auto"):
         load_config([], ["train.mixed_precision=fast"])
 
@@ -67,7 +77,7 @@ def test_the_loop_reads_the_device_at_log_lines_validations_and_checkpoints_only
 
 
 @pytest.mark.parametrize("family", ["gan", "upsampler", "student", "critic"])
-def test_a_step_gives_its_numbers_as_device_tensors_and_a_cpu_run_stays_float32(family: str, tmp_path: Path,
+def test_a_step_gives_its_numbers_as_device_tensors_and_a_cpu_run_records_its_precision(family: str, tmp_path: Path,
                                                                                garments16: Path, text_cache_dir: Path) -> None:
     if family == "critic":
         run = trainer_class("critic").build(critic_config(garments16, tmp_path, text_cache_dir), None, False)
@@ -76,7 +86,8 @@ def test_a_step_gives_its_numbers_as_device_tensors_and_a_cpu_run_stays_float32(
         run = prepare(tiny_config(garments16, tmp_path / "runs", text_cache_dir, **family_overrides(family, tmp_path)),
                       show_progress=False)
         precision = run.config.train.mixed_precision
-    assert precision == run.accelerator.mixed_precision == "no"  # "auto" on a CPU, resolved and recorded
+    expected = "bf16" if family in BF16_ON_CPU and bf16_on_cpu() else "no"
+    assert precision == run.accelerator.mixed_precision == expected  # "auto" on a CPU, resolved and recorded
     numbers = run.train_step(next(iter(run.train_loader)))
     assert set(numbers) <= set(run.logged)
     on_device = {key: value for key, value in numbers.items() if key != "lr"}  # the student's lr is the host's own

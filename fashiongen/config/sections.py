@@ -103,7 +103,7 @@ class TrainConfig:
     snr_gamma: float = 5.0  # min-SNR-gamma loss weighting; 0 gives plain MSE
     caption_dropout_prob: float = 0.1  # empty caption (and no attributes): trains the unconditional branch for guidance
     attribute_dropout_prob: float = 0.1  # each attribute independently replaced by 'none'
-    mixed_precision: str = "auto"  # auto (bf16 on a CUDA GPU, no elsewhere) | no | fp16 | bf16; runs record what it was
+    mixed_precision: str = "auto"  # auto (bf16 on CUDA, and on a bf16 CPU: see train.device) | no | fp16 | bf16
     ema_decay: float = 0.9999  # the most the EMA decay grows to
     ema_power: float = 0.75  # decay warmup: 1 - (1 + step) ** -ema_power, capped at ema_decay
     channels_last: bool = True  # on CUDA only: on CPU channels_last is slower
@@ -276,7 +276,7 @@ class CriticConfig:
     weight_decay: float = 0.05
     max_grad_norm: float = 1.0  # 0 disables clipping
     hflip: bool = True
-    mixed_precision: str = "auto"  # auto (bf16 on a CUDA GPU, no elsewhere) | no | fp16 | bf16
+    mixed_precision: str = "auto"  # auto (bf16 on a CUDA GPU or a CPU with bf16 kernels, no elsewhere) | no | fp16 | bf16
     fused_adam: bool = True  # fused AdamW kernel where the device has one (CUDA)
     log_every: int = 10
     validate_every: int = 250  # steps between validations (0: only at the end)

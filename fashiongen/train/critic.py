@@ -143,7 +143,7 @@ def _check_resume(saved: Config, config: Config, checkpoint: Path) -> None:
 def prepare_critic(config: Config, show_progress: bool = True) -> CriticRun:
     """Open data, pre-resize images into memory, precompute caption embeddings, build critic and optimizer,
     and restore the newest checkpoint in critic.output_dir if there is one."""
-    config = with_resolved_precision(config)  # critic.mixed_precision "auto": bf16 on a CUDA GPU, no elsewhere
+    config = with_resolved_precision(config)  # critic.mixed_precision "auto": bf16 on CUDA or a bf16 CPU
     critic_config = config.critic
     out_dir = Path(critic_config.output_dir)
     checkpoints = checkpoint_dirs(out_dir)

@@ -94,7 +94,7 @@ def make_accelerator(config: Config, run_dir: Path) -> Accelerator:
     AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(
         cpu=distributed_cpu(),
-        mixed_precision=resolve_precision(config.train.mixed_precision),
+        mixed_precision=resolve_precision(config.train.mixed_precision, family=config.model.family),
         gradient_accumulation_steps=config.train.gradient_accumulation_steps,
         dataloader_config=DataLoaderConfiguration(non_blocking=torch.cuda.is_available()),
         log_with="tensorboard" if config.train.tensorboard else None,

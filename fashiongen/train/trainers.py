@@ -41,7 +41,7 @@ def trainer_class(family: str) -> type[Trainer]:
 def prepare(config: Config, resume: Path | None = None, show_progress: bool = True) -> Trainer:
     """Check the config, open data, build the family's networks, optimisers and EMA, restore a checkpoint and make
     the run directory: the trainer that `train` runs. train.mixed_precision "auto" is resolved first (bf16 on a CUDA
-    GPU, no elsewhere), so the run records the precision it trains in."""
+    GPU or, for the families in device.BF16_ON_CPU, a CPU with bf16 kernels), so the run records what it trains in."""
     return trainer_class(config.model.family).build(with_resolved_precision(config), resume, show_progress)
 
 
