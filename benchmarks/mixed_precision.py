@@ -64,8 +64,7 @@ def run_once(family: Family, precision: str, steps: int, scratch: Path) -> dict[
     """One training run in a fresh process; its logged lines (step, loss, images/s, time)."""
     out = scratch / f"{precision}-{time.monotonic_ns()}"
     s = family.section
-    quiet = {"train": ("train.validate_every=0", f"train.checkpoint_every={steps * 10}", f"train.output_dir={out}"),
-             "critic": ("critic.validate_every=0", f"critic.checkpoint_every={steps * 10}", f"critic.output_dir={out}")}[s]
+    quiet = (f"{s}.validate_every=0", f"{s}.checkpoint_every={steps * 10}", f"{s}.output_dir={out}")
     command = [*family.command, *family.overrides, f"{s}.max_steps={steps}", f"{s}.log_every={family.log_every}",
                f"{s}.mixed_precision={precision}", *quiet, "--quiet"]
     started = time.perf_counter()
