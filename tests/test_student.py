@@ -459,3 +459,30 @@ def test_a_new_run_continues_a_saved_student_from_its_adapters(distilled: dict[s
                            ({"distill.init_student": distilled["export"], "train.init_from": other}, "another teacher")):
         with pytest.raises(ConfigError, match=message):
             prepare(config(**extra), show_progress=False)
+
+
+def test_a_student_warm_starts_the_re_distillation_of_a_continued_teacher(distilled: dict[str, Path], tmp_path: Path,
+                                                                           garments16: Path, text_cache_dir: Path) -> None:
+    """A teacher continued with train.init_from names its start in its files: the old teacher's student may start the
+    new teacher's distillation (its adapters are a warm start); a student of a model outside that lineage is refused."""
+    from fashiongen.train import prepare, train
+    from fashiongen.train.distill import teacher_lineage
+    from safetensors.torch import load_file
+    from training_helpers import tiny_config
+
+    continued = train(prepare(tiny_config(garments16, tmp_path / "continued", text_cache_dir, **{
+        "train.init_from": distilled["teacher"], "model.attributes": "[category, colour]", "train.max_steps": 2}),
+        show_progress=False), show_progress=False) / "export"
+    old_teacher = read_info(distilled["teacher"]).sha256
+    run = prepare(tiny_config(garments16, tmp_path / "runs", text_cache_dir, **student_overrides(
+        continued, **{"distill.init_student": distilled["export"]})), show_progress=False)
+    assert teacher_lineage(run.teacher) == [read_info(continued).sha256, old_teacher]
+    assert run.teacher_facts["sha256"] == read_info(continued).sha256
+    assert run.teacher_facts["student"]["teacher_sha256"] == old_teacher
+    saved = load_file(distilled["export"] / "model.safetensors")
+    assert all(torch.equal(run.ema.module.state_dict()[k], saved[k]) for k in saved)
+    # the continued teacher's own student cannot start a run on the older teacher: lineage points one way
+    forward = train(run, show_progress=False) / "export"
+    with pytest.raises(ConfigError, match="another teacher"):
+        prepare(tiny_config(garments16, tmp_path / "back", text_cache_dir, **student_overrides(
+            distilled["teacher"], **{"distill.init_student": forward})), show_progress=False)

@@ -239,7 +239,9 @@ class DistillConfig:
     huber_c: float = 0.001  # pseudo-Huber constant (images in [-1, 1])
     target_ema_decay: float = 0.95  # the target network's EMA (LCM's); the export is this EMA
     validation_steps: list[int] = field(default_factory=lambda: [1, 2, 4, 8])  # the picture's columns
-    init_student: str = ""  # a student of the same teacher (its folder) whose adapters start a new run: to continue one
+    # a student (its folder) of this teacher, or of a model the teacher was continued from (train.init_from), whose
+    # adapters start a new run: to continue one, or to re-distil from a continued teacher
+    init_student: str = ""
 
     def __post_init__(self) -> None:
         check_range("distill.lora_rank", self.lora_rank, 1, 4096)

@@ -153,9 +153,10 @@ def start_student(student: StudentUNet, path: str, teacher: DiffusionGenerator) 
         raise ConfigError(f"distill.init_student: {error}") from None
     if start.family != "student":
         raise ConfigError(f"distill.init_student {path}: a {start.family} model, not a student")
-    if start.teacher_sha256 != teacher.sha256:  # type: ignore[attr-defined]
-        raise ConfigError(f"distill.init_student {path}: a student of another teacher (sha256 "
-                          f"{start.teacher_sha256[:12]}, train.init_from's {teacher.sha256[:12]})")  # type: ignore[attr-defined]
+    its_teacher = str(start.teacher_sha256)  # type: ignore[attr-defined]
+    if its_teacher not in teacher_lineage(teacher):
+        raise ConfigError(f"distill.init_student {path}: a student of another teacher (sha256 {its_teacher[:12]}, "
+                          f"neither train.init_from's {teacher.sha256[:12]} nor a model it was continued from)")
     adapter = start.adapter  # type: ignore[attr-defined]
     mine = adapter_state(student)
     if set(adapter) != set(mine) or any(adapter[k].shape != mine[k].shape for k in mine):
@@ -164,7 +165,17 @@ def start_student(student: StudentUNet, path: str, teacher: DiffusionGenerator) 
     student.load_state_dict({k: v.float() for k, v in adapter.items()}, strict=False)
     training = start.info.training
     return {"path": start.source, "sha256": start.info.sha256, "steps": training.get("steps"),
-            "images_seen": training.get("images_seen")}
+            "images_seen": training.get("images_seen"), "teacher_sha256": its_teacher}
+
+
+def teacher_lineage(teacher: DiffusionGenerator) -> list[str]:
+    """The teacher's sha256, then that of each model it was continued from with train.init_from, newest first: a
+    student of any of them may start a re-distillation from the continued teacher (its adapters are a warm start)."""
+    lineage, facts = [teacher.sha256], teacher.info.training.get("initialised_from")
+    while isinstance(facts, dict) and len(lineage) < 100:
+        lineage.append(str(facts.get("sha256")))
+        facts = facts.get("initialised_from")
+    return lineage
 
 
 def teacher_facts(teacher: DiffusionGenerator) -> dict[str, Any]:
