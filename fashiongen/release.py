@@ -29,22 +29,30 @@ from .errors import ArgumentParser, command, input_errors
 
 def publish(model: Path, out: Path, dtype: str = "float16", critic: Path | None = None, report: Path | None = None,
             notes: Path | None = None, overwrite: bool = False, superres: tuple[Path, ...] = (),
-            student: Path | None = None) -> Path:
+            student: Path | None = None, student_report: Path | None = None) -> Path:
     """A model folder a user loads by path (or by default, in fashiongen/pretrained/); `superres`: stages (an upsampler)
     the folder carries after the model's own; `student`: a few-step student of the model (a distillation run or its
     export), carried as the base model "student" (`from_pretrained(out, base="student")`). The bases a saved `model`
-    already offers are carried too."""
+    already offers are carried too; `student_report`: its evaluate.py report, whose headline numbers its card records
+    (the app weighs a student against its teacher by them)."""
     check_output_dir(out, overwrite, (DEFAULT_MODEL_DIR, BUNDLED_GAN))  # before loading anything
     pipe = FashionGenPipeline.from_pretrained(model, superres=superres)
     bases = carried_bases(pipe.bases, student)
     if report is not None:
-        try:
-            metrics = headline_metrics(json.loads(report.read_text(encoding="utf-8")))
-        except (OSError, json.JSONDecodeError) as error:
-            raise ModelFileError(f"{report}: not a readable evaluate.py report.json ({error})") from None
-        pipe.stages[0].info = pipe.stages[0].info.replace(metrics=metrics)
+        pipe.stages[0].info = pipe.stages[0].info.replace(metrics=_headline(report))
+    if student_report is not None:
+        if "student" not in bases:
+            raise ModelFileError(f"--student-report {student_report}: the folder carries no student to record it for")
+        bases["student"].info = bases["student"].info.replace(metrics=_headline(student_report))
     text = notes.read_text(encoding="utf-8") if notes is not None else ""
     return pipe.save_pretrained(out, dtype=dtype, critic=critic, notes=text, overwrite=overwrite, bases=bases)
+
+
+def _headline(report: Path) -> dict[str, str]:
+    try:
+        return headline_metrics(json.loads(report.read_text(encoding="utf-8")))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ModelFileError(f"{report}: not a readable evaluate.py report.json ({error})") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a stage the folder carries after the model (an upsampler's run or export; repeatable)")
     parser.add_argument("--student", help="a few-step student of the model (a distillation run or export), carried as "
                                           "its base model 'student'")
+    parser.add_argument("--student-report", help="the student's evaluate.py report.json, whose headline numbers go "
+                                                 "into its card")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace OUT even when it is not a model folder of ours, or is a model shipped in the package")
 
@@ -69,7 +79,8 @@ def run(options: argparse.Namespace) -> int:
     print(publish(Path(options.model), Path(options.out), options.dtype, critic,
                   Path(options.report) if options.report else None, Path(options.notes) if options.notes else None,
                   overwrite=options.overwrite, superres=tuple(map(Path, options.superres)),
-                  student=Path(options.student) if options.student else None))
+                  student=Path(options.student) if options.student else None,
+                  student_report=Path(options.student_report) if options.student_report else None))
     return 0
 
 

@@ -62,6 +62,10 @@ def test_a_student_leads_only_within_ten_percent_of_its_teacher(tiny: dict[str, 
     assert list(best_first({"student": student, "teacher": teacher})) == ["teacher", "student"]  # colour 22% worse
     scored(student, {"FID": "79.0", "R-precision (1 of 100)": "0.53", "colour accuracy": "0.63"}, teacher)
     assert list(best_first({"student": student, "teacher": teacher})) == ["student", "teacher"]
+    scored(student, {"FID": "87.9", "R-precision (1 of 100)": "0.49", "colour accuracy": "0.58"}, teacher)
+    assert list(best_first({"teacher": teacher, "student": student})) == ["student", "teacher"]  # within 10%: its place
+    scored(student, {"FID": "88.1", "R-precision (1 of 100)": "0.49", "colour accuracy": "0.58"}, teacher)
+    assert list(best_first({"student": student, "teacher": teacher})) == ["teacher", "student"]
     other = scored(tiny["unscored"], {"FID": "75.0"})  # a student of another model: ranked by its own scores
     assert list(best_first({"other": other, "student": student, "teacher": teacher}))[0] == "other"
 

@@ -264,6 +264,36 @@ def test_folder_offers_the_student_by_name_and_republishing_keeps_its_bytes(dist
     assert not (tmp_path / "wrong").exists()
 
 
+def test_a_students_report_goes_into_its_card_and_the_app_weighs_it_against_its_teacher(distilled: dict[str, Path],
+                                                                                         tmp_path: Path) -> None:
+    from fashiongen.app.choice import best_first, quality
+    from fashiongen.release import main as release
+
+    def report(fid: float, r_precision: float, colour: float) -> Path:
+        path = tmp_path / f"report-{fid}.json"
+        path.write_text(json.dumps({"meta": {"num_generated": 467, "reference": {"count": 467}, "settings": {
+            "scheduler": "dpm++", "num_inference_steps": 20, "guidance_scale": 3.0}}, "metrics": {
+            "fid": {"value": fid}, "r_precision": {"generated": {"mean": r_precision, "std": 0.01}},
+            "attribute_accuracy": {"colour": {"generated": {"accuracy": colour}, "real": {"accuracy": 0.68}}}}}))
+        return path
+
+    out = tmp_path / "scored"
+    assert release([str(distilled["folder"]), str(out), "--critic", "none", "--report", str(report(80.0, 0.55, 0.64)),
+                    "--student-report", str(report(85.0, 0.52, 0.60)), "--dtype", "float32"]) == 0
+    assert read_info(out / "student").metrics["FID"] == "85.00" and read_info(out).metrics["FID"] == "80.00"
+    assert "- FID: 85.00" in (out / "README.md").read_text().split("## Base model `student`")[1].split("## Metrics")[0]
+    teacher, student = FashionGenPipeline.from_pretrained(out), FashionGenPipeline.from_pretrained(out, base="student")
+    assert quality(student).fid == 85.0 and quality(student).colour_accuracy == 0.60
+    assert list(best_first({"student": student, "teacher": teacher})) == ["student", "teacher"]  # within 10% on each
+    assert release([str(distilled["teacher"]), str(tmp_path / "none"), "--critic", "none",
+                    "--student-report", str(report(85.0, 0.52, 0.60))]) == 2  # no student to record it for
+    assert release([str(distilled["folder"]), str(tmp_path / "bad"), "--critic", "none",
+                    "--student-report", str(tmp_path / "missing.json")]) == 2
+    # its teacher's checksum is of the float32 weights: a float16 folder would orphan the student, so it is refused
+    assert release([str(distilled["folder"]), str(tmp_path / "half"), "--critic", "none"]) == 2
+    assert not (tmp_path / "none").exists() and not (tmp_path / "bad").exists() and not (tmp_path / "half").exists()
+
+
 def test_a_student_whose_teacher_is_missing_changed_or_whose_files_are_hostile_is_refused(distilled: dict[str, Path],
                                                                                          tmp_path: Path) -> None:
     from fashiongen.families import load_generator

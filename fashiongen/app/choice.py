@@ -2,9 +2,10 @@
 
 A published model's card records its headline scores (model.json "metrics", from evaluate.py's report.json through
 `python -m fashiongen.release --report`). The page opens on the lowest FID, ties broken by the higher R-precision;
-models without recorded scores follow, in the order given. A few-step student opens the page only once it is within
-10% of its teacher on FID, R-precision and colour accuracy; until then it is offered after its teacher, as the fast
-choice (issue 36: the first designs a designer sees were the weakest we shipped).
+models without recorded scores follow, in the order given. A few-step student takes its teacher's place once it is
+within 10% of its teacher on FID, R-precision and colour accuracy (nearly the same designs, many times faster); until
+then it is offered right after its teacher, as the fast choice (issue 36: the first designs a designer sees were the
+weakest we shipped).
 
     pipelines = best_first({"student": student, "diffusion": teacher, "gan": gan})   # -> diffusion, gan, student
 """
@@ -90,9 +91,10 @@ def best_first(pipelines: Mapping[str, P]) -> dict[str, P]:
         teachers = [other for other in ranked if other != name and weights_checksum(pipelines[other]) == checksum]
         teacher = teachers[0] if teachers else None
         earned = teacher is not None and scores[name].within(scores[teacher])
-        if not earned and teacher is not None and ranked.index(name) < ranked.index(teacher):
-            ranked.remove(name)
-            ranked.insert(ranked.index(teacher) + 1, name)  # the fast choice, right after the model it imitates
+        if teacher is None or earned == (ranked.index(name) < ranked.index(teacher)):
+            continue
+        ranked.remove(name)  # earned: the same designs many times faster, in the teacher's place; else right after it
+        ranked.insert(ranked.index(teacher) + (0 if earned else 1), name)
     return {name: pipelines[name] for name in ranked}
 
 

@@ -149,8 +149,9 @@ def load_stages(path: str | Path, superres: Sequence[str | Path], device: str | 
     return stages, bases
 
 
-def _check_bases(pipe: Cascade, bases: Mapping[str, ImageFamily]) -> None:
-    """Only a student of the pipeline's first stage may be saved beside it, under a plain folder name."""
+def _check_bases(pipe: Cascade, bases: Mapping[str, ImageFamily], dtype: str) -> None:
+    """Only a student of the pipeline's first stage may be saved beside it, under a plain folder name, and only with
+    the first stage's weights in the dtype the student's teacher checksum was taken of."""
     if pipe.stages[0].family == "student":
         raise ModelFileError("a student cannot be a saved pipeline's first stage: save its teacher's pipeline with "
                              "the student as one of its bases (python -m fashiongen.release ... --student RUN)")
@@ -160,6 +161,11 @@ def _check_bases(pipe: Cascade, bases: Mapping[str, ImageFamily]) -> None:
         if getattr(other, "teacher_sha256", None) != pipe.stages[0].info.sha256:
             raise ModelFileError(f"base '{name}' ({other.source}): only a student of this pipeline's first stage "
                                  f"(weights sha256 {pipe.stages[0].info.sha256[:12]}) can be saved beside it")
+        weights = pipe.stages[0].info.weights
+        if weights is not None and weights.dtype != dtype:
+            raise ModelFileError(f"--dtype {dtype}: base '{name}' was distilled from the {weights.dtype} weights "
+                                 f"(sha256 {weights.sha256[:12]}), which {dtype} would change: publish the teacher in "
+                                 f"{dtype} first and distil from that folder, or keep --dtype {weights.dtype}")
 
 
 def _critic_files(critic: str | Path | None) -> list[Path]:
@@ -177,9 +183,9 @@ def save(pipe: Cascade, path: str | Path, dtype: str | None = None, critic: str 
     `path/<name>/`, the critic in `path/critic/`, pipeline.json and a model card, all at once (atomic)."""
     path = Path(path)
     bases = dict(bases or {})
-    _check_bases(pipe, bases)
-    critic_files = _critic_files(critic)
     dtype = dtype or {v: k for k, v in DTYPES.items()}[pipe.dtype]
+    _check_bases(pipe, bases, dtype)
+    critic_files = _critic_files(critic)
     with replacing_directory(path, overwrite, protected=(DEFAULT_MODEL_DIR,)) as temporary:
         names = ["."] + [f"{stage.family}-{stage.resolution}" for stage in pipe.stages[1:]]  # superres-128, upsampler-256
         if clash := sorted(set(bases) & set(names)):
