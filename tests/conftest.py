@@ -164,3 +164,23 @@ def challenge_template(request: pytest.FixtureRequest, challenge_templates):
     """The challenge-server tests run once on SQLite and once on PostgreSQL (skipped without one, except in CI; slow:
     the full run only)."""
     return challenge_templates(request.param)
+
+
+@pytest.fixture(scope="module")
+def distilled(tmp_path_factory: pytest.TempPathFactory, garments16: Path, text_cache_dir: Path) -> dict[str, Path]:
+    """(test_student*.py) A tiny teacher (32 px, attributes), a student distilled from it for 4 steps, and a folder
+    carrying both."""
+    from fashiongen.config import TextConfig
+    from fashiongen.release import publish
+    from fashiongen.text import CaptionEncoder
+    from fashiongen.train import prepare, train
+    from pipeline_helpers import export_tiny
+    from student_helpers import student_overrides
+    from training_helpers import tiny_config
+
+    root = tmp_path_factory.mktemp("student")
+    teacher = export_tiny(root / "teacher", CaptionEncoder(TextConfig(cache_dir="")), attributes=True)
+    config = tiny_config(garments16, root / "runs", text_cache_dir, **student_overrides(teacher))
+    run_dir = train(prepare(config, show_progress=False), show_progress=False)
+    folder = publish(teacher, root / "folder", dtype="float32", critic=None, student=run_dir / "export")
+    return {"teacher": teacher, "run": run_dir, "export": run_dir / "export", "folder": folder, "root": root}
