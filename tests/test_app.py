@@ -173,6 +173,7 @@ def test_generate_streams_previews_before_the_first_finished_image(app: RunningA
     first_finished = next(i for i, u in enumerate(updates) if any(caption == "seed 1" for _, caption in u.images))
     assert first_finished > 0 and "step" in updates[0].images[-1][1]  # a preview came first
     assert updates[-1].done and [caption for _, caption in updates[-1].images] == ["seed 1", "seed 2"]
+    assert updates[-1].status.startswith(f"2 images by {next(iter(studio.pipelines))} in ")  # which model made them
     studio.close()
 
 

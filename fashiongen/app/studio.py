@@ -172,7 +172,8 @@ class Studio:
 
     def generate(self, request: GenerateRequest, session: str = "local") -> Iterator[Update]:
         """Images for a description, one at a time with live previews; the last update carries the downloads."""
-        yield from tasks.generate(self.workshop, self.model(request.model), request, session)
+        pipeline = self.model(request.model)  # refuses a name not loaded
+        yield from tasks.generate(self.workshop, pipeline, request, session, request.model or next(iter(self.pipelines)))
 
     def interpolate(self, request: InterpolateRequest, session: str = "local") -> Iterator[Update]:
         """Frames between two (description, seed) designs: a strip, a looping GIF and the frames."""

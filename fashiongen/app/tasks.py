@@ -75,8 +75,10 @@ def _write_settings(directory: Path, record: dict[str, Any]) -> Path:
 
 # ---------------------------------------------------------------------- generate
 
-def generate(shop: Workshop, pipeline: FashionGenPipeline, request: GenerateRequest, session: str) -> Iterator[Update]:
-    """Images for a description, one at a time with live previews; the last update carries the downloads."""
+def generate(shop: Workshop, pipeline: FashionGenPipeline, request: GenerateRequest, session: str,
+             model_name: str = "") -> Iterator[Update]:
+    """Images for a description, one at a time with live previews; the last update carries the downloads and says
+    which model (`model_name`) made them."""
     limits = shop.limits
     description, notes = check_description(request.description, limits, pipeline)
     negative = " ".join(str(request.negative or "").split())[: limits.max_description_chars]
@@ -123,8 +125,9 @@ def generate(shop: Workshop, pipeline: FashionGenPipeline, request: GenerateRequ
               "num_images": count, "settings": asdict(settings), "notes": notes, "seconds": round(elapsed, 3),
               "seconds_to_first_image": round(timings[0], 3) if timings else None, "model": pipeline.describe()}
     files.append(str(_write_settings(directory, record)))
-    status = (f"{count} image{'s' if count > 1 else ''} in {elapsed:.1f} s (first after {timings[0]:.1f} s), "
-              f"seeds {seeds[0]}–{seeds[-1]}{note}") if count > 1 else f"1 image in {elapsed:.1f} s, seed {seeds[0]}{note}"
+    by = f" by {model_name}" if model_name else ""
+    status = (f"{count} image{'s' if count > 1 else ''}{by} in {elapsed:.1f} s (first after {timings[0]:.1f} s), "
+              f"seeds {seeds[0]}–{seeds[-1]}{note}") if count > 1 else f"1 image{by} in {elapsed:.1f} s, seed {seeds[0]}{note}"
     yield Update(list(finished), status, done=True, files=files, progress=(total_steps, total_steps),
                  extra={"seeds": seeds, "seed": seed})
 
