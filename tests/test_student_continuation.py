@@ -33,6 +33,7 @@ def test_folder_offers_the_student_by_name_and_republishing_keeps_its_bytes(dist
     assert info.section("student")["teacher"]["path"] == ".."
     card = (folder / "README.md").read_text()
     assert "## Base model `student`" in card and read_info(folder).sha256[:16] in card and "consistency-distilled" in card
+    assert "- in all: 4 distillation steps (32 images) from its teacher" in card
     default = FashionGenPipeline.from_pretrained(folder)
     assert default.stages[0].family == "diffusion" and default.bases.keys() == {"student"}
     by_name = FashionGenPipeline.from_pretrained(folder, base="student")

@@ -40,15 +40,32 @@ def with_start(training: dict[str, Any], key: str) -> str:
     return str(counts[0]) if len(counts) == 1 else f"{sum(counts)} ({' + '.join(map(str, reversed(counts)))})"
 
 
+def _student_summary(training: dict[str, Any]) -> str:
+    teacher = training.get("initialised_from") or {}
+    start = teacher.get("student") if isinstance(teacher.get("student"), dict) else {}
+    runs = [training] + ([start] if start.get("steps") is not None else [])
+    steps = sum(int(run["steps"]) for run in runs)
+    images = (f"{sum(int(run['images_seen']) for run in runs):,} images"
+              if all(run.get("images_seen") is not None for run in runs) else "")
+    if len(runs) == 1:
+        return f"{steps:,} distillation steps" + (f" ({images})" if images else "") + " from its teacher"
+    facts = f" ({images})" if images else ""
+    if start.get("teacher_sha256") and start["teacher_sha256"] != teacher.get("sha256"):
+        return (f"{steps:,} distillation steps over 2 runs{facts}, the last {int(training['steps']):,} from this teacher "
+                "and the first from the model it was continued from")
+    return f"{steps:,} distillation steps over 2 runs{facts} from its teacher"
+
+
 def training_summary(family: str, training: dict[str, Any]) -> str:
     """One line of a model's whole training, for the app's header: every run its weights went through (train.init_from
     chains), e.g. "11,300 training steps over 3 runs (90,400 images, 4.3 h)". A student's start model is its teacher,
-    whose training is not the student's: "813 distillation steps (6,504 images) from its teacher"."""
+    whose training is not the student's: "813 distillation steps (6,504 images) from its teacher"; a student started
+    from an earlier student's adapters (distill.init_student) counts both runs, and says when the earlier one learnt
+    from another teacher (the one this teacher was continued from)."""
     if training.get("steps") is None:
         return ""
     if family == "student":
-        images = f" ({training['images_seen']:,} images)" if training.get("images_seen") is not None else ""
-        return f"{training['steps']:,} distillation steps{images} from its teacher"
+        return _student_summary(training)
     runs = [training, *start_models(training)]
     steps = sum(int(run.get("steps") or 0) for run in runs)
     facts = []
@@ -116,12 +133,15 @@ def _training_lines(base: ImageFamily) -> list[str]:
 def _base_lines(base: ImageFamily, name: str, other: ImageFamily) -> list[str]:
     training = other.info.training
     facts = ", ".join(f"{key} {training[key]}" for key in RUN_FACTS if training.get(key) is not None)
-    return ["", f"## Base model `{name}`", "",
-            f"`FashionGenPipeline.from_pretrained(\"PATH\", base=\"{name}\")` (or `--base {name}`) makes images "
-            f"with `{name}/` in place of the model above; the later stages stay.", "",
-            f"- {other.card_line()}",
-            f"- teacher: this folder's model (weights sha256 {base.info.sha256[:16]}), checked at load",
-            f"- distillation run: {facts or 'no facts recorded'}"] + [f"- {key}: {value}" for key, value in other.info.metrics.items()]
+    lines = ["", f"## Base model `{name}`", "",
+             f"`FashionGenPipeline.from_pretrained(\"PATH\", base=\"{name}\")` (or `--base {name}`) makes images "
+             f"with `{name}/` in place of the model above; the later stages stay.", "",
+             f"- {other.card_line()}",
+             f"- teacher: this folder's model (weights sha256 {base.info.sha256[:16]}), checked at load",
+             f"- distillation run: {facts or 'no facts recorded'}"]
+    if training.get("steps") is not None:
+        lines.append(f"- in all: {_student_summary(training)}")
+    return lines + [f"- {key}: {value}" for key, value in other.info.metrics.items()]
 
 
 def model_card(stages: Sequence[ImageFamily], notes: str = "", critic: str | None = None,
