@@ -25,6 +25,9 @@ from .models.files import BUNDLED_CRITIC, BUNDLED_GAN, DEFAULT_MODEL_DIR, DTYPES
 from .pipeline import FashionGenPipeline
 from .pipeline.publishing import carried_bases
 from .errors import ArgumentParser, command, input_errors
+from .utils import NotRegularFile, open_regular
+
+MAX_REPORT_BYTES = 64 * 2**20  # evaluate.py's report.json is a few hundred KB
 
 
 def publish(model: Path, out: Path, dtype: str = "float16", critic: Path | None = None, report: Path | None = None,
@@ -49,9 +52,20 @@ def publish(model: Path, out: Path, dtype: str = "float16", critic: Path | None 
 
 
 def _headline(report: Path) -> dict[str, str]:
+    """The card's numbers from an evaluate.py report.json; ModelFileError naming the file for anything else (a random
+    or non-UTF-8 file, JSON that is not a report, a FIFO or a folder)."""
     try:
-        return headline_metrics(json.loads(report.read_text(encoding="utf-8")))
-    except (OSError, json.JSONDecodeError) as error:
+        with open_regular(report) as file:
+            raw = file.read(MAX_REPORT_BYTES + 1)
+        if len(raw) > MAX_REPORT_BYTES:
+            raise ValueError(f"over {MAX_REPORT_BYTES // 2**20} MiB")
+        content = json.loads(raw.decode("utf-8"))
+        if not isinstance(content, dict) or not all(isinstance(content.get(key, {}), dict) for key in ("metrics", "meta")):
+            raise ValueError("expected a JSON object with 'metrics' and 'meta' objects")
+        return headline_metrics(content)
+    except NotRegularFile as error:
+        raise ModelFileError(f"{report}: {error.reason}") from None
+    except (OSError, ValueError, TypeError, AttributeError, KeyError) as error:
         raise ModelFileError(f"{report}: not a readable evaluate.py report.json ({error})") from None
 
 

@@ -81,6 +81,29 @@ def test_a_students_report_goes_into_its_card_and_the_app_weighs_it_against_its_
     assert not (tmp_path / "none").exists() and not (tmp_path / "bad").exists() and not (tmp_path / "half").exists()
 
 
+@pytest.mark.parametrize("content", [b"\xff\xfe" + bytes(range(256)) * 4, b"[1, 2]", b'{"metrics": [1]}', b'{"meta": 5}',
+                                     b'{"metrics": {"fid": 3}}', b"", b"fifo", b"folder"])
+def test_a_hostile_report_is_refused_in_one_line_naming_it(distilled: dict[str, Path], tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str], content: bytes) -> None:
+    import os
+
+    from fashiongen.release import main as release
+
+    report = tmp_path / "report.json"
+    if content == b"fifo":
+        os.mkfifo(report)
+    elif content == b"folder":
+        report.mkdir()
+    else:
+        report.write_bytes(content)
+    for option in ("--report", "--student-report"):
+        assert release([str(distilled["folder"]), str(tmp_path / "out"), "--critic", "none", "--dtype", "float32",
+                        option, str(report)]) == 2
+        error = [line for line in capsys.readouterr().err.splitlines() if line.strip() and not line.startswith("Loading weights")]
+        assert len(error) == 1 and str(report) in error[0], error
+        assert not (tmp_path / "out").exists()
+
+
 def test_a_new_run_continues_a_saved_student_from_its_adapters(distilled: dict[str, Path], tmp_path: Path, garments16: Path,
                                                                 text_cache_dir: Path, encoder: CaptionEncoder) -> None:
     from fashiongen.train import prepare
