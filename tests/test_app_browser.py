@@ -4,6 +4,7 @@ test is skipped when /usr/bin/chromium is missing."""
 
 from __future__ import annotations
 
+import re
 import io
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def test_typing_a_description_and_clicking_generate_shows_the_designs(page, tmp_
     page.locator("#description textarea").fill("red floral summer dress")
     page.locator("#generate-button").click()
     status = page.locator("#status")
-    status.filter(has_text="images in").wait_for(timeout=60_000)
+    status.filter(has_text=re.compile(r"images (by \S+ )?in ")).wait_for(timeout=60_000)
     thumbnails = page.locator("#gallery img")
     assert thumbnails.count() == 4
     captions = page.locator("#gallery").inner_text()

@@ -4,6 +4,7 @@ browser, choosing the GAN shows its controls and regenerates live (debounced) as
 
 from __future__ import annotations
 
+import re
 import json
 import os
 import time
@@ -130,7 +131,7 @@ def test_in_the_browser_the_gan_shows_its_controls_and_regenerates_as_you_type(t
         page.locator("#description textarea").click()
         page.keyboard.type("red silk dress", delay=40)  # 14 changes, 40 ms apart: one burst
         try:
-            page.locator("#status").filter(has_text="images in").wait_for(timeout=60_000)
+            page.locator("#status").filter(has_text=re.compile(r"images (by \S+ )?in ")).wait_for(timeout=60_000)
         except Exception:
             raise AssertionError(f"no live generation: status {page.locator('#status').inner_text()!r}, "
                                  f"{generations() - before} generated, page: {page.locator('body').inner_text()[:800]!r}") from None

@@ -33,6 +33,7 @@ from training_helpers import tiny_overrides
 from fashiongen.models import MAX_PARAMETERS, check_description
 from fashiongen.pipeline import DEFAULT_MODEL_DIR
 from fashiongen.models.files import DESCRIPTION_DIGEST, check_output_dir, description_digest, read_info, sha256_of
+from fashiongen.models.info import MODEL_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -366,7 +367,7 @@ def test_a_model_json_that_is_not_a_json_object_is_refused(cli: Runner, run_dir:
 
 def test_the_shipped_model_json_is_signed_and_its_version_1_form_still_loads(tmp_path: Path) -> None:
     info = read_info(DEFAULT_MODEL_DIR).raw
-    assert info["version"] == 2 and info[DESCRIPTION_DIGEST] == description_digest(info)
+    assert info["version"] == MODEL_VERSION and info[DESCRIPTION_DIGEST] == description_digest(info)  # as written now
     assert 10**6 < check_description(info["model"]) < MAX_PARAMETERS
     old = {key: value for key, value in info.items() if key != DESCRIPTION_DIGEST} | {"version": 1}  # as published before
     (tmp_path / "model.json").write_text(json.dumps(old))
